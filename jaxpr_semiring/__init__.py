@@ -1,0 +1,20 @@
+"""jaxpr_semiring: backpropagation generalized to semirings, for any JAX function.
+
+>>> import jax.numpy as jnp, jaxpr_semiring as js
+>>> g = js.semiring_grad(lambda x: jnp.sum(jnp.tanh(x) * 3.0), js.MaxProduct())(jnp.zeros(2))
+>>> g.top_pos.tolist()
+[3.0, 3.0]
+"""
+from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, Expectation, Log,
+                        Counting, Boolean, MaxProductValue, MaxAbsValue, EntropyValue,
+                        ExpectationValue)
+from .api import semiring_grad, value_and_semiring_grad
+from . import rules
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
+    "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "MaxProductValue",
+    "MaxAbsValue", "EntropyValue", "ExpectationValue", "rules",
+]

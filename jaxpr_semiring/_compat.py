@@ -1,0 +1,94 @@
+"""Everything that depends on how a particular JAX release spells its higher-order primitives.
+
+JAX renames primitives and their parameters between releases (``pjit`` → ``jit``,
+``checkpoint`` → ``remat2``, ``custom_vjp_call_jaxpr`` → ``custom_vjp_call``, scan's
+``jaxpr``/``linear``/``_split_transpose``…). This module is the one place that knows; the
+interpreter and the rules ask it.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+from jax.extend import core as jcore
+
+# Primitives whose primal body defines the graph: inlined by the interpreter.
+# name → parameter holding the body (a ClosedJaxpr or an open Jaxpr).
+_CALL_BODY_PARAM = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_lin": None,  # only inside AD; never in a user's jaxpr
+}
+
+# Identity primitives (value passes through unchanged, one edge of weight 1 per element).
+IDENTITY_PRIMITIVES = ("name", "copy", "copy_p", "device_put", "optimization_barrier",
+                       "sharding_constraint", "mesh_cast", "reshard", "pvary", "tap")
+
+
+class Body(NamedTuple):
+    jaxpr: jcore.Jaxpr
+    consts: Sequence[Any]
+
+
+def as_body(j) -> Body:
+    """A (jaxpr, consts) pair from a ClosedJaxpr or an open Jaxpr."""
+    if isinstance(j, jcore.ClosedJaxpr):
+        return Body(j.jaxpr, j.consts)
+    return Body(j, ())
+
+
+def call_body(eqn_or_name, params=None) -> Body | None:
+    """The body to inline for a call-like equation, or None if it is not one."""
+    name = eqn_or_name if isinstance(eqn_or_name, str) else eqn_or_name.primitive.name
+    params = params if params is not None else eqn_or_name.params
+    key = _CALL_BODY_PARAM.get(name)
+    if key is None or key not in params:
+        return None
+    return as_body(params[key])
+
+
+class ScanParams(NamedTuple):
+    body: Body
+    num_consts: int
+    num_carry: int
+    length: int
+    reverse: bool
+
+
+def scan_params(params) -> ScanParams:
+    return ScanParams(as_body(params["jaxpr"]), params["num_consts"], params["num_carry"],
+                      params["length"], params["reverse"])
+
+
+def cond_branches(params) -> list[Body]:
+    return [as_body(b) for b in params["branches"]]
+
+
+def name_stack(eqn) -> str:
+    """The equation's module path (Flax scopes, ``jax.named_scope``), '' if none."""
+    try:
+        return str(eqn.source_info.name_stack)
+    except AttributeError:
+        return ""
+
+
+def join_path(prefix: str, rel: str) -> str:
+    return f"{prefix}/{rel}" if prefix and rel else (prefix or rel)
+
+
+def bind(primitive, args: Sequence, params: dict) -> list:
+    """Apply a primitive to values as ``eval_jaxpr`` does; always returns a list of outputs."""
+    bind_params = primitive.get_bind_params(params)
+    if isinstance(bind_params, tuple):  # jax < 0.9: (subfuns, params)
+        subfuns, bind_params = bind_params
+    else:
+        bind_params = dict(bind_params)
+        subfuns = bind_params.pop("subfuns", ())
+    outs = primitive.bind(*subfuns, *args, **bind_params)
+    return list(outs) if primitive.multiple_results else [outs]

@@ -1,0 +1,83 @@
+"""Elementwise primitives: one generic rule from JVP diagonals, plus no-edge and identity rules.
+
+For an elementwise primitive the local Jacobian w.r.t. each operand is diagonal, so a single JVP
+with a tangent of ones gives every edge weight ∂out_k/∂in_k at once, with JAX's own convention
+at kinks and ties. An operand broadcast implicitly (rank 0, or size-1 axes) feeds several output
+elements: its cotangent is the ⊕ over them.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import register
+
+
+def local_derivative(prim, params, primals_in, i):
+    """∂out/∂in_i elementwise (shaped like the output) by one JVP of the primitive."""
+    x = primals_in[i]
+
+    def along_i(xi):
+        args = list(primals_in)
+        args[i] = xi
+        return prim.bind(*args, **params)
+
+    _, w = jax.jvp(along_i, (x,), (jnp.ones_like(x),))
+    return w
+
+
+def unbroadcast(S, v, shape, out_shape):
+    """⊕ over the output elements an implicitly broadcast operand (rank 0, or size-1 axes
+    as jax ≥ 0.10 allows) feeds."""
+    if tuple(shape) == tuple(out_shape):
+        return v
+    if len(shape) == 0:
+        return S.sum(v, axes=tuple(range(len(out_shape))))
+    axes = tuple(d for d, (n, m) in enumerate(zip(shape, out_shape)) if n == 1 and m != 1)
+    return S.map(lambda a: a.reshape(shape), S.sum(v, axes=axes))
+
+
+def elementwise(ctx, primals_in, primals_out, cts_out, **params):
+    S = ctx.semiring
+    ct, = cts_out
+    out_shape = primals_out[0].shape
+    cts_in = []
+    for i, x in enumerate(primals_in):
+        if not ctx.wanted[i]:
+            cts_in.append(None)
+            continue
+        contrib = S.scale(local_derivative(ctx.primitive, params, primals_in, i), ct)
+        cts_in.append(unbroadcast(S, contrib, x.shape, out_shape))
+    return cts_in
+
+
+def no_edges(ctx, primals_in, primals_out, cts_out, **params):
+    """Derivative identically zero (or integer/boolean): the equation adds no edges."""
+    return [None] * len(primals_in)
+
+
+def identity(ctx, primals_in, primals_out, cts_out, **params):
+    """out_i = in_i: every element passes its cotangent straight through."""
+    return list(cts_out)
+
+
+register(
+    "abs", "acos", "acosh", "add", "add_any", "asin", "asinh", "atan", "atan2", "atanh",
+    "bessel_i0e", "bessel_i1e", "cbrt", "clamp", "cos", "cosh", "digamma", "div", "erf",
+    "erf_inv", "erfc", "exp", "exp2", "expm1", "igamma", "igammac", "igamma_grad_a",
+    "integer_pow", "lgamma", "log", "log1p", "logistic", "max", "min", "mul", "neg",
+    "polygamma", "pow", "random_gamma_grad", "reduce_precision", "regularized_incomplete_beta",
+    "rem", "rsqrt", "sin", "sinh", "sqrt", "square", "sub", "tan", "tanh", "zeta",
+)(elementwise)
+
+register(
+    "sign", "floor", "ceil", "round", "is_finite", "nextafter", "stop_gradient",
+    "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin", "iota", "and", "or", "not", "xor",
+    "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz",
+    "random_bits", "random_seed", "random_wrap", "random_unwrap", "random_fold_in",
+    "random_split", "threefry2x32", "rng_bit_generator", "rng_uniform", "bitcast_convert_type",
+    "reduce_and", "reduce_or", "reduce_xor", "axis_index", "platform_index",
+)(no_edges)
+
+register("name", "copy", "copy_p", "device_put", "optimization_barrier", "sharding_constraint",
+         "mesh_cast", "reshard", "pvary")(identity)
