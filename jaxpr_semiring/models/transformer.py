@@ -10,9 +10,10 @@ Architecture (post-LN, like BERT; no dropout, the model is deterministic)::
         h = mlp_norm(mlp_residual(h, m))
     logits = classifier(pool(h))  # pool: position 0 ("first", default) or mean over positions
 
-Module paths (they appear in every jaxpr equation's ``source_info.name_stack``, prefixed by
-``TransformerClassifier/`` -- or ``TransformerClassifier.<method>/TransformerClassifier/`` when
-applied through ``method=``)::
+Module paths (they appear in every jaxpr equation's ``source_info.name_stack``; Flax prefixes
+them with the calling methods, e.g. ``TransformerClassifier/TransformerClassifier.
+encode_from_embeddings/TransformerClassifier.encode/layer_0/attention/query`` -- match on the
+suffix or on a substring such as ``layer_0/attention/query``)::
 
     token_embed, position_embedding (a parameter)
     layer_{i}/attention/{query,key,value,out}

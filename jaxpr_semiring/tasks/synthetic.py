@@ -343,8 +343,10 @@ class ContainsTokenSet(Task):
     def __post_init__(self) -> None:
         super().__post_init__()
         raw = self.token_set
-        if isinstance(raw, (int, np.integer)):
-            raw = (raw,)
+        if isinstance(raw, (int, np.integer, str, bytes)):
+            raise ValueError(
+                f"token_set must be an iterable of token ids, got {raw!r}; e.g. pass {{{raw!r}}}"
+            )
         try:
             items = [_as_int(t, "token_set element") for t in raw]
         except TypeError:
