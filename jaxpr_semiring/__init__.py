@@ -8,7 +8,10 @@
 from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, Expectation, Log,
                         Counting, Boolean, MaxProductValue, MaxAbsValue, EntropyValue,
                         ExpectationValue)
+from .semirings import TopK, TopKValue
 from .api import semiring_grad, value_and_semiring_grad
+from .taps import tap, tap_modules, flows, value_and_flows, FlowReport, TapFlow
+from .paths import top_path, Path, PathStep
 from . import rules
 
 __version__ = "0.1.0"
@@ -17,4 +20,6 @@ __all__ = [
     "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
     "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "MaxProductValue",
     "MaxAbsValue", "EntropyValue", "ExpectationValue", "rules",
+    "TopK", "TopKValue", "tap", "tap_modules", "flows", "value_and_flows", "FlowReport",
+    "TapFlow", "top_path", "Path", "PathStep",
 ]

@@ -89,7 +89,11 @@ def run(fun, semiring: Semiring, args, kwargs, argnums, has_aux, recorder=None):
     graph = interpreter.flatten(closed.jaxpr, closed.consts)
     env = interpreter.forward(graph, flat)
     outs = [interpreter._value(env, a) for a in graph.outvars]
-    wanted = interpreter.reachable(graph, graph.invars)
+    sources = list(graph.invars)
+    if recorder is not None and hasattr(recorder, "start"):
+        # taps (jaxpr_semiring.taps.FlowRecorder): every tapped variable is also a source
+        sources += list(recorder.start(graph, env) or ())
+    wanted = interpreter.reachable(graph, sources)
     seed = semiring.ones((), outs[0].dtype)
     cts = interpreter.backward(semiring, graph, env, [seed] + [None] * (len(outs) - 1), wanted, recorder)
     flat_cts = [cts.get(r.key) if r.key in cts else semiring.zeros(np.shape(x), jnp.result_type(x))
@@ -104,9 +108,13 @@ def _assemble(flat_cts, treedef, single):
 
 
 def value_and_semiring_grad(fun: Callable, semiring: Semiring | None = None,
-                            argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+                            argnums: int | Sequence[int] = 0, has_aux: bool = False,
+                            *, taps: bool = False) -> Callable:
     """Like :func:`semiring_grad` but also returns ``fun``'s value: ``(value, grad)`` or
     ``((value, aux), grad)`` with ``has_aux``.
+
+    With ``taps=True`` the result above comes paired with a
+    :class:`jaxpr_semiring.taps.FlowReport`: ``((value, grad), report)``.
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> v, g = js.value_and_semiring_grad(lambda x: jnp.sum(x ** 2), js.Real())(jnp.ones(2))
@@ -117,15 +125,22 @@ def value_and_semiring_grad(fun: Callable, semiring: Semiring | None = None,
     argnums_t, single = _normalize_argnums(argnums)
 
     def value_and_grad_f(*args, **kwargs):
-        value, flat_cts, treedef, aux = run(fun, semiring, args, kwargs, argnums_t, has_aux)
+        recorder = None
+        if taps:
+            from .taps import FlowRecorder
+            recorder = FlowRecorder(semiring)
+        value, flat_cts, treedef, aux = run(fun, semiring, args, kwargs, argnums_t, has_aux,
+                                            recorder)
         grads = _assemble(flat_cts, treedef, single)
-        return ((value, aux), grads) if has_aux else (value, grads)
+        out = ((value, aux), grads) if has_aux else (value, grads)
+        return (out, recorder.report()) if taps else out
 
     return value_and_grad_f
 
 
 def semiring_grad(fun: Callable, semiring: Semiring | None = None,
-                  argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+                  argnums: int | Sequence[int] = 0, has_aux: bool = False,
+                  *, taps: bool = False) -> Callable:
     """Semiring gradient of a scalar function: ⊕ over all paths input → output of ⊗ of the
     lifted local derivatives (paper Eq. 2), for every element of the differentiated arguments.
 
@@ -140,10 +155,26 @@ def semiring_grad(fun: Callable, semiring: Semiring | None = None,
     >>> g = js.semiring_grad(f, js.MaxProduct(), argnums=(0, 1))(0.0, 1.0)
     >>> float(g[0].top_pos), float(g[1].top_pos), float(g[1].top_neg)
     (1.0, -1.0, -1.0)
+
+    With ``taps=True`` (see :mod:`jaxpr_semiring.taps`) it returns ``(result, report)``:
+    ``result`` as above and a :class:`~jaxpr_semiring.taps.FlowReport` giving, for every
+    variable marked with :func:`jaxpr_semiring.tap`, the total semiring value and the
+    ⊕-contribution arriving from each consumer equation (labelled by module path and
+    primitive). ``jaxpr_semiring.flows(fun, semiring, argnums)`` is the same thing.
+
+    >>> def h(x):
+    ...     t = js.tap(x, "t")
+    ...     return jnp.sum(2.0 * t) + jnp.sum(jnp.exp(t))
+    >>> g, rep = js.semiring_grad(h, js.MaxProduct(), taps=True)(jnp.zeros(2))
+    >>> {k: v.top_pos.tolist() for k, v in rep["t"].consumers.items()}
+    {'[mul]': [2.0, 2.0], '[exp]': [1.0, 1.0]}
     """
-    vg = value_and_semiring_grad(fun, semiring, argnums, has_aux)
+    vg = value_and_semiring_grad(fun, semiring, argnums, has_aux, taps=taps)
 
     def grad_f(*args, **kwargs):
+        if taps:
+            (out, grads), report = vg(*args, **kwargs)
+            return ((grads, out[1]) if has_aux else grads), report
         out, grads = vg(*args, **kwargs)
         return (grads, out[1]) if has_aux else grads
 

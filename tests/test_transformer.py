@@ -216,15 +216,15 @@ def test_training_is_seeded_and_early_stops():
     x, y = task.generate(96, seed=0)
     train, val = train_val_split(x, y, 32)
     model = model_for_task(task, hidden=8, heads=2)
-    p1, h1 = train_classifier(model, train, val, max_epochs=3, seed=1, progress=False,
-                              target_val_acc=None)
-    p2, h2 = train_classifier(model, train, val, max_epochs=3, seed=1, progress=False,
-                              target_val_acc=None)
+    kw = dict(max_epochs=2, seed=1, batch_size=32, progress=False, target_val_acc=None)
+    p1, h1 = train_classifier(model, train, val, **kw)
+    p2, h2 = train_classifier(model, train, val, **kw)
     assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc
-    assert len(h1.epoch) == 3 and not h1.stopped_early
+    assert len(h1.epoch) == 2 and not h1.stopped_early
     jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)
     # a target of 0 stops after the first epoch
-    _, h3 = train_classifier(model, train, val, max_epochs=5, progress=False, target_val_acc=0.0)
+    _, h3 = train_classifier(model, train, val, max_epochs=5, batch_size=32, progress=False,
+                             target_val_acc=0.0)
     assert h3.epoch == [1] and h3.stopped_early
 
 

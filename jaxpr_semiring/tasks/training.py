@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -113,8 +114,52 @@ def evaluate(model: Any, params: Params, tokens: Any, labels: Any,
     return _evaluate(_eval_step(model), params, x, y, batch_size)
 
 
-def _eval_step(model: Any) -> Callable[..., tuple[jax.Array, jax.Array]]:
+def _hashable(obj: Any) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _make_eval_step(model: Any) -> Callable[..., tuple[jax.Array, jax.Array]]:
     return jax.jit(lambda p, xb, yb: _loss_and_acc(model, p, xb, yb))
+
+
+_cached_eval_step = functools.lru_cache(maxsize=32)(_make_eval_step)
+
+
+def _eval_step(model: Any) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """A jitted (loss, accuracy) step, cached per model so repeated runs skip recompilation."""
+    return _cached_eval_step(model) if _hashable(model) else _make_eval_step(model)
+
+
+def _make_train_step(model: Any, tx: optax.GradientTransformation) -> Callable[..., Any]:
+    @jax.jit
+    def train_step(params: Params, opt_state: Any, xb: jax.Array, yb: jax.Array):
+        (loss, acc), grads = jax.value_and_grad(
+            lambda p: _loss_and_acc(model, p, xb, yb), has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    return train_step
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_adam_step(model: Any, learning_rate: float
+                      ) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+    tx = optax.adam(learning_rate)
+    return tx, _make_train_step(model, tx)
+
+
+def _train_step(model: Any, learning_rate: float, optimizer: optax.GradientTransformation | None
+                ) -> tuple[optax.GradientTransformation, Callable[..., Any]]:
+    """Optimizer and jitted train step; the default Adam step is cached per (model, lr)."""
+    if optimizer is None:
+        if _hashable(model):
+            return _cached_adam_step(model, float(learning_rate))
+        optimizer = optax.adam(learning_rate)
+    return optimizer, _make_train_step(model, optimizer)
 
 
 def _evaluate(step: Callable[..., tuple[jax.Array, jax.Array]], params: Params, x: np.ndarray,
@@ -185,16 +230,8 @@ def train_classifier(
     rng = np.random.default_rng(seed)
     if params is None:
         params = model.init(jax.random.key(seed), jnp.asarray(x_tr[:1]))
-    tx = optax.adam(learning_rate) if optimizer is None else optimizer
+    tx, train_step = _train_step(model, learning_rate, optimizer)
     opt_state = tx.init(params)
-
-    @jax.jit
-    def train_step(params: Params, opt_state: Any, xb: jax.Array, yb: jax.Array):
-        (loss, acc), grads = jax.value_and_grad(
-            lambda p: _loss_and_acc(model, p, xb, yb), has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, acc
-
     eval_step = _eval_step(model)
     history = TrainHistory()
     best_params, best_acc = params, -1.0
