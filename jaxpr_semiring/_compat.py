@@ -92,3 +92,32 @@ def bind(primitive, args: Sequence, params: dict) -> list:
         subfuns = bind_params.pop("subfuns", ())
     outs = primitive.bind(*subfuns, *args, **bind_params)
     return list(outs) if primitive.multiple_results else [outs]
+
+
+def scan_unroll(params) -> int | bool:
+    """Scan's ``unroll`` parameter (1 when the release does not record it)."""
+    return params.get("unroll", 1)
+
+
+def eval_jaxpr(jaxpr: jcore.Jaxpr, consts: Sequence, *args) -> list:
+    """Evaluate an open jaxpr with its consts (``jax.core.eval_jaxpr`` moved between releases)."""
+    try:
+        from jax.core import eval_jaxpr as _eval
+    except ImportError:  # pragma: no cover
+        from jax._src.core import eval_jaxpr as _eval
+    return list(_eval(jaxpr, list(consts), *args))
+
+
+def cond_index_and_operands(primals_in) -> tuple[Any, list]:
+    """``cond``'s operands: the branch index first, then the branch operands."""
+    return primals_in[0], list(primals_in[1:])
+
+
+def sort_params(params) -> tuple[int, bool, int]:
+    """(dimension, is_stable, num_keys) of a ``sort`` equation."""
+    return params["dimension"], params.get("is_stable", True), params.get("num_keys", 1)
+
+
+def top_k_axis(params, ndim: int) -> int:
+    """The axis ``top_k`` selects along (older releases: always the last)."""
+    return params.get("axis", -1) % ndim

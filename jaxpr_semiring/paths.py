@@ -297,6 +297,33 @@ def _locate(node, flat_out):
     raise IndexError(flat_out)
 
 
+def _primals_and_values(closed, flat, graph):
+    """Every variable's primal and stored MaxProduct value, computed in one jitted program
+    (the graph is re-flattened inside; variables are matched by position)."""
+    def refs_of(g):
+        out = list(g.invars)
+        for node in g.nodes:
+            out.extend(r for r in node.outvars if isinstance(r, Ref))
+        return out
+
+    def inner(consts, flat):
+        g = interpreter.flatten(closed.jaxpr, consts)
+        env = interpreter.forward(g, flat)
+        S = MaxProduct()
+        wanted = interpreter.reachable(g, g.invars)
+        out_dtype = interpreter._value(env, g.outvars[0]).dtype
+        cts = interpreter.backward(S, g, env, [S.ones((), out_dtype)]
+                                   + [None] * (len(g.outvars) - 1), wanted)
+        refs = refs_of(g)
+        return [env.get(r.key) for r in refs], [cts.get(r.key) for r in refs]
+
+    envs, vals = jax.jit(inner)(list(closed.consts), flat)
+    refs = refs_of(graph)
+    env = {r.key: e for r, e in zip(refs, envs) if e is not None}
+    cts = {r.key: v for r, v in zip(refs, vals) if v is not None}
+    return env, cts
+
+
 def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
              leaf: int | None = None, chain: str = "top_pos", has_aux: bool = False) -> Callable:
     """Recover the top gradient path of scalar ``fun`` (paper App. A).
@@ -322,13 +349,8 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
         closed, flat, treedef, aux_def = api.trace(fun, args, kwargs, argnums_t, has_aux)
         flat = [jnp.asarray(x) for x in flat]
         graph = interpreter.flatten(closed.jaxpr, closed.consts)
-        env = interpreter.forward(graph, flat)
         out_atom = graph.outvars[0]
-        S = MaxProduct()
-        wanted = interpreter.reachable(graph, graph.invars)
-        out_dtype = interpreter._value(env, out_atom).dtype
-        cts = interpreter.backward(S, graph, env, [S.ones((), out_dtype)]
-                                   + [None] * (len(graph.outvars) - 1), wanted)
+        env, cts = _primals_and_values(closed, flat, graph)
         if isinstance(out_atom, Const):
             raise ValueError("top_path: the output is a constant; no input reaches it.")
 
@@ -389,7 +411,12 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
             w = float(np.asarray(touts[o]).reshape(-1)[k])
             product *= w
             out_ref = node.outvars[o]
-            remaining = float(np.asarray(getattr(cts[out_ref.key], next_chain)).reshape(-1)[k])
+            stored = cts[out_ref.key]
+            p_k = float(np.asarray(stored.top_pos).reshape(-1)[k])
+            n_k = float(np.asarray(stored.top_neg).reshape(-1)[k])
+            if p_k == n_k:  # both chains coincide here: report App. A's sign rule
+                next_chain = cur_chain if w >= 0 else CHAINS[1 - CHAINS.index(cur_chain)]
+            remaining = p_k if next_chain == "top_pos" else n_k
             steps.append(PathStep(node.primitive.name, node.path, tuple(out_ref.aval.shape),
                                   _unravel(k, out_ref.aval.shape), w, product, next_chain,
                                   remaining))

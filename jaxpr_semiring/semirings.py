@@ -302,6 +302,16 @@ class MaxProductValue(NamedTuple):
     top_neg: jax.Array
 
 
+def _signed_scale(w, top_pos, top_neg):
+    """lift(w) ⊗ (top_pos, top_neg) (paper App. A): a negative weight swaps the chains.
+    0̄ annihilates whatever w is (no inf·0 = NaN, no sign flip of ±inf)."""
+    alive = top_pos > -jnp.inf
+    pos = w >= 0
+    hi = jnp.where(pos, w * top_pos, w * top_neg)
+    lo = jnp.where(pos, w * top_neg, w * top_pos)
+    return jnp.where(alive, hi, -jnp.inf), jnp.where(alive, lo, jnp.inf)
+
+
 class MaxProduct(Semiring):
     """Max-product with signs (paper App. A): the most positive and most negative path product.
 
@@ -335,27 +345,23 @@ class MaxProduct(Semiring):
                                jnp.min(v.top_neg, axis=axes, initial=jnp.inf))
 
     def scale(self, w, v):
-        w = w.astype(v.top_pos.dtype)
-        alive = v.top_pos > -jnp.inf  # 0̄ annihilates whatever w is (no inf·0, no sign flip)
-        a, b = w * v.top_pos, w * v.top_neg
-        return MaxProductValue(jnp.where(alive, jnp.maximum(a, b), -jnp.inf),
-                               jnp.where(alive, jnp.minimum(a, b), jnp.inf))
+        return MaxProductValue(*_signed_scale(w.astype(v.top_pos.dtype), v.top_pos, v.top_neg))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         canon_v, cw, out_shape = _canonical(v.top_pos, w.astype(v.top_pos.dtype), dimension_numbers)
 
         def chunk(vs, wk):
-            p, n = vs
-            alive = p > -jnp.inf
-            a, b = wk * p, wk * n
-            return (jnp.max(jnp.where(alive, jnp.maximum(a, b), -jnp.inf), axis=-1),
-                    jnp.min(jnp.where(alive, jnp.minimum(a, b), jnp.inf), axis=-1))
+            hi, lo = _signed_scale(wk, *vs)
+            return jnp.max(hi, axis=-1), jnp.min(lo, axis=-1)
 
         def combine(x, y):
             return jnp.maximum(x[0], y[0]), jnp.minimum(x[1], y[1])
 
-        p, n = chunked_contraction(chunk, combine, [canon_v(v.top_pos), canon_v(v.top_neg)], cw,
-                                   (-jnp.inf, jnp.inf))
+        def xla(p, n, cw):
+            return chunked_contraction(chunk, combine, [p, n], cw, (-jnp.inf, jnp.inf))
+
+        from . import kernels  # compiled CPU loop / GPU kernel where available, else xla()
+        p, n = kernels.maxproduct_contract(canon_v(v.top_pos), canon_v(v.top_neg), cw, xla)
         return MaxProductValue(p.reshape(out_shape), n.reshape(out_shape))
 
     def scatter(self, v, index_map):
@@ -427,10 +433,16 @@ class MaxAbs(Semiring):
 
         # log|w| and sign(w) travel as one [B, C, 2N] array through the chunking.
         N = cw.shape[2]
-        la, s = chunked_contraction(
-            lambda vs, wk: chunk(vs, (wk[:, :, :N], wk[:, :, N:])), combine,
-            [canon_v(v.log_abs), canon_v(v.sign)], jnp.concatenate([lw, sw], axis=2),
-            (-jnp.inf, 1.0), chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2)
+
+        def xla(la, s, lw, sw):
+            la, s = chunked_contraction(
+                lambda vs, wk: chunk(vs, (wk[:, :, :N], wk[:, :, N:])), combine,
+                [la, s], jnp.concatenate([lw, sw], axis=2),
+                (-jnp.inf, 1.0), chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2)
+            return la, jnp.where(la == -jnp.inf, jnp.ones_like(s), s)  # 0̄ = (−inf, +1)
+
+        from . import kernels  # compiled CPU loop where available, else xla()
+        la, s = kernels.maxabs_contract(canon_v(v.log_abs), canon_v(v.sign), lw, sw, xla)
         return MaxAbsValue(la.reshape(out_shape), s.reshape(out_shape))
 
     def scatter(self, v, index_map):
@@ -479,11 +491,13 @@ class Log(Semiring):
         return jnp.abs(cw)
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, cw, out_shape = _canonical(v, w.astype(v.dtype), dimension_numbers)
-        lv = canon_v(v)
-        shift = _finite_or_zero(jnp.max(lv, axis=2, keepdims=True, initial=-jnp.inf))
-        out = jnp.log(_matmul(jnp.exp(lv - shift), self._lift_matrix(cw))) + shift
-        return out.reshape(out_shape)
+        # max-shifted exp → one real matmul in the operands' own layouts (no transposed copy of
+        # the weights) → log
+        from . import kernels
+        w = w.astype(v.dtype)
+        shift_v, shift_out = kernels.log_shift(v, w.ndim, dimension_numbers)
+        z = kernels.real_dot(jnp.exp(v - shift_v), self._lift_matrix(w), dimension_numbers)
+        return jnp.log(z) + shift_out
 
     def scatter(self, v, index_map):
         shift, weights = _log_scatter(v, index_map)
@@ -599,20 +613,19 @@ class Entropy(Semiring):
         return EntropyValue(lz, jnp.where(lz > -jnp.inf, v.mean_log_abs + lw, 0))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, cw, out_shape = _canonical(v.log_z, w.astype(v.log_z.dtype), dimension_numbers)
-        lz, mean = canon_v(v.log_z), canon_v(v.mean_log_abs)
-        shift = _finite_or_zero(jnp.max(lz, axis=2, keepdims=True, initial=-jnp.inf))
-        e = jnp.exp(lz - shift)
-        aw = jnp.abs(cw)
-        M = lz.shape[1]
-        # Z and Σ e·mean share |w|: one matmul over the stacked rows.
-        both = _matmul(jnp.concatenate([e, e * mean], axis=1), aw)
-        z, z_mean = both[:, :M], both[:, M:]
-        z_logw = _matmul(e, xlogx(aw))
+        from . import kernels
+        w = w.astype(v.log_z.dtype)
+        shift_v, shift_out = kernels.log_shift(v.log_z, w.ndim, dimension_numbers)
+        e = jnp.exp(v.log_z - shift_v)
+        aw = jnp.abs(w)
+        # Z and Σ e·mean share |w|: one matmul over the stacked rows; weights in their own
+        # layout (no transposed copy).
+        z, z_mean = kernels.stacked_dot([e, e * v.mean_log_abs], aw, dimension_numbers)
+        z_logw = kernels.real_dot(e, xlogx(aw), dimension_numbers)
         alive = z > 0
-        out_lz = jnp.log(z) + shift
+        out_lz = jnp.log(z) + shift_out
         out_mean = jnp.where(alive, (z_mean + z_logw) / jnp.where(alive, z, 1), 0)
-        return EntropyValue(out_lz.reshape(out_shape), out_mean.reshape(out_shape))
+        return EntropyValue(out_lz, out_mean)
 
     def scatter(self, v, index_map):
         shift, weights = _log_scatter(v.log_z, index_map)
@@ -666,13 +679,12 @@ class Expectation(Semiring):
         return ExpectationValue(aw * v.z, aw * v.t + xlogx(aw) * v.z)
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, cw, out_shape = _canonical(v.z, w.astype(v.z.dtype), dimension_numbers)
-        z, t = canon_v(v.z), canon_v(v.t)
-        aw = jnp.abs(cw)
-        M = z.shape[1]
-        both = _matmul(jnp.concatenate([z, t], axis=1), aw)
-        out_t = both[:, M:] + _matmul(z, xlogx(aw))
-        return ExpectationValue(both[:, :M].reshape(out_shape), out_t.reshape(out_shape))
+        from . import kernels
+        w = w.astype(v.z.dtype)
+        aw = jnp.abs(w)
+        out_z, zt = kernels.stacked_dot([v.z, v.t], aw, dimension_numbers)
+        out_t = zt + kernels.real_dot(v.z, xlogx(aw), dimension_numbers)
+        return ExpectationValue(out_z, out_t)
 
     def scatter(self, v, index_map):
         return ExpectationValue(index_map.add(v.z), index_map.add(v.t))

@@ -245,12 +245,12 @@ def _bert_target(model, ids):
     return f, emb
 
 
-@pytest.mark.parametrize("S", [js.MaxProduct(), js.Real(), js.Log(), js.MaxAbs()],
+@pytest.mark.parametrize("S", [js.MaxProduct(), js.Real()],
                          ids=lambda s: type(s).__name__)
 def test_bert_per_consumer_flows_combine_to_total(small_bert, S):
     ids = jnp.array([1, 5, 3, 8, 2])
     f, emb = _bert_target(small_bert, ids)
-    _, rep = jax.jit(js.flows(f, S))(emb)
+    g_taps, rep = jax.jit(js.flows(f, S))(emb)
     assert list(rep) == ["bert/encoder/layer/0:input", "bert/encoder/layer/1:input"]
     for i, name in enumerate(rep):
         tf = rep[name]
@@ -260,8 +260,7 @@ def test_bert_per_consumer_flows_combine_to_total(small_bert, S):
         assert any(l.endswith("attention/output [add]") for l in tf.consumers)
         _eq(S, tf.combined(), tf.total, exact=isinstance(S, (js.MaxProduct, js.MaxAbs)))
     # the taps do not change the semiring gradient
-    plain = lambda e: f(e)
-    _eq(S, js.semiring_grad(plain, S)(emb), jax.jit(js.flows(f, S))(emb)[0], exact=False)
+    _eq(S, jax.jit(js.semiring_grad(f, S))(emb), g_taps, exact=False)
 
 
 def test_bert_taps_change_no_value(small_bert):

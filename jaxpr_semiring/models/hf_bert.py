@@ -204,11 +204,12 @@ def branch_flows(model, params, input_ids, target: Callable | None = None,
     :func:`mlm_logit_diff` with ``target_args=(mask_position, correct_id, wrong_id)``).
 
     ``input_ids``: one sentence, shape [seq_len]. ``semiring`` defaults to ``MaxProduct()``.
-    For jit/vmap use :func:`branch_flows_fn`. See :class:`BranchFlows` for the fields.
+    Compiled with ``jax.jit`` on each call; for repeated calls, vmap or your own jit use
+    :func:`branch_flows_fn`. See :class:`BranchFlows` for the fields.
     """
     fn = branch_flows_fn(model, target, semiring)
-    return fn(params, input_ids, *target_args, attention_mask=attention_mask,
-              token_type_ids=token_type_ids)
+    run = jax.jit(lambda p, i, am, tt, *ta: fn(p, i, *ta, attention_mask=am, token_type_ids=tt))
+    return run(params, input_ids, attention_mask, token_type_ids, *target_args)
 
 
 def embedding_flows_fn(model, target: Callable | None = None, semiring: Semiring | None = None

@@ -70,7 +70,7 @@ def lookup(prim, path: str = "") -> Callable:
 
 
 from . import elementwise as _elementwise_mod  # noqa: E402  (registration side effects)
-from . import structural, contractions, reductions, control_flow  # noqa: E402,F401
+from . import structural, contractions, reductions, control_flow, windows, convolution, sorting, misc  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402
 
 __all__ = ["RULES", "Ctx", "register", "lookup", "elementwise", "no_edges", "identity"]

@@ -1,0 +1,371 @@
+"""Every fast contraction path equals the reference broadcast-reduce formulation.
+
+The reference (written here, independent of the library's code) materializes every candidate
+lift(w[c]) ⊗ v[c] of a ``dot_general`` in float64 numpy and ⊕-reduces over the contracting
+axes. Checked: the semirings' ``dot_general`` (whatever kernel it dispatches to: the numba CPU
+loop behind ``pure_callback``, BLAS formulations for the log-space semirings), the XLA chunked
+fallback with small forced chunk sizes (C not a multiple of the chunk), the Pallas kernel in
+interpret mode, under ``jit`` and ``vmap``; random shapes with size-1 axes, batch dims,
+non-canonical dimension numbers, 0̄ entries, zero and negative weights.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxpr_semiring import kernels
+from jaxpr_semiring import semirings as S
+
+# (v shape, w shape, dimension_numbers) — lax.dot_general layout: contract/batch axes anywhere
+CASES = [
+    ((3, 7), (7, 5), (((1,), (0,)), ((), ()))),                    # plain matmul
+    ((7, 3), (5, 7), (((0,), (1,)), ((), ()))),                    # both transposed
+    ((1, 1), (1, 1), (((1,), (0,)), ((), ()))),                    # size-1 everything
+    ((4, 1), (1, 6), (((1,), (0,)), ((), ()))),                    # C = 1
+    ((2, 3, 5), (2, 5, 4), (((2,), (1,)), ((0,), (0,)))),          # batch dim
+    ((5, 2, 3), (4, 2, 5), (((0,), (2,)), ((1,), (1,)))),          # batch + transposed, odd order
+    ((2, 3, 4, 5), (4, 3, 6), (((2, 1), (0, 1)), ((), ()))),      # two contracting axes
+    ((2, 3, 4, 5), (5, 2, 3), (((3,), (0,)), ((0,), (1,)))),      # batch not leading in w
+    ((3, 37), (37, 2), (((1,), (0,)), ((), ()))),                  # C odd (chunk remainders)
+    ((3, 4), (6,), (((), ()), ((), ()))),                          # no contraction (outer product)
+]
+
+
+def _normalize(dims, v_ndim, w_ndim):
+    (vc, wc), (vb, wb) = dims
+    v_free = [i for i in range(v_ndim) if i not in vc and i not in vb]
+    w_free = [i for i in range(w_ndim) if i not in wc and i not in wb]
+    return list(vc), list(wc), list(vb), list(wb), v_free, w_free
+
+
+def candidates(v, w, dims):
+    """[out..., C_total] arrays of v and w values aligned per candidate (float64 numpy)."""
+    v, w = np.asarray(v, np.float64), np.asarray(w, np.float64)
+    vc, wc, vb, wb, v_free, w_free = _normalize(dims, v.ndim, w.ndim)
+    vt = np.transpose(v, vb + v_free + vc)
+    wt = np.transpose(w, wb + wc + w_free)
+    nb, nvf, nwf, nc = len(vb), len(v_free), len(w_free), len(vc)
+    bshape = vt.shape[:nb]
+    vfs = vt.shape[nb:nb + nvf]
+    cs = vt.shape[nb + nvf:]
+    wfs = wt.shape[nb + nc:]
+    C = int(np.prod(cs, dtype=np.int64))
+    vt = vt.reshape(bshape + vfs + (1,) * nwf + (C,))
+    wt = wt.reshape(bshape + (1,) * nvf + (C,) + wfs)
+    wt = np.moveaxis(wt, nb + nvf, -1)
+    out = bshape + vfs + wfs
+    return np.broadcast_to(vt, out + (C,)), np.broadcast_to(wt, out + (C,))
+
+
+def ref_maxproduct(p, n, w, dims):
+    P, W = candidates(p, w, dims)
+    Nn, _ = candidates(n, w, dims)
+    alive = P > -np.inf
+    with np.errstate(invalid="ignore"):
+        a, b = W * P, W * Nn
+    hi = np.where(alive, np.maximum(a, b), -np.inf)
+    lo = np.where(alive, np.minimum(a, b), np.inf)
+    return hi.max(-1, initial=-np.inf), lo.min(-1, initial=np.inf)
+
+
+def ref_maxabs(la, s, w, dims):
+    L, W = candidates(la, w, dims)
+    Sg, _ = candidates(s, w, dims)
+    with np.errstate(divide="ignore"):
+        cand = L + np.log(np.abs(W))
+    sg = Sg * np.where(W < 0, -1.0, 1.0)
+    best = cand.max(-1, initial=-np.inf)
+    sign = np.where(cand == best[..., None], sg, -1.0).max(-1, initial=-1.0)
+    return best, np.where(best == -np.inf, 1.0, sign)
+
+
+def _lse(x):
+    m = x.max(-1, initial=-np.inf)
+    ref = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - ref[..., None]).sum(-1)) + ref
+
+
+def ref_log(lv, w, dims, counting=False):
+    L, W = candidates(lv, w, dims)
+    with np.errstate(divide="ignore"):
+        lw = np.zeros_like(W) if counting else np.log(np.abs(W))
+    return _lse(L + lw)
+
+
+def ref_entropy(lz, mean, w, dims):
+    L, W = candidates(lz, w, dims)
+    M, _ = candidates(mean, w, dims)
+    with np.errstate(divide="ignore"):
+        lw = np.log(np.abs(W))
+    c_lz = L + lw
+    out_lz = _lse(c_lz)
+    ref = np.where(np.isfinite(out_lz), out_lz, 0.0)
+    wts = np.exp(c_lz - ref[..., None])
+    with np.errstate(invalid="ignore"):
+        c_mean = np.where(c_lz > -np.inf, M + lw, 0.0)
+    tot = wts.sum(-1)
+    mean_out = np.where(tot > 0, (wts * c_mean).sum(-1) / np.where(tot > 0, tot, 1), 0.0)
+    return out_lz, mean_out
+
+
+def ref_expectation(z, t, w, dims):
+    Z, W = candidates(z, w, dims)
+    T, _ = candidates(t, w, dims)
+    aw = np.abs(W)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xl = np.where(aw > 0, aw * np.log(np.where(aw > 0, aw, 1)), 0.0)
+    return (aw * Z).sum(-1), (aw * T + xl * Z).sum(-1)
+
+
+def ref_boolean(b, w, dims):
+    Bv, _ = candidates(b, w, dims)
+    return Bv.any(-1)
+
+
+def _weights(rng, shape):
+    w = rng.standard_normal(shape)
+    w[rng.random(shape) < 0.2] = 0.0     # zero-weight edges
+    return w.astype(np.float32)
+
+
+def _dead(rng, shape, frac=0.25):
+    return rng.random(shape) < frac
+
+
+def _maxproduct_value(rng, shape):
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    p, n = np.maximum(a, b), np.minimum(a, b)
+    dead = _dead(rng, shape)
+    p[dead], n[dead] = -np.inf, np.inf
+    return p.astype(np.float32), n.astype(np.float32)
+
+
+def _close(a, b, rtol=1e-4, atol=1e-5):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol,
+                               atol=atol)
+
+
+def _exact(a, b):
+    np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+@pytest.fixture(params=["auto", "xla"])
+def kernel_mode(request, monkeypatch):
+    monkeypatch.setenv("JAXPR_SEMIRING_KERNELS", request.param)
+    return request.param
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Force the XLA chunked fallback to use tiny chunks (C not a multiple of the chunk)."""
+    monkeypatch.setattr(S, "TROPICAL_CHUNK_ELEMENTS", 7)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("jit", [False, True])
+def test_maxproduct(case, jit, kernel_mode):
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(case)
+    p, n = _maxproduct_value(rng, vs)
+    w = _weights(rng, ws)
+    fn = lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims)
+    out = (jax.jit(fn) if jit else fn)(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w))
+    rp, rn = ref_maxproduct(p, n, w, dims)
+    # products of two float32 values are exact in float64 then rounded once: bitwise equal
+    _exact(out.top_pos, rp.astype(np.float32))
+    _exact(out.top_neg, rn.astype(np.float32))
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_maxproduct_small_chunks(case, small_chunks, monkeypatch):
+    monkeypatch.setenv("JAXPR_SEMIRING_KERNELS", "xla")
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(100 + case)
+    p, n = _maxproduct_value(rng, vs)
+    w = _weights(rng, ws)
+    out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    rp, rn = ref_maxproduct(p, n, w, dims)
+    _exact(out.top_pos, rp)
+    _exact(out.top_neg, rn)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("chunks", [False, True])
+def test_maxabs(case, chunks, kernel_mode, monkeypatch):
+    if chunks:
+        monkeypatch.setattr(S, "TROPICAL_CHUNK_ELEMENTS", 7)
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(200 + case)
+    la = rng.standard_normal(vs).astype(np.float32)
+    la[_dead(rng, vs)] = -np.inf
+    s = np.where(rng.random(vs) < 0.5, -1.0, 1.0).astype(np.float32)
+    s[la == -np.inf] = 1.0
+    w = _weights(rng, ws)
+    w[..., :1] = 2.0 ** rng.integers(-2, 3, size=w[..., :1].shape)  # exact ties in log|w|
+    out = jax.jit(lambda la, s, w: S.MaxAbs().dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    rl, rs = ref_maxabs(la, s, w, dims)
+    # log|w| is computed in float32 by both: compare log_abs to tolerance, signs where not tied
+    _close(np.where(np.isfinite(rl), out.log_abs, 0), np.where(np.isfinite(rl), rl, 0))
+    assert np.array_equal(np.isneginf(np.asarray(out.log_abs)), np.isneginf(rl))
+    assert set(np.unique(np.asarray(out.sign))) <= {-1.0, 1.0}
+    _exact(np.where(rl == -np.inf, out.sign, 1.0), np.ones_like(rl))  # 0̄ has sign +1
+
+
+def test_maxabs_signs_exact(kernel_mode):
+    """With weights ±2^k every log|g| is exact, so ties and signs are compared exactly."""
+    rng = np.random.default_rng(7)
+    dims = (((1,), (0,)), ((), ()))
+    la = rng.integers(-3, 3, size=(6, 40)).astype(np.float32) * np.float32(np.log(2.0))
+    la[_dead(rng, la.shape)] = -np.inf
+    s = np.where(rng.random(la.shape) < 0.5, -1.0, 1.0).astype(np.float32)
+    w = (np.where(rng.random((40, 300)) < 0.5, -1.0, 1.0)
+         * 2.0 ** rng.integers(-2, 3, size=(40, 300))).astype(np.float32)
+    lw = np.log(np.abs(w)).astype(np.float32)
+    out = jax.jit(lambda la, s, w: S.MaxAbs().dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    # reference on the same float32 log|w| values
+    cand = la[:, :, None] + lw[None]
+    sg = s[:, :, None] * np.where(w < 0, -1.0, 1.0)[None]
+    best = cand.max(1)
+    sign = np.where(cand == best[:, None], sg, -1.0).max(1)
+    sign = np.where(best == -np.inf, 1.0, sign)
+    _exact(out.log_abs, best)
+    _exact(out.sign, sign)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("name", ["Log", "Counting"])
+def test_log_counting(case, name):
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(300 + case)
+    lv = rng.standard_normal(vs).astype(np.float32) * 3
+    lv[_dead(rng, vs)] = -np.inf
+    w = _weights(rng, ws)
+    Sr = getattr(S, name)()
+    out = jax.jit(lambda lv, w: Sr.dot_general(lv, w, dims))(lv, w)
+    ref = ref_log(lv, w, dims, counting=name == "Counting")
+    assert np.array_equal(np.isneginf(np.asarray(out)), np.isneginf(ref))
+    _close(np.where(np.isfinite(ref), out, 0), np.where(np.isfinite(ref), ref, 0))
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_entropy(case):
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(400 + case)
+    lz = rng.standard_normal(vs).astype(np.float32) * 3
+    dead = _dead(rng, vs)
+    lz[dead] = -np.inf
+    mean = rng.standard_normal(vs).astype(np.float32)
+    mean[dead] = 0.0
+    w = _weights(rng, ws)
+    out = jax.jit(lambda a, b, w: S.Entropy().dot_general(S.EntropyValue(a, b), w, dims))(lz, mean, w)
+    rl, rm = ref_entropy(lz, mean, w, dims)
+    assert np.array_equal(np.isneginf(np.asarray(out.log_z)), np.isneginf(rl))
+    _close(np.where(np.isfinite(rl), out.log_z, 0), np.where(np.isfinite(rl), rl, 0))
+    _close(out.mean_log_abs, rm, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_expectation(case):
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(500 + case)
+    z = np.abs(rng.standard_normal(vs)).astype(np.float32)
+    z[_dead(rng, vs)] = 0.0
+    t = (z * rng.standard_normal(vs)).astype(np.float32)
+    w = _weights(rng, ws)
+    out = jax.jit(lambda a, b, w: S.Expectation().dot_general(S.ExpectationValue(a, b), w, dims))(z, t, w)
+    rz, rt = ref_expectation(z, t, w, dims)
+    _close(out.z, rz)
+    _close(out.t, rt, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_boolean(case):
+    vs, ws, dims = CASES[case]
+    rng = np.random.default_rng(600 + case)
+    b = rng.random(vs) < 0.3
+    w = _weights(rng, ws)
+    out = jax.jit(lambda b, w: S.Boolean().dot_general(b, w, dims))(b, w)
+    np.testing.assert_array_equal(np.asarray(out), ref_boolean(b, w, dims))
+
+
+# ------------------------------------------------------------------- vmap, dtypes, edge cases
+
+@pytest.mark.parametrize("w_batched", [False, True])
+def test_maxproduct_vmap(w_batched, kernel_mode):
+    """vmap over the callback (expand_dims): shared and per-example weights."""
+    rng = np.random.default_rng(11)
+    dims = (((1,), (0,)), ((), ()))
+    p, n = _maxproduct_value(rng, (4, 30, 50))
+    w = _weights(rng, (4, 50, 70) if w_batched else (50, 70))
+    fn = lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims)
+    out = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0 if w_batched else None)))(p, n, w)
+    for i in range(4):
+        rp, rn = ref_maxproduct(p[i], n[i], w[i] if w_batched else w, dims)
+        _exact(out.top_pos[i], rp)
+        _exact(out.top_neg[i], rn)
+
+
+def test_maxproduct_all_dead_and_special_weights(kernel_mode):
+    """0̄ rows stay 0̄ whatever the weight (negative, zero, ±inf): no NaN, no sign flip."""
+    dims = (((1,), (0,)), ((), ()))
+    p = np.full((3, 64), -np.inf, np.float32)
+    n = np.full((3, 64), np.inf, np.float32)
+    p[1, 5], n[1, 5] = 2.0, -1.0
+    w = np.ones((64, 1200), np.float32)
+    w[5, :4] = [-3.0, 0.0, np.inf, -np.inf]
+    w[6, :] = np.inf   # a dead row meets infinite weights
+    w[7, :] = 0.0
+    out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    rp, rn = ref_maxproduct(p, n, w, dims)
+    _exact(out.top_pos, rp)
+    _exact(out.top_neg, rn)
+    assert np.all(np.asarray(out.top_pos)[[0, 2]] == -np.inf)
+    assert np.all(np.asarray(out.top_neg)[[0, 2]] == np.inf)
+
+
+def test_maxproduct_float64(kernel_mode):
+    from conftest import x64
+    with x64():
+        rng = np.random.default_rng(3)
+        dims = (((1,), (0,)), ((), ()))
+        p, n = (a.astype(np.float64) for a in _maxproduct_value(rng, (5, 300)))
+        w = _weights(rng, (300, 400)).astype(np.float64)
+        out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+        assert out.top_pos.dtype == jnp.float64
+        rp, rn = ref_maxproduct(p, n, w, dims)
+        np.testing.assert_array_equal(np.asarray(out.top_pos), rp)
+        np.testing.assert_array_equal(np.asarray(out.top_neg), rn)
+
+
+@pytest.mark.skipif(not kernels.numba_available(), reason="numba not installed")
+def test_numba_kernel_direct():
+    rng = np.random.default_rng(5)
+    p, n = _maxproduct_value(rng, (2, 9, 33))
+    w = _weights(rng, (1, 33, 17))   # broadcast batch of the weights
+    op, on = kernels.maxproduct_numpy(p, n, w)
+    for b in range(2):
+        rp, rn = ref_maxproduct(p[b], n[b], w[0], (((1,), (0,)), ((), ())))
+        _exact(op[b], rp)
+        _exact(on[b], rn)
+
+
+# ------------------------------------------------------------------------------ Pallas kernel
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 33, 17, 70), (1, 1, 1, 1), (3, 8, 40, 9)])
+def test_pallas_interpret(shape):
+    pytest.importorskip("jax.experimental.pallas")
+    B, M, C, N = shape
+    rng = np.random.default_rng(sum(shape))
+    p, n = _maxproduct_value(rng, (B, M, C))
+    w = _weights(rng, (B, C, N))
+    op, on = kernels.maxproduct_pallas(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w),
+                                       block_m=8, block_n=16, block_c=4, interpret=True)
+    for b in range(B):
+        rp, rn = ref_maxproduct(p[b], n[b], w[b], (((1,), (0,)), ((), ())))
+        _exact(op[b], rp)
+        _exact(on[b], rn)
