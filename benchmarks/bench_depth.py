@@ -144,8 +144,8 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--semirings", default="Real,MaxProduct,MaxAbs,Log,Entropy")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--brute-depths", default="1,2,3,4,5,6,7,8")
-    p.add_argument("--brute-width", type=int, default=3)
+    p.add_argument("--brute-depths", default="2,4,6,8,10,12")
+    p.add_argument("--brute-width", type=int, default=2)
     p.add_argument("--brute-budget", type=float, default=20.0,
                    help="stop enumerating at the first depth that takes longer (s)")
     p.add_argument("--max-paths", type=int, default=2_000_000)
