@@ -1,0 +1,109 @@
+"""jit/vmap of semiring_grad, and float32 finiteness of the log-space semirings on deep models
+where raw-space values over/underflow."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxpr_semiring as js
+from oracle import SEMIRINGS
+
+F32_MAX_LOG = float(np.log(np.finfo(np.float32).max))  # ≈ 88.7
+
+
+def f(x, w):
+    h = jnp.tanh(w @ x)
+    return jnp.sum(jax.nn.softmax(h) * jnp.arange(3.0)) + jnp.max(x) * x[0]
+
+
+X = jnp.array([0.3, -0.7, 1.1])
+W = jnp.array([[0.5, -1.0, 0.2], [0.3, 0.8, -0.6], [1.2, 0.1, 0.4]])
+
+
+@pytest.mark.parametrize("S", SEMIRINGS, ids=lambda s: s.name)
+def test_jit_and_vmap_equal_eager(S):
+    g = js.semiring_grad(f, S, argnums=(0, 1))
+    eager = g(X, W)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), jax.jit(g)(X, W), eager)
+    xs = jnp.stack([X, -X, 2 * X])
+    batched = jax.vmap(g, in_axes=(0, None))(xs, W)
+    for i in range(3):
+        one = g(xs[i], W)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batched, one)
+
+
+def test_jit_of_vmap_with_closure_over_traced_values():
+    @jax.jit
+    def per_example(xs, w):
+        return jax.vmap(lambda x: js.semiring_grad(lambda x: f(x, w), js.Entropy())(x))(xs)
+    out = per_example(jnp.stack([X, X * 0.5]), W)
+    np.testing.assert_allclose(out.log_z[0], js.semiring_grad(lambda x: f(x, W), js.Entropy())(X).log_z, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- deep numerics
+
+LOG_SEMIRINGS = [js.Entropy(), js.Log(), js.MaxAbs(), js.Counting()]
+
+
+def _all_finite(value):
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(value))
+
+
+def residual_mlp(depth=48, width=16, seed=0):
+    w = jnp.asarray(np.random.default_rng(seed).normal(size=(depth, width, width)), jnp.float32)
+
+    def f(x):
+        for layer in range(depth):
+            x = x + jnp.tanh(w[layer] @ x)
+        return jnp.sum(x)
+    # at x = 0 every tanh is in its linear regime: path products do not shrink with depth
+    return f, jnp.zeros(width, jnp.float32)
+
+
+def test_48_layer_residual_mlp_overflows_raw_space_but_log_space_is_finite():
+    f, x = residual_mlp()
+    run = jax.jit(lambda x: [js.semiring_grad(f, S)(x) for S in LOG_SEMIRINGS + [js.Expectation()]])
+    entropy, log, maxabs, counting, expectation = run(x)
+    for v in (entropy, log, maxabs, counting):
+        assert _all_finite(v)
+    # raw space is hopeless here: Σ|g(p)| and the path count overflow float32
+    assert float(jnp.min(log)) > F32_MAX_LOG and float(jnp.min(counting)) > F32_MAX_LOG
+    assert not _all_finite(expectation)
+    assert bool(jnp.all(entropy.entropy >= 0)) and bool(jnp.all(entropy.entropy <= counting + 1e-3))
+
+
+def test_48_layer_chain_underflows_max_product_but_max_abs_is_finite():
+    w = jnp.asarray(np.random.default_rng(2).normal(size=(48, 4, 4)) * 0.05, jnp.float32)
+
+    def f(x):
+        for layer in range(48):
+            x = jnp.tanh(w[layer] @ x)
+        return jnp.sum(x)
+    x = jnp.ones(4)
+    mp = js.semiring_grad(f, js.MaxProduct())(x)
+    assert bool(jnp.all(mp.top_pos == 0)) and bool(jnp.all(mp.top_neg == 0))  # underflowed
+    ma, ent = js.semiring_grad(f, js.MaxAbs())(x), js.semiring_grad(f, js.Entropy())(x)
+    assert _all_finite(ma) and _all_finite(ent)
+    assert float(jnp.max(ma.log_abs)) < np.log(np.finfo(np.float32).tiny)  # below float32's range
+
+
+def test_12_layer_bert_log_space_finite():
+    from transformers import BertConfig, FlaxBertForMaskedLM
+    from test_models_real import word_embeddings_replaced_by
+    cfg = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=12, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    model = FlaxBertForMaskedLM(cfg, seed=0)
+    ids = jnp.array([[2, 7, 3, 9, 11, 4]])
+    emb = jnp.take(model.params["bert"]["embeddings"]["word_embeddings"]["embedding"], ids, axis=0)
+
+    def target(emb):
+        with word_embeddings_replaced_by(emb):
+            logits = model(ids, params=model.params).logits
+        return logits[0, 2, 5] - logits[0, 2, 8]
+
+    run = jax.jit(lambda e: [js.semiring_grad(target, S)(e) for S in LOG_SEMIRINGS])
+    entropy, log, maxabs, counting = run(emb)
+    for v in (entropy, log, maxabs, counting):
+        assert _all_finite(v)
+    # the number of paths through 12 attention layers is far beyond float32
+    assert float(jnp.min(counting)) > F32_MAX_LOG
