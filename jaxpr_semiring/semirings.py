@@ -394,7 +394,7 @@ class MaxAbs(Semiring):
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> g = js.semiring_grad(lambda x: jnp.sum(-3.0 * x), js.MaxAbs())(jnp.ones(2))
-    >>> g.log_abs.round(4).tolist(), g.sign.tolist()
+    >>> [round(v, 4) for v in g.log_abs.tolist()], g.sign.tolist()
     ([1.0986, 1.0986], [-1.0, -1.0])
     """
 

