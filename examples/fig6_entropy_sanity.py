@@ -117,12 +117,14 @@ def load_model(args, tok):
     return model, rep
 
 
-def part_a(args, model, tok, fn):
+def data_a(args, tok):
     from jaxpr_semiring.tasks import sva
-    exs = sva.generate(args.n_length, seed=args.seed + 1, max_attractors=4)
-    items = sva.tokenize(tok, exs)
-    L = max(t.length for t in items)
-    batch = sva.collate(items, pad_to=L)
+    return sva.tokenize(tok, sva.generate(args.n_length, seed=args.seed + 1, max_attractors=4))
+
+
+def part_a(args, model, items, fn, pad_to):
+    from jaxpr_semiring.tasks import sva
+    batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
     mean_tok, whole = batch_entropies(model, fn, batch, args.batch)
@@ -135,9 +137,7 @@ def part_a(args, model, tok, fn):
                 spearman_mean_token=(float(r2.statistic), float(r2.pvalue)))
 
 
-def part_c(args, model, tok, fn):
-    from scipy.stats import spearmanr
-
+def data_c(args, tok):
     from jaxpr_semiring.tasks import sva
     if args.tsv:
         exs = sva.load_tsv(args.tsv)
@@ -154,9 +154,14 @@ def part_c(args, model, tok, fn):
         bins = args.bins or "10,15,20,25,30"
     edges = [int(b) for b in bins.split(",")]
     items = sva.tokenize(tok, exs)
-    items = [t for t in items if edges[0] <= t.length < edges[-1]]
-    L = max(t.length for t in items)
-    batch = sva.collate(items, pad_to=L)
+    return [t for t in items if edges[0] <= t.length < edges[-1]], edges
+
+
+def part_c(args, model, items, edges, fn, pad_to):
+    from scipy.stats import spearmanr
+
+    from jaxpr_semiring.tasks import sva
+    batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
     mean_tok, _ = batch_entropies(model, fn, batch, args.batch)
@@ -170,8 +175,24 @@ def part_c(args, model, tok, fn):
         else:
             rho = p = float("nan")
         rows.append(dict(bin=f"{lo}-{hi}", n=int(sel.sum()), rho=rho, p=p))
-    return dict(n_attractors=batch.n_attractors.tolist(), lengths=batch.lengths.tolist(),
-                entropy=mean_tok.tolist(), bins=rows)
+    # stricter length control: within a length bin the number of attractors still correlates
+    # with the exact length (each attractor adds >= 3 words); use exact-length groups and the
+    # entropy residual after a linear fit on length
+    L = batch.lengths.astype(float)
+    k = batch.n_attractors
+    exact = []
+    for length in np.unique(batch.lengths):
+        sel = batch.lengths == length
+        if sel.sum() >= 8 and len(np.unique(k[sel])) > 1:
+            r = spearmanr(k[sel], mean_tok[sel])
+            exact.append(dict(length=int(length), n=int(sel.sum()), rho=float(r.statistic),
+                              p=float(r.pvalue)))
+    A = np.stack([L, np.ones_like(L)], 1)
+    resid = mean_tok - A @ np.linalg.lstsq(A, mean_tok, rcond=None)[0]
+    r = spearmanr(k, resid) if len(np.unique(k)) > 1 else None
+    return dict(n_attractors=k.tolist(), lengths=batch.lengths.tolist(),
+                entropy=mean_tok.tolist(), bins=rows, exact_length=exact,
+                residual_spearman=(float(r.statistic), float(r.pvalue)) if r else None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,10 +250,13 @@ def part_b(args):
             cls = jnp.asarray(logits.argmax(-1), jnp.int32)
 
             def ent(p, xi, c):
-                return js.semiring_grad(lambda v: model.apply(p, v)[c], S)(xi).entropy  # [4]
+                g = js.semiring_grad(lambda v: model.apply(p, v)[c], S)(xi)  # fields [4]
+                # no path of nonzero weight (all ReLUs dead): entropy undefined -> NaN
+                return jnp.where(g.log_z > -jnp.inf, g.entropy, jnp.nan)
 
             e = np.asarray(jax.jit(jax.vmap(ent, in_axes=(None, 0, 0)))(params, xte, cls))
             out.append(dict(hidden=h, seed=seed, test_acc=acc,
+                            dead_fraction=float(np.isnan(e).mean()),
                             relevant=float(np.nanmean(e[:, 0])),
                             irrelevant=float(np.nanmean(e[:, 1:]))))
     return out
@@ -325,9 +349,13 @@ def main(argv=None):
             res["head"] = dict(train_accuracy=rep.train_accuracy,
                                heldout_accuracy=rep.heldout_accuracy)
         fn = sentence_entropy_fn(model)
+        # one padded length for (a) and (c): a single compilation of the semiring pass
+        items_a = data_a(args, tok) if "a" in args.parts else []
+        items_c, edges = data_c(args, tok) if "c" in args.parts else ([], None)
+        pad_to = max(t.length for t in items_a + items_c)
         if "a" in args.parts:
             ta = time.time()
-            res["a"] = part_a(args, model, tok, fn)
+            res["a"] = part_a(args, model, items_a, fn, pad_to)
             L = np.array(res["a"]["lengths"])
             print("(a) length-bin  n  whole-input-H  mean-token-H")
             for lo in range(0, int(L.max()) + 1, 5):
@@ -341,10 +369,19 @@ def main(argv=None):
                   f"[{time.time() - ta:.0f} s]")
         if "c" in args.parts:
             tc = time.time()
-            res["c"] = part_c(args, model, tok, fn)
+            res["c"] = part_c(args, model, items_c, edges, fn, pad_to)
             print("(c) length-bin  n  spearman_rho  p")
             for b in res["c"]["bins"]:
                 print(f"    {b['bin']:8s} {b['n']:4d} {b['rho']:+.3f} {b['p']:.3g}")
+            ex = res["c"]["exact_length"]
+            if ex:
+                print("    exact-length groups: median rho "
+                      f"{np.median([d['rho'] for d in ex]):+.3f} over {len(ex)} lengths, "
+                      f"{sum(d['p'] < 0.05 for d in ex)} with p < 0.05")
+            if res["c"]["residual_spearman"]:
+                rho, pv = res["c"]["residual_spearman"]
+                print(f"    Spearman(#attractors, length-residualised entropy) = {rho:+.3f} "
+                      f"(p={pv:.3g})")
             k = np.array(res["c"]["n_attractors"])
             e = np.array(res["c"]["entropy"])
             print("    mean entropy by #attractors: " + ", ".join(

@@ -279,3 +279,25 @@ def test_verb_head_target_sign(tok):
     a = float(model.target(model.params, *args))
     b = float(model.target(model.params, *args[:3], args[4], args[3]))
     assert a == pytest.approx(-b)
+
+
+def test_padding_does_not_change_entropy_under_jit(tok):
+    """Padded keys get exactly zero attention: per-token path entropies of the real tokens must
+    equal those of the unpadded sentence (with HF's finfo.min bias the Entropy semiring
+    overflowed to NaN under jit; SVAModel bounds the bias)."""
+    import jaxpr_semiring as js
+    model = M.MLMSVAModel.from_config(_tiny_config(tok.get_vocab_size()), seed=0)
+    batch = sva.encode(tok, sva.generate(1, seed=1))
+    ids, am, *rest = [a[0] for a in batch.target_args()]
+    S = js.Entropy()
+
+    def ent(ids, am):
+        emb = model.word_embeddings(model.params, ids)
+        f = lambda e: model.target_from_embeddings(model.params, e, ids, am, *rest)  # noqa
+        return S.sum(js.semiring_grad(f, S)(emb), axes=-1).entropy
+
+    n = len(ids)
+    plain = np.asarray(jax.jit(ent)(ids, am))
+    padded = np.asarray(jax.jit(ent)(np.pad(ids, (0, 2)), np.pad(am, (0, 2))))
+    assert np.isfinite(plain).all() and np.isfinite(padded[:n]).all()
+    np.testing.assert_allclose(padded[:n], plain, rtol=1e-4)
