@@ -78,7 +78,9 @@ def logsumexp(a, axes, keepdims=False):
 
 
 def log_abs(w):
-    return jnp.log(jnp.abs(w))
+    """log|w| with log 0 = −inf even under jit (XLA folds log(exp(x)) to x, which turned an
+    underflowed weight exp(−3.4e38) = 0 into log-weight −3.4e38 and then overflowed sums)."""
+    return jnp.where(w == 0, -jnp.inf, jnp.log(jnp.abs(w)))
 
 
 def xlogx(x):

@@ -107,3 +107,13 @@ def test_12_layer_bert_log_space_finite():
         assert _all_finite(v)
     # the number of paths through 12 attention layers is far beyond float32
     assert float(jnp.min(counting)) > F32_MAX_LOG
+
+
+@pytest.mark.parametrize("S", [js.MaxAbs(), js.Log(), js.Entropy()], ids=lambda s: s.name)
+def test_underflowed_weight_is_log_zero_under_jit(S):
+    # exp of an attention-mask bias (finfo.min) is exactly 0; XLA would fold log(exp(x)) to x
+    f = lambda x: jnp.sum(jnp.exp(x + jnp.finfo(jnp.float32).min) * 2.0) + jnp.sum(x * 0.5)
+    x = jnp.array([0.5, -1.0])
+    eager, jitted = js.semiring_grad(f, S)(x), jax.jit(js.semiring_grad(f, S))(x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), jitted, eager)
+    assert _all_finite(jitted)
