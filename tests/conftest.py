@@ -25,3 +25,11 @@ def x64():
 def enable_x64():
     with x64():
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Each test module compiles many one-off programs; drop them so a worker's memory stays
+    bounded over the whole run (CI has 24 GiB for two workers)."""
+    yield
+    jax.clear_caches()
