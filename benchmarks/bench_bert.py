@@ -62,15 +62,11 @@ def make_target(model, seq_len):
 
     The parameters are an argument (not closed-over constants, which XLA would constant-fold).
     """
-    import flax.linen as nn
+
+    from jaxpr_semiring.models.hf_bert import word_embeddings_replaced_by
 
     def f(emb, params, ids, mask_pos, correct, wrong):
-        def replace(next_fun, args, kwargs, context):
-            if context.module.name == "word_embeddings" and context.method_name == "__call__":
-                return emb[None].astype(emb.dtype)
-            return next_fun(*args, **kwargs)
-
-        with nn.intercept_methods(replace):
+        with word_embeddings_replaced_by(emb[None]):
             out = model(ids[None], params=params)
         logits = out.logits[0, mask_pos]
         return logits[correct] - logits[wrong]

@@ -41,8 +41,9 @@ def fig1() -> None:
 
 
 def small_bert(layers: int) -> None:
-    from flax import linen as nn
     from transformers import BertConfig, FlaxBertForMaskedLM
+
+    from jaxpr_semiring.models.hf_bert import word_embeddings_replaced_by
 
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=32)
@@ -52,11 +53,7 @@ def small_bert(layers: int) -> None:
     emb = jnp.take(model.params["bert"]["embeddings"]["word_embeddings"]["embedding"], ids, axis=0)
 
     def logit_difference(emb):
-        def use_emb(next_fun, args, kwargs, context):  # the input representation replaces the lookup
-            if context.module.name == "word_embeddings" and context.method_name == "__call__":
-                return emb
-            return next_fun(*args, **kwargs)
-        with nn.intercept_methods(use_emb):
+        with word_embeddings_replaced_by(emb):  # the input representation replaces the lookup
             logits = model(ids, params=model.params).logits
         return logits[0, mask_pos, good] - logits[0, mask_pos, bad]
 

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["jaxpr_semiring", "jaxpr_semiring.api", "jaxpr_semiring.semirings", "jaxpr_semiring.rules",
-           "jaxpr_semiring.taps", "jaxpr_semiring.paths"]
+           "jaxpr_semiring.taps", "jaxpr_semiring.paths", "jaxpr_semiring.models.hf_bert"]
 
 
 @pytest.mark.parametrize("name", MODULES)

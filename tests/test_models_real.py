@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import jaxpr_semiring as js
+from jaxpr_semiring.models.hf_bert import word_embeddings_replaced_by
 
 
 def assert_tree_close(a, b, rtol=1e-5, atol=1e-6):
@@ -70,15 +71,6 @@ def test_equinox_mlp():
 
 
 # ------------------------------------------------------------------------------------- BERT
-
-def word_embeddings_replaced_by(emb):
-    """Make every nn.Embed named word_embeddings return ``emb`` (the input representation)."""
-    def interceptor(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and context.module.name == "word_embeddings":
-            return emb
-        return next_fun(*args, **kwargs)
-    return nn.intercept_methods(interceptor)
-
 
 @pytest.fixture(scope="module")
 def small_bert():

@@ -29,6 +29,7 @@ from ..semirings import MaxProduct, Semiring
 from ..taps import flows as _flows, module_path, tap_modules
 
 __all__ = ["BRANCHES", "BranchFlows", "branch_flows", "branch_flows_fn", "embedding_flows",
+           "word_embeddings_replaced_by",
            "embedding_flows_fn", "mlm_logit_diff", "classify_consumer", "word_embedding_table"]
 
 #: branch order of the last axis of :attr:`BranchFlows.flows`
@@ -112,6 +113,24 @@ def _is_word_embeddings(module) -> bool:
     return p == "embeddings/word_embeddings" or p.endswith("/embeddings/word_embeddings")
 
 
+def word_embeddings_replaced_by(embeddings):
+    """Context manager: every Hugging Face BERT word-embedding lookup returns ``embeddings``
+    instead (the input representation to differentiate w.r.t.; shape of the lookup's output).
+
+    >>> import jax.numpy as jnp
+    >>> with word_embeddings_replaced_by(jnp.zeros((1, 3, 8))):
+    ...     pass
+    """
+    import flax.linen as nn
+
+    def replace(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and _is_word_embeddings(context.module):
+            return embeddings.astype(jnp.result_type(embeddings))
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(replace)
+
+
 def _default_target(model, target):
     if target is not None:
         return target
@@ -132,13 +151,7 @@ def _model_fn(model, target, input_ids, attention_mask, token_type_ids, target_a
     tt = None if token_type_ids is None else jnp.asarray(token_type_ids)[None]
 
     def f(emb):
-        def replace(next_fun, args, kwargs, context):
-            if context.method_name == "__call__" and _is_word_embeddings(context.module):
-                return emb[None].astype(jnp.result_type(emb))
-            return next_fun(*args, **kwargs)
-
-        import flax.linen as nn
-        with nn.intercept_methods(replace):
+        with word_embeddings_replaced_by(emb[None]):
             with tap_modules(types=_layer_class(), inputs=True):
                 out = model(ids, attention_mask=am, token_type_ids=tt, params=params)
         return target(out, *target_args)
@@ -226,13 +239,7 @@ def embedding_flows_fn(model, target: Callable | None = None, semiring: Semiring
         emb = jnp.take(word_embedding_table(params), input_ids, axis=0)
 
         def f(e):
-            def replace(next_fun, args, kwargs, context):
-                if context.method_name == "__call__" and _is_word_embeddings(context.module):
-                    return e[None]
-                return next_fun(*args, **kwargs)
-
-            import flax.linen as nn
-            with nn.intercept_methods(replace):
+            with word_embeddings_replaced_by(e[None]):
                 am = None if attention_mask is None else jnp.asarray(attention_mask)[None]
                 tt = None if token_type_ids is None else jnp.asarray(token_type_ids)[None]
                 out = model(input_ids[None], attention_mask=am, token_type_ids=tt, params=params)

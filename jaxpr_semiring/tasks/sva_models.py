@@ -166,15 +166,9 @@ class SVAModel:
         ``target_from_embeddings(p, word_embeddings(p, ids), ids, ...) == target(p, ids, ...)``;
         differentiate (or semiring-differentiate) w.r.t. ``embeddings`` for per-token values.
         """
-        import flax.linen as nn
+        from ..models.hf_bert import word_embeddings_replaced_by
 
-        def replace(next_fun, args, kwargs, context):
-            if (context.method_name == "__call__" and context.module.name == "word_embeddings"
-                    and type(context.module).__name__ == "Embed"):
-                return embeddings[None].astype(jnp.result_type(embeddings))
-            return next_fun(*args, **kwargs)
-
-        with nn.intercept_methods(replace):
+        with word_embeddings_replaced_by(embeddings[None]):
             h = self.hidden(params, input_ids, attention_mask)
         return self.target_from_hidden(h, mask_pos, good_id, bad_id)
 
