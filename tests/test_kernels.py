@@ -342,7 +342,6 @@ def test_maxproduct_float64(kernel_mode):
         np.testing.assert_array_equal(np.asarray(out.top_neg), rn)
 
 
-@pytest.mark.skipif(not kernels.numba_available(), reason="numba not installed")
 def test_numba_kernel_direct():
     rng = np.random.default_rng(5)
     p, n = _maxproduct_value(rng, (2, 9, 33))
