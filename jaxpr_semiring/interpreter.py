@@ -2,7 +2,8 @@
 
 1. ``flatten``: inline every call-like equation (``jit``, ``closed_call``, ``remat``,
    ``custom_jvp_call``, ``custom_vjp_call``, ``name``) so the graph is one list of nodes, each
-   labelled with its module path (the parent's name stack prefixed to the child's relative one).
+   labelled with its module path (the parent's name stack prefixed to the child's relative one),
+   then apply the registered path-preserving rewrites (``rules.REWRITES``).
 2. ``forward``: evaluate the nodes, storing every primal.
 3. ``backward``: seed 1̄ at the output and walk the nodes in reverse; each node's rule turns the
    semiring cotangents of its outputs into ⊕-contributions to its inputs.
@@ -21,7 +22,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 from . import _compat
-from .rules import Ctx, lookup
+from .rules import REWRITES, Ctx, lookup
 from .semirings import Semiring
 
 TAP_PREFIX = "jaxpr_semiring.tap:"
@@ -66,6 +67,8 @@ def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "",
         in_atoms = [Ref(next(_fresh), v.aval) for v in jaxpr.invars]
     nodes: list[Node] = []
     out_atoms = _inline(jaxpr, consts, list(in_atoms), prefix, nodes)
+    for rewrite in REWRITES:
+        nodes = rewrite(nodes)
     return Graph(nodes, list(in_atoms), out_atoms)
 
 

@@ -362,3 +362,72 @@ def stacked_dot(rows, b, dimension_numbers):
     dims = ((tuple(pos[i] for i in vc), tuple(wc)), (tuple(range(nb)), tuple(wb)))
     out = real_dot(stacked, b, dims)
     return [out[(slice(None),) * nb + (k,)] for k in range(len(rows))]
+
+
+# A lifted weight matrix (|w|, |w|·log|w|) larger than this is built chunk by chunk along the
+# contraction: on CPU a fresh multi-MB temporary costs a page fault per 4 KiB (the 62 MB |W| of
+# BERT's vocabulary projection: 26 ms to write, 3 ms to compute), and chunks also bound peak
+# memory on every backend.
+LIFT_CHUNK_BYTES = 4 << 20
+
+
+def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
+    """``[real_dot(row, lift(w)) for row, lift in products]`` without materializing ``lift(w)``
+    whole when it is large.
+
+    Rows sharing a lift (the same function object) go through one stacked matmul; each distinct
+    lift of ``w`` is computed once per chunk. Only a single contracting axis is chunked (other
+    contractions run unchunked).
+    """
+    lifts = []
+    for _, lift in products:
+        if lift not in lifts:
+            lifts.append(lift)
+    groups = [[i for i, (_, lift) in enumerate(products) if lift is g] for g in lifts]
+    (vc, wc), _ = dimension_numbers
+    budget = chunk_bytes or LIFT_CHUNK_BYTES
+
+    def dots(rows, wk, after):
+        # A lift depends only on parameters, so XLA would schedule every lift (of every layer,
+        # and every chunk) up front, all alive at once; on CPU each fresh page of temporaries
+        # costs a fault. A select on a condition that is always false but reads ``after`` (the
+        # rows, or the previous chunk's result) makes it wait (XLA CPU drops
+        # optimization_barrier).
+        wk = jnp.where(after.ravel()[0] < -jnp.inf, jnp.zeros((), wk.dtype), wk)
+        out = [None] * len(rows)
+        for lift, idx in zip(lifts, groups):
+            lw = lift(wk)
+            for i, o in zip(idx, stacked_dot([rows[i] for i in idx], lw, dimension_numbers)):
+                out[i] = o
+        return out
+
+    rows = [r for r, _ in products]
+    if len(wc) != 1:
+        return dots(rows, w, rows[0])
+    ax_w, ax_v = wc[0], vc[0]
+    C = w.shape[ax_w]
+    per_index = max(1, w.size // max(C, 1)) * w.dtype.itemsize
+    c = max(1, budget // per_index)
+    if c >= C:
+        return dots(rows, w, rows[0])
+    # Static slices, unrolled: XLA fuses each slice (and a transpose feeding ``w``, as for a
+    # tied embedding matrix) into the lift, so no whole-size copy of ``w`` is made.
+    acc = None
+    for start in range(0, C, c):
+        size = min(c, C - start)
+        part = dots([lax.slice_in_dim(r, start, start + size, axis=ax_v) for r in rows],
+                    lax.slice_in_dim(w, start, start + size, axis=ax_w),
+                    rows[0] if acc is None else acc[0])
+        acc = part if acc is None else [a + b for a, b in zip(acc, part)]
+    return acc
+
+
+def abs_xlogx(w):
+    """|w|·log|w| with 0·log 0 = 0: the entropy term of an edge."""
+    a = jnp.abs(w)
+    safe = jnp.where(a > 0, a, jnp.ones_like(a))
+    return jnp.where(a > 0, a * jnp.log(safe), jnp.zeros_like(a))
+
+
+def ones_lift(w):
+    return jnp.ones_like(w)

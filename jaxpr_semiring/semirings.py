@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import kernels  # compiled CPU loops / GPU kernels, lifted real matmuls
+
 Value = Any  # a pytree of arrays
 
 __all__ = [
@@ -362,7 +364,6 @@ class MaxProduct(Semiring):
         def xla(p, n, cw):
             return chunked_contraction(chunk, combine, [p, n], cw, (-jnp.inf, jnp.inf))
 
-        from . import kernels  # compiled CPU loop / GPU kernel where available, else xla()
         p, n = kernels.maxproduct_contract(canon_v(v.top_pos), canon_v(v.top_neg), cw, xla)
         return MaxProductValue(p.reshape(out_shape), n.reshape(out_shape))
 
@@ -443,7 +444,6 @@ class MaxAbs(Semiring):
                 (-jnp.inf, 1.0), chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2)
             return la, jnp.where(la == -jnp.inf, jnp.ones_like(s), s)  # 0̄ = (−inf, +1)
 
-        from . import kernels  # compiled CPU loop where available, else xla()
         la, s = kernels.maxabs_contract(canon_v(v.log_abs), canon_v(v.sign), lw, sw, xla)
         return MaxAbsValue(la.reshape(out_shape), s.reshape(out_shape))
 
@@ -489,16 +489,14 @@ class Log(Semiring):
     def scale(self, w, v):
         return v + log_abs(w.astype(v.dtype))
 
-    def _lift_matrix(self, cw):
-        return jnp.abs(cw)
+    _lift = staticmethod(jnp.abs)  # edge weight → its entry in the real matmul
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         # max-shifted exp → one real matmul in the operands' own layouts (no transposed copy of
         # the weights) → log
-        from . import kernels
         w = w.astype(v.dtype)
         shift_v, shift_out = kernels.log_shift(v, w.ndim, dimension_numbers)
-        z = kernels.real_dot(jnp.exp(v - shift_v), self._lift_matrix(w), dimension_numbers)
+        z, = kernels.lifted_dots([(jnp.exp(v - shift_v), self._lift)], w, dimension_numbers)
         return jnp.log(z) + shift_out
 
     def scatter(self, v, index_map):
@@ -520,8 +518,7 @@ class Counting(Log):
     def scale(self, w, v):
         return _broadcast_to(v, w.shape)
 
-    def _lift_matrix(self, cw):
-        return jnp.ones_like(cw)
+    _lift = staticmethod(kernels.ones_lift)
 
 
 class Boolean(Semiring):
@@ -615,15 +612,14 @@ class Entropy(Semiring):
         return EntropyValue(lz, jnp.where(lz > -jnp.inf, v.mean_log_abs + lw, 0))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        from . import kernels
         w = w.astype(v.log_z.dtype)
         shift_v, shift_out = kernels.log_shift(v.log_z, w.ndim, dimension_numbers)
         e = jnp.exp(v.log_z - shift_v)
-        aw = jnp.abs(w)
-        # Z and Σ e·mean share |w|: one matmul over the stacked rows; weights in their own
-        # layout (no transposed copy).
-        z, z_mean = kernels.stacked_dot([e, e * v.mean_log_abs], aw, dimension_numbers)
-        z_logw = kernels.real_dot(e, xlogx(aw), dimension_numbers)
+        # Z and Σ e·mean share |w| (one matmul over the stacked rows); weights in their own
+        # layout (no transposed copy), lifted chunk by chunk when large.
+        z, z_mean, z_logw = kernels.lifted_dots(
+            [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, kernels.abs_xlogx)], w,
+            dimension_numbers)
         alive = z > 0
         out_lz = jnp.log(z) + shift_out
         out_mean = jnp.where(alive, (z_mean + z_logw) / jnp.where(alive, z, 1), 0)
@@ -681,11 +677,10 @@ class Expectation(Semiring):
         return ExpectationValue(aw * v.z, aw * v.t + xlogx(aw) * v.z)
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        from . import kernels
         w = w.astype(v.z.dtype)
-        aw = jnp.abs(w)
-        out_z, zt = kernels.stacked_dot([v.z, v.t], aw, dimension_numbers)
-        out_t = zt + kernels.real_dot(v.z, xlogx(aw), dimension_numbers)
+        out_z, zt, zlogw = kernels.lifted_dots(
+            [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, kernels.abs_xlogx)], w, dimension_numbers)
+        out_t = zt + zlogw
         return ExpectationValue(out_z, out_t)
 
     def scatter(self, v, index_map):

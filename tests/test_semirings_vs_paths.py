@@ -81,6 +81,35 @@ def test_matmul_and_dot_general_batch():
     check_all_semirings(f, a, b, argnums=(0, 1))
 
 
+def test_transposed_operands_fold_into_contractions():
+    """dot_general(transpose(a), ...) is rewritten to read ``a`` directly (rules.contractions);
+    paths are unchanged, whether the folded operand is differentiated or not, and a transpose
+    that would reorder the output's free axes is left alone."""
+    from jaxpr_semiring.interpreter import flatten
+    rng = np.random.default_rng(3)
+    h = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+    E = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+    T = jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)
+    tied = lambda h, E: jnp.sum(jnp.tanh(h @ E.T) * jnp.arange(1.0, 9.0).reshape(2, 4))
+    batched = lambda h, T: jnp.sum(jnp.sin(jnp.einsum("bj,bkj->bk", h, jnp.transpose(T, (0, 2, 1)))))
+    # rhs free axes (0, 2) of transpose(T, (2, 1, 0)) come from T's axes (2, 0): not folded
+    reorder = lambda h, T: jnp.sum(jnp.sin(lax.dot_general(
+        h[0], jnp.transpose(T, (2, 1, 0)), (((0,), (1,)), ((), ())))) * jnp.arange(8.0).reshape(4, 2))
+    for f, a, b in [(tied, h, E), (batched, h, T), (reorder, h, T)]:
+        check_all_semirings(f, a, b, argnums=(0, 1), rtol=5e-4, atol=5e-4)
+        check_all_semirings(f, a, b, argnums=0, rtol=5e-4, atol=5e-4)
+    closed = jax.make_jaxpr(tied)(h, E)
+    nodes = flatten(closed.jaxpr, closed.consts).nodes
+    dot = next(n for n in nodes if n.primitive.name == "dot_general")
+    transpose = next(n for n in nodes if n.primitive.name == "transpose")
+    assert dot.invars[1] is transpose.invars[0]                      # reads E, not E.T
+    assert dot.params["dimension_numbers"] == (((1,), (1,)), ((), ()))
+    closed = jax.make_jaxpr(reorder)(h, T)
+    nodes = flatten(closed.jaxpr, closed.consts).nodes
+    dot = next(n for n in nodes if n.primitive.name == "dot_general")
+    assert dot.invars[1] is next(n for n in nodes if n.primitive.name == "transpose").outvars[0]
+
+
 def test_structural_ops():
     def f(x):
         y = jnp.concatenate([x[::-1], lax.pad(x, 0.5, ((1, 0, 1),))])  # rev, pad, concatenate
@@ -119,11 +148,13 @@ UNARY = [
     ("where", lambda v: jnp.where(v > 0, v, 2.0 * v)), ("matvec", lambda v: M @ v),
     ("max_bcast", lambda v: v * jnp.max(v)), ("outer_sum", lambda v: (v[:, None] * v[None, :]).sum(1)),
     ("logsumexp_bcast", lambda v: v - jax.nn.logsumexp(v)), ("abs", jnp.abs),
+    ("matvec_T", lambda v: M.T @ v),  # transpose of a constant folded into the contraction
 ]
 BINARY = [
     ("add", jnp.add), ("mul", jnp.multiply), ("sub", jnp.subtract),
     ("concat_slice", lambda a, b: jnp.concatenate([a, b])[1:4]),
     ("scalar_bcast", lambda a, b: a * jnp.sum(b)), ("maximum", jnp.maximum),
+    ("outer_T_matvec", lambda a, b: jnp.outer(a, b).T @ a),  # folded transpose of a traced value
 ]
 
 step = st.one_of(

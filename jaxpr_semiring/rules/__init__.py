@@ -23,6 +23,9 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 RULES: dict[str, Callable] = {}
+# Graph rewrites applied to every flattened graph (list of nodes -> list of nodes), e.g. folding
+# a transpose into the contraction that consumes it. Each must preserve every path's product.
+REWRITES: list[Callable] = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,12 @@ def register(*prims) -> Callable[[Callable], Callable]:
     return deco
 
 
+def register_rewrite(rewrite: Callable) -> Callable:
+    """Decorator adding a graph rewrite (``nodes -> nodes``) run after flattening."""
+    REWRITES.append(rewrite)
+    return rewrite
+
+
 def lookup(prim, path: str = "") -> Callable:
     """The rule for ``prim``, or a NotImplementedError saying how to add one."""
     name = _name(prim)
@@ -73,4 +82,4 @@ from . import elementwise as _elementwise_mod  # noqa: E402  (registration side 
 from . import structural, contractions, reductions, control_flow, windows, convolution, sorting, misc  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402
 
-__all__ = ["RULES", "Ctx", "register", "lookup", "elementwise", "no_edges", "identity"]
+__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup", "elementwise", "no_edges", "identity"]
