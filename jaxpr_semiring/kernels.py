@@ -371,6 +371,24 @@ def stacked_dot(rows, b, dimension_numbers):
 LIFT_CHUNK_BYTES = 4 << 20
 
 
+@jax.custom_batching.custom_vmap
+def scheduled_after(x, after):
+    """``x``, computed no earlier than ``after``.
+
+    A lift depends only on parameters, so XLA would schedule every lift (of every layer, every
+    chunk) up front, all alive at once; on CPU each fresh page of temporaries costs a fault.
+    XLA CPU drops ``optimization_barrier``, so the dependency is a select on a condition that
+    is always false but reads ``after``. Under ``vmap`` the condition reads the whole batch, so
+    a shared weight stays unbatched (one lift per batch, not per example).
+    """
+    return jnp.where(after.ravel()[0] < -jnp.inf, jnp.zeros((), x.dtype), x)
+
+
+@scheduled_after.def_vmap
+def _scheduled_after_vmap(axis_size, in_batched, x, after):
+    return scheduled_after(x, after), in_batched[0]
+
+
 def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
     """``[real_dot(row, lift(w)) for row, lift in products]`` without materializing ``lift(w)``
     whole when it is large.
@@ -388,12 +406,7 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
     budget = chunk_bytes or LIFT_CHUNK_BYTES
 
     def dots(rows, wk, after):
-        # A lift depends only on parameters, so XLA would schedule every lift (of every layer,
-        # and every chunk) up front, all alive at once; on CPU each fresh page of temporaries
-        # costs a fault. A select on a condition that is always false but reads ``after`` (the
-        # rows, or the previous chunk's result) makes it wait (XLA CPU drops
-        # optimization_barrier).
-        wk = jnp.where(after.ravel()[0] < -jnp.inf, jnp.zeros((), wk.dtype), wk)
+        wk = scheduled_after(wk, after)
         out = [None] * len(rows)
         for lift, idx in zip(lifts, groups):
             lw = lift(wk)

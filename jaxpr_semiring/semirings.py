@@ -592,19 +592,21 @@ class Entropy(Semiring):
         return EntropyValue(jnp.zeros(shape, dt), jnp.zeros(shape, dt))
 
     def add(self, a, b):
-        lz = logaddexp(a.log_z, b.log_z)
-        ref = _finite_or_zero(lz)
+        # one shared shift: the weights of the two means are the exps inside the logaddexp
+        ref = _finite_or_zero(jnp.maximum(a.log_z, b.log_z))
         wa, wb = jnp.exp(a.log_z - ref), jnp.exp(b.log_z - ref)
-        mean = (wa * a.mean_log_abs + wb * b.mean_log_abs) / jnp.where(lz > -jnp.inf, wa + wb, 1)
-        return EntropyValue(lz, mean)
+        total = wa + wb
+        mean = (wa * a.mean_log_abs + wb * b.mean_log_abs) / jnp.where(total > 0, total, 1)
+        return EntropyValue(jnp.log(total) + ref, mean)
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)
-        lz = logsumexp(v.log_z, axes, keepdims=True)
-        wts = jnp.exp(v.log_z - _finite_or_zero(lz))
+        m = jnp.max(v.log_z, axis=axes, keepdims=True, initial=-jnp.inf)
+        ref = _finite_or_zero(m)
+        wts = jnp.exp(v.log_z - ref)
         total = jnp.sum(wts, axis=axes, keepdims=True)
         mean = jnp.sum(wts * v.mean_log_abs, axis=axes, keepdims=True) / jnp.where(total > 0, total, 1)
-        return EntropyValue(jnp.squeeze(lz, axes), jnp.squeeze(mean, axes))
+        return EntropyValue(jnp.squeeze(jnp.log(total) + ref, axes), jnp.squeeze(mean, axes))
 
     def scale(self, w, v):
         lw = log_abs(w.astype(v.log_z.dtype))

@@ -316,6 +316,10 @@ def test_lifted_dots_chunking_matches_whole():
     jaxpr = jax.make_jaxpr(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))(v[0])
     assert str(jaxpr).count("dot_general") >= 4  # 37 rows in chunks of 10: four slices
     chunked = jax.jit(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
+    # under vmap the shared weight is lifted once per batch, not once per example
+    batched = jax.make_jaxpr(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
+    lifted = [e.invars[0].aval.shape for e in batched.jaxpr.eqns if e.primitive.name == "abs"]
+    assert lifted and all(len(shape) == 2 for shape in lifted), lifted
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
