@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from jaxpr_semiring.models import hf_bert
+
 BRANCHES = ("skip", "query", "key", "value")
 BRANCH_LABELS = {"skip": "skip connection", "query": "queries", "key": "keys",
                  "value": "values"}
@@ -77,16 +79,7 @@ def parse_args(argv=None):
 
 def classify_consumer(label: str, layer: str = "layer_0") -> str | None:
     """Branch (skip/query/key/value) of a consumer label of the tap at ``layer``'s input."""
-    path = label.rsplit(" [", 1)[0]
-    marker = "/" + layer + "/"
-    i = ("/" + path + "/").find(marker)
-    if i < 0:
-        return None
-    rel = ("/" + path + "/")[i + len(marker):].strip("/")
-    for prefix, branch in _BRANCH_OF.items():
-        if rel == prefix or rel.startswith(prefix + "/"):
-            return branch
-    return None
+    return hf_bert.classify_consumer(label, layer, _BRANCH_OF)
 
 
 def branch_flow_fn(model, params, target: str = "pred"):

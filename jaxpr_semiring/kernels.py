@@ -1,4 +1,5 @@
-"""Fast kernels for the tropical (max-times) contractions of ``MaxProduct`` and ``MaxAbs``.
+"""Fast contractions: tropical (max-times) kernels for ``MaxProduct`` and ``MaxAbs``, and real
+matmuls against lifted weights for the log-type semirings (:func:`lifted_dots`).
 
 The semirings call :func:`maxproduct_contract` / :func:`maxabs_contract` with canonical operands
 (``v`` leaves ``[B, M, C]``, weights ``[B, C, N]``, see ``semirings._canonical``). Which
@@ -22,6 +23,11 @@ zero, negative or infinite weight); an output with no candidate is 0̄ ((−inf,
 (−inf, +1)).
 
 Set ``JAXPR_SEMIRING_KERNELS=xla`` to force the XLA formulation everywhere (for comparison).
+
+Log, Counting, Entropy and Expectation contract through real matmuls (BLAS) against lifted
+weights (|w|, |w| log|w|, 1). :func:`lifted_dots` builds a large lifted matrix chunk by chunk
+along the contraction and only once the rows it meets exist (:func:`scheduled_after`), so a
+backward pass never holds every layer's lifted weights at once.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ import numpy as np
 from jax import lax
 
 __all__ = ["numba_available", "describe", "maxproduct_contract", "maxabs_contract",
-           "maxproduct_numpy", "maxabs_numpy", "maxproduct_pallas"]
+           "maxproduct_numpy", "maxabs_numpy", "maxproduct_pallas", "lifted_dots",
+           "scheduled_after", "abs_xlogx"]
 
 
 def _mode() -> str:

@@ -64,16 +64,25 @@ class BranchFlows(NamedTuple):
     value: jax.Array
 
 
-def classify_consumer(label: str, layer_path: str) -> str | None:
+def classify_consumer(label: str, layer_path: str,
+                      branches: dict[str, str] | None = None) -> str | None:
     """The branch of a consumer label (``"<module path> [<prim>]"``) of the input of the layer
-    at ``layer_path`` (e.g. ``"bert/encoder/layer/3"``), or None."""
+    at ``layer_path`` (e.g. ``"bert/encoder/layer/3"``), or None.
+
+    ``branches`` maps module sub-paths below the layer to branch names (default: Hugging Face
+    BERT's skip/query/key/value); other models pass their own.
+
+    >>> classify_consumer("M/bert/encoder/layer/3/attention/self/key [dot_general]",
+    ...                   "bert/encoder/layer/3")
+    'key'
+    """
     path = label.rsplit(" [", 1)[0]
     marker = "/" + layer_path + "/"
     i = ("/" + path + "/").find(marker)
     if i < 0:
         return None
     rel = ("/" + path + "/")[i + len(marker):].strip("/")
-    for prefix, branch in _BRANCH_PREFIX.items():
+    for prefix, branch in (branches or _BRANCH_PREFIX).items():
         if rel == prefix or rel.startswith(prefix + "/"):
             return branch
     return None
