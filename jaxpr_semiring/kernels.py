@@ -378,7 +378,7 @@ def stacked_dot(rows, b, dimension_numbers):
 LIFT_CHUNK_BYTES = 4 << 20
 
 
-@jax.custom_batching.custom_vmap
+@jax.custom_jvp
 def scheduled_after(x, after):
     """``x``, computed no earlier than ``after``.
 
@@ -386,14 +386,25 @@ def scheduled_after(x, after):
     chunk) up front, all alive at once; on CPU each fresh page of temporaries costs a fault.
     XLA CPU drops ``optimization_barrier``, so the dependency is a select on a condition that
     is always false but reads ``after``. Under ``vmap`` the condition reads the whole batch, so
-    a shared weight stays unbatched (one lift per batch, not per example).
+    a shared weight stays unbatched (one lift per batch, not per example). Differentiable: the
+    identity in ``x``, constant in ``after``.
     """
+    return _scheduled_after(x, after)
+
+
+@scheduled_after.defjvp
+def _scheduled_after_jvp(primals, tangents):
+    return scheduled_after(*primals), tangents[0]
+
+
+@jax.custom_batching.custom_vmap
+def _scheduled_after(x, after):
     return jnp.where(after.ravel()[0] < -jnp.inf, jnp.zeros((), x.dtype), x)
 
 
-@scheduled_after.def_vmap
+@_scheduled_after.def_vmap
 def _scheduled_after_vmap(axis_size, in_batched, x, after):
-    return scheduled_after(x, after), in_batched[0]
+    return _scheduled_after(x, after), in_batched[0]
 
 
 def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
