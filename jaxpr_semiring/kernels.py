@@ -399,6 +399,8 @@ def _scheduled_after_jvp(primals, tangents):
 
 @jax.custom_batching.custom_vmap
 def _scheduled_after(x, after):
+    if after.size == 0:  # nothing to wait for
+        return x
     return jnp.where(after.ravel()[0] < -jnp.inf, jnp.zeros((), x.dtype), x)
 
 

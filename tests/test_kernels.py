@@ -320,6 +320,9 @@ def test_lifted_dots_chunking_matches_whole():
     batched = jax.make_jaxpr(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
     lifted = [e.invars[0].aval.shape for e in batched.jaxpr.eqns if e.primitive.name == "abs"]
     assert lifted and all(len(shape) == 2 for shape in lifted), lifted
+    # no rows at all: zero-size result, no error
+    empty = kernels.lifted_dots(prods(v[0, :0]), w, dims, chunk_bytes=40)
+    assert [e.shape for e in empty] == [(0, 6)] * 3
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
