@@ -41,7 +41,7 @@ from jax import lax
 
 __all__ = ["numba_available", "describe", "maxproduct_contract", "maxabs_contract",
            "maxproduct_numpy", "maxabs_numpy", "maxproduct_pallas", "lifted_dots",
-           "scheduled_after", "abs_xlogx"]
+           "scheduled_after"]
 
 
 def _mode() -> str:
@@ -417,10 +417,7 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
     lift of ``w`` is computed once per chunk. Only a single contracting axis is chunked (other
     contractions run unchunked).
     """
-    lifts = []
-    for _, lift in products:
-        if lift not in lifts:
-            lifts.append(lift)
+    lifts = list(dict.fromkeys(lift for _, lift in products))
     groups = [[i for i, (_, lift) in enumerate(products) if lift is g] for g in lifts]
     (vc, wc), _ = dimension_numbers
     budget = chunk_bytes or LIFT_CHUNK_BYTES
@@ -453,14 +450,3 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
                     rows[0] if acc is None else acc[0])
         acc = part if acc is None else [a + b for a, b in zip(acc, part)]
     return acc
-
-
-def abs_xlogx(w):
-    """|w|·log|w| with 0·log 0 = 0: the entropy term of an edge."""
-    a = jnp.abs(w)
-    safe = jnp.where(a > 0, a, jnp.ones_like(a))
-    return jnp.where(a > 0, a * jnp.log(safe), jnp.zeros_like(a))
-
-
-def ones_lift(w):
-    return jnp.ones_like(w)

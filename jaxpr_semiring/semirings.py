@@ -91,6 +91,11 @@ def xlogx(x):
     return jnp.where(x > 0, x * jnp.log(safe), jnp.zeros_like(x))
 
 
+def abs_xlogx(w):
+    """|w|·log|w| with 0·log 0 = 0: the entropy term of an edge weight."""
+    return xlogx(jnp.abs(w))
+
+
 def sign1(w):
     """Sign of an edge weight with sign(0) = +1 (a zero product is not negative)."""
     return jnp.where(w < 0, -jnp.ones_like(w), jnp.ones_like(w))
@@ -518,7 +523,7 @@ class Counting(Log):
     def scale(self, w, v):
         return _broadcast_to(v, w.shape)
 
-    _lift = staticmethod(kernels.ones_lift)
+    _lift = staticmethod(jnp.ones_like)
 
 
 class Boolean(Semiring):
@@ -620,7 +625,7 @@ class Entropy(Semiring):
         # Z and Σ e·mean share |w| (one matmul over the stacked rows); weights in their own
         # layout (no transposed copy), lifted chunk by chunk when large.
         z, z_mean, z_logw = kernels.lifted_dots(
-            [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, kernels.abs_xlogx)], w,
+            [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, abs_xlogx)], w,
             dimension_numbers)
         alive = z > 0
         out_lz = jnp.log(z) + shift_out
@@ -681,7 +686,7 @@ class Expectation(Semiring):
     def dot_general(self, v, w, dimension_numbers, precision=None):
         w = w.astype(v.z.dtype)
         out_z, zt, zlogw = kernels.lifted_dots(
-            [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, kernels.abs_xlogx)], w, dimension_numbers)
+            [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, abs_xlogx)], w, dimension_numbers)
         out_t = zt + zlogw
         return ExpectationValue(out_z, out_t)
 

@@ -310,7 +310,7 @@ def test_lifted_dots_chunking_matches_whole():
     v[0, 0, :5] = 0.0
     w = _weights(rng, (37, 6))
     w[3, 2] = np.inf
-    prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, kernels.abs_xlogx)]
+    prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, S.abs_xlogx)]
     dims = (((1,), (0,)), ((), ()))
     whole = jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=1 << 30))(v)
     jaxpr = jax.make_jaxpr(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))(v[0])
