@@ -105,7 +105,7 @@ def branch_flow_fn(model, params, target: str = "pred"):
                 return lg[pred]
             return lg[label] - lg[1 - label]
 
-        _, report = js.semiring_grad(f, S, taps=True)(h0)
+        _, report = js.flows(f, S)(h0)
         tf = report["layer_0:input"]
         by_branch: dict = {}
         for lab, v in tf.consumers.items():

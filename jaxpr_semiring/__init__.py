@@ -6,20 +6,18 @@
 [3.0, 3.0]
 """
 from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, Expectation, Log,
-                        Counting, Boolean, MaxProductValue, MaxAbsValue, EntropyValue,
-                        ExpectationValue)
-from .semirings import TopK, TopKValue
+                        Counting, Boolean, TopK, MaxProductValue, MaxAbsValue, EntropyValue,
+                        ExpectationValue, TopKValue)
 from .api import semiring_grad, value_and_semiring_grad
-from .taps import tap, tap_modules, flows, value_and_flows, FlowReport, TapFlow
+from .taps import tap, tap_modules, flows, FlowReport, TapFlow
 from .paths import top_path, Path, PathStep
-from . import rules
+from . import kernels, rules
 
 __version__ = "0.1.0"
 
 __all__ = [
     "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
-    "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "MaxProductValue",
-    "MaxAbsValue", "EntropyValue", "ExpectationValue", "rules",
-    "TopK", "TopKValue", "tap", "tap_modules", "flows", "value_and_flows", "FlowReport",
-    "TapFlow", "top_path", "Path", "PathStep",
+    "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "TopK", "MaxProductValue",
+    "MaxAbsValue", "EntropyValue", "ExpectationValue", "TopKValue", "tap", "tap_modules",
+    "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "kernels", "rules",
 ]

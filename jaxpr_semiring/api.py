@@ -1,8 +1,18 @@
-"""Public entry points: ``semiring_grad`` and ``value_and_semiring_grad``, mirroring ``jax.grad``."""
+"""Public entry points: ``semiring_grad`` and ``value_and_semiring_grad``, mirroring ``jax.grad``,
+and :func:`backprop`, the one traced backward pass they (and flow reports, top paths) run.
+
+>>> import jax.numpy as jnp, jaxpr_semiring as js
+>>> @js.semiring_grad(semiring=js.MaxProduct())
+... def f(x):
+...     return jnp.sum(jnp.tanh(x) * 3.0)
+>>> f(jnp.zeros(2)).top_pos.tolist()
+[3.0, 3.0]
+"""
 from __future__ import annotations
 
+import functools
 import operator
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +21,12 @@ import numpy as np
 from . import interpreter
 from .semirings import Real, Semiring
 
+__all__ = ["semiring_grad", "value_and_semiring_grad", "backprop", "Backprop", "normalize_argnums",
+           "trace"]
 
-def _normalize_argnums(argnums) -> tuple[tuple[int, ...], bool]:
+
+def normalize_argnums(argnums) -> tuple[tuple[int, ...], bool]:
+    """``argnums`` as a tuple, and whether it was a single int (results not wrapped in a tuple)."""
     if isinstance(argnums, (int, np.integer)):
         return (operator.index(argnums),), True
     return tuple(operator.index(a) for a in argnums), False
@@ -79,68 +93,80 @@ def trace(fun: Callable, args: Sequence, kwargs: dict, argnums: tuple[int, ...],
     return closed, flat, treedef, aux_tree[0]
 
 
-def run(fun, semiring: Semiring, args, kwargs, argnums, has_aux, recorder=None):
-    """Trace, evaluate and run the semiring backward pass.
+class Backprop(NamedTuple):
+    """Everything one semiring backward pass produced (see :func:`backprop`)."""
+    value: Any        # fun's output (the first one with has_aux)
+    grads: Any        # semiring values shaped like the differentiated arguments
+    aux: Any          # the auxiliary output (has_aux), else None
+    graph: Any        # the flattened interpreter.Graph
+    cotangents: dict  # every variable's semiring cotangent, by Ref key
+    env: dict         # every variable's primal, by Ref key
 
-    Returns (value, flat cotangents, diff treedef, aux, graph, env).
+
+def backprop(fun: Callable, semiring: Semiring | None = None, argnums: int | Sequence[int] = 0,
+             has_aux: bool = False, observer: interpreter.Observer | None = None
+             ) -> Callable[..., Backprop]:
+    """Trace ``fun`` and run the semiring backward pass once, optionally with an ``observer``
+    (:class:`jaxpr_semiring.interpreter.Observer`); returns a function of ``fun``'s arguments
+    giving a :class:`Backprop`. The building block of :func:`semiring_grad`, flow reports and
+    top paths.
+
+    >>> import jax.numpy as jnp
+    >>> b = backprop(lambda x: jnp.sum(x * x))(jnp.array([1.0, 2.0]))
+    >>> float(b.value), b.grads.tolist()
+    (5.0, [2.0, 4.0])
     """
-    closed, flat, treedef, aux_def = trace(fun, args, kwargs, argnums, has_aux)
-    flat = [jnp.asarray(x) for x in flat]
-    graph = interpreter.flatten(closed.jaxpr, closed.consts)
-    env = interpreter.forward(graph, flat)
-    outs = [interpreter._value(env, a) for a in graph.outvars]
-    sources = list(graph.invars)
-    if recorder is not None and hasattr(recorder, "start"):
-        # taps (jaxpr_semiring.taps.FlowRecorder): every tapped variable is also a source
-        sources += list(recorder.start(graph, env) or ())
-    wanted = interpreter.reachable(graph, sources)
-    seed = semiring.ones((), outs[0].dtype)
-    cts = interpreter.backward(semiring, graph, env, [seed] + [None] * (len(outs) - 1), wanted, recorder)
-    flat_cts = [cts.get(r.key) if r.key in cts else semiring.zeros(np.shape(x), jnp.result_type(x))
-                for r, x in zip(graph.invars, flat)]
-    aux = jax.tree.unflatten(aux_def, outs[1:]) if has_aux else None
-    return outs[0], flat_cts, treedef, aux
+    S = Real() if semiring is None else semiring
+    argnums_t, single = normalize_argnums(argnums)
+
+    def run(*args, **kwargs) -> Backprop:
+        closed, flat, treedef, aux_def = trace(fun, args, kwargs, argnums_t, has_aux)
+        flat = [jnp.asarray(x) for x in flat]
+        outs, cts, graph, env = interpreter.run(S, closed, flat, observer)
+        flat_cts = [cts[r.key] if r.key in cts else S.zeros(np.shape(x), jnp.result_type(x))
+                    for r, x in zip(graph.invars, flat)]
+        grads = jax.tree.unflatten(treedef, flat_cts)
+        aux = jax.tree.unflatten(aux_def, outs[1:]) if has_aux else None
+        return Backprop(outs[0], grads[0] if single else grads, aux, graph, cts, env)
+
+    return run
 
 
-def _assemble(flat_cts, treedef, single):
-    grads = jax.tree.unflatten(treedef, flat_cts)
-    return grads[0] if single else grads
+def _decorator_or(fun, semiring, make):
+    """``make(fun, semiring)``, or a decorator applying it when ``fun`` is omitted (also when a
+    semiring is passed in ``fun``'s place)."""
+    if isinstance(fun, Semiring):
+        fun, semiring = None, fun
+    if fun is None:
+        return lambda f: make(f, semiring)
+    return make(fun, semiring)
 
 
-def value_and_semiring_grad(fun: Callable, semiring: Semiring | None = None,
-                            argnums: int | Sequence[int] = 0, has_aux: bool = False,
-                            *, taps: bool = False) -> Callable:
+def value_and_semiring_grad(fun: Callable | None = None, semiring: Semiring | None = None,
+                            argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """Like :func:`semiring_grad` but also returns ``fun``'s value: ``(value, grad)`` or
     ``((value, aux), grad)`` with ``has_aux``.
-
-    With ``taps=True`` the result above comes paired with a
-    :class:`jaxpr_semiring.taps.FlowReport`: ``((value, grad), report)``.
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> v, g = js.value_and_semiring_grad(lambda x: jnp.sum(x ** 2), js.Real())(jnp.ones(2))
     >>> float(v), g.tolist()
     (2.0, [2.0, 2.0])
     """
-    semiring = Real() if semiring is None else semiring
-    argnums_t, single = _normalize_argnums(argnums)
+    def make(fun, semiring):
+        run = backprop(fun, semiring, argnums, has_aux)
 
-    def value_and_grad_f(*args, **kwargs):
-        recorder = None
-        if taps:
-            from .taps import FlowRecorder
-            recorder = FlowRecorder(semiring)
-        value, flat_cts, treedef, aux = run(fun, semiring, args, kwargs, argnums_t, has_aux,
-                                            recorder)
-        grads = _assemble(flat_cts, treedef, single)
-        out = ((value, aux), grads) if has_aux else (value, grads)
-        return (out, recorder.report()) if taps else out
+        @functools.wraps(fun)
+        def value_and_grad_f(*args, **kwargs):
+            b = run(*args, **kwargs)
+            return ((b.value, b.aux), b.grads) if has_aux else (b.value, b.grads)
 
-    return value_and_grad_f
+        return value_and_grad_f
+
+    return _decorator_or(fun, semiring, make)
 
 
-def semiring_grad(fun: Callable, semiring: Semiring | None = None,
-                  argnums: int | Sequence[int] = 0, has_aux: bool = False,
-                  *, taps: bool = False) -> Callable:
+def semiring_grad(fun: Callable | None = None, semiring: Semiring | None = None,
+                  argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """Semiring gradient of a scalar function: ⊕ over all paths input → output of ⊗ of the
     lifted local derivatives (paper Eq. 2), for every element of the differentiated arguments.
 
@@ -148,34 +174,23 @@ def semiring_grad(fun: Callable, semiring: Semiring | None = None,
     the differentiated arguments (each leaf a value of ``semiring``: an array for ``Real``, a
     ``MaxProductValue(top_pos, top_neg)`` for ``MaxProduct``, …), ``has_aux`` returning
     ``(grad, aux)``. ``semiring_grad(f, Real())`` equals ``jax.grad(f)``. The result is
-    jittable and vmappable.
+    jittable and vmappable. Without ``fun`` it is a decorator:
+    ``@semiring_grad(semiring=MaxProduct())``.
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> f = lambda x, y: jnp.exp(x) + (x - y) * y      # paper Fig. 1
     >>> g = js.semiring_grad(f, js.MaxProduct(), argnums=(0, 1))(0.0, 1.0)
     >>> float(g[0].top_pos), float(g[1].top_pos), float(g[1].top_neg)
     (1.0, -1.0, -1.0)
-
-    With ``taps=True`` (see :mod:`jaxpr_semiring.taps`) it returns ``(result, report)``:
-    ``result`` as above and a :class:`~jaxpr_semiring.taps.FlowReport` giving, for every
-    variable marked with :func:`jaxpr_semiring.tap`, the total semiring value and the
-    ⊕-contribution arriving from each consumer equation (labelled by module path and
-    primitive). ``jaxpr_semiring.flows(fun, semiring, argnums)`` is the same thing.
-
-    >>> def h(x):
-    ...     t = js.tap(x, "t")
-    ...     return jnp.sum(2.0 * t) + jnp.sum(jnp.exp(t))
-    >>> g, rep = js.semiring_grad(h, js.MaxProduct(), taps=True)(jnp.zeros(2))
-    >>> {k: v.top_pos.tolist() for k, v in rep["t"].consumers.items()}
-    {'[mul]': [2.0, 2.0], '[exp]': [1.0, 1.0]}
     """
-    vg = value_and_semiring_grad(fun, semiring, argnums, has_aux, taps=taps)
+    def make(fun, semiring):
+        run = backprop(fun, semiring, argnums, has_aux)
 
-    def grad_f(*args, **kwargs):
-        if taps:
-            (out, grads), report = vg(*args, **kwargs)
-            return ((grads, out[1]) if has_aux else grads), report
-        out, grads = vg(*args, **kwargs)
-        return (grads, out[1]) if has_aux else grads
+        @functools.wraps(fun)
+        def grad_f(*args, **kwargs):
+            b = run(*args, **kwargs)
+            return (b.grads, b.aux) if has_aux else b.grads
 
-    return grad_f
+        return grad_f
+
+    return _decorator_or(fun, semiring, make)

@@ -1,31 +1,39 @@
-"""The semiring backward pass over a jaxpr.
+"""The semiring backward pass over a jaxpr: the one backward walk of the library.
 
-1. ``flatten``: inline every call-like equation (``jit``, ``closed_call``, ``remat``,
-   ``custom_jvp_call``, ``custom_vjp_call``, ``name``) so the graph is one list of nodes, each
-   labelled with its module path (the parent's name stack prefixed to the child's relative one),
-   then apply the registered path-preserving rewrites (``rules.REWRITES``).
-2. ``forward``: evaluate the nodes, storing every primal.
-3. ``backward``: seed 1̄ at the output and walk the nodes in reverse; each node's rule turns the
-   semiring cotangents of its outputs into ⊕-contributions to its inputs.
+1. :func:`flatten`: inline every call-like equation (``jit``, ``closed_call``, ``remat``,
+   ``custom_jvp_call``, ``custom_vjp_call``) so the graph is one list of nodes, each labelled
+   with its module path (the parent's name stack prefixed to the child's relative one), then
+   apply the registered path-preserving rewrites (``rules.REWRITES``).
+2. :func:`forward`: evaluate the nodes, storing every primal.
+3. :func:`backward`: seed 1̄ at the output and walk the nodes in reverse; each node's rule turns
+   the semiring cotangents of its outputs into ⊕-contributions to its inputs.
 
-Nothing here knows about particular primitives: rules come from :mod:`jaxpr_semiring.rules`.
-Higher-order rules (scan, cond) call :func:`backward_jaxpr` on their bodies through
-``ctx.backward``.
+:func:`run` does all three. Rules come from :mod:`jaxpr_semiring.rules`; nothing here knows a
+primitive. Whoever needs to watch the walk (flow reports, top paths) passes an
+:class:`Observer`. Higher-order rules (scan, cond) walk their bodies with
+:func:`backward_jaxpr` through ``ctx.backward``.
+
+>>> import jax, jax.numpy as jnp
+>>> from jaxpr_semiring import Real
+>>> closed = jax.make_jaxpr(lambda x: jnp.sum(x * x))(jnp.ones(2))
+>>> out, cts, graph, env = run(Real(), closed, [jnp.array([1.0, 2.0])])
+>>> cts[graph.invars[0].key].tolist()
+[2.0, 4.0]
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
-import jax.numpy as jnp
-import numpy as np
+import jax
 from jax.extend import core as jcore
 
 from . import _compat
-from .rules import REWRITES, Ctx, lookup
+from .rules import REWRITES, Ctx, is_float, lookup
 from .semirings import Semiring
 
-TAP_PREFIX = "jaxpr_semiring.tap:"
+__all__ = ["Ref", "Const", "Node", "Graph", "Observer", "flatten", "forward", "value_of",
+           "reachable", "backward", "backward_jaxpr", "run"]
 
 
 class Ref(NamedTuple):
@@ -40,6 +48,7 @@ class Const(NamedTuple):
 
 
 class Node(NamedTuple):
+    """One equation: ``outvars = primitive(*invars, **params)``, at module path ``path``."""
     primitive: Any
     params: dict
     invars: tuple
@@ -53,23 +62,37 @@ class Graph(NamedTuple):
     outvars: list  # Refs or Consts
 
 
+class Observer:
+    """Watches the backward walk. Subclasses override what they need; the defaults do nothing.
+
+    The walk calls ``start`` once, then ``contribution`` for every ⊕-contribution, and
+    ``cotangent`` for every node output whose cotangent is final, just before the node's rule
+    reads it. Only the top-level graph is observed (not the bodies of ``scan``/``cond``).
+    """
+
+    def start(self, graph: Graph, env: dict) -> Sequence[Ref]:
+        """Before the walk: returns extra variables to differentiate at (besides the inputs)."""
+        return ()
+
+    def contribution(self, ref: Ref, value: Any, consumer: Node | None) -> None:
+        """``value`` is ⊕-added into ``ref``'s cotangent by ``consumer`` (None: the output seed)."""
+
+    def cotangent(self, ref: Ref, value: Any, producer: Node) -> Any:
+        """``ref``'s final cotangent; returns what ``producer``'s rule sees instead."""
+        return value
+
+
 _fresh = itertools.count()
 
 
-def _is_float(aval) -> bool:
-    return jnp.issubdtype(aval.dtype, jnp.inexact)
-
-
-def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "",
-            in_atoms: Sequence | None = None) -> Graph:
+def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "") -> Graph:
     """Inline call-like equations into one list of nodes with fresh variables."""
-    if in_atoms is None:
-        in_atoms = [Ref(next(_fresh), v.aval) for v in jaxpr.invars]
+    in_atoms = [Ref(next(_fresh), v.aval) for v in jaxpr.invars]
     nodes: list[Node] = []
-    out_atoms = _inline(jaxpr, consts, list(in_atoms), prefix, nodes)
+    out_atoms = _inline(jaxpr, consts, in_atoms, prefix, nodes)
     for rewrite in REWRITES:
         nodes = rewrite(nodes)
-    return Graph(nodes, list(in_atoms), out_atoms)
+    return Graph(nodes, in_atoms, out_atoms)
 
 
 def _inline(jaxpr, consts, in_atoms, prefix, nodes):
@@ -88,8 +111,6 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes):
         body = _compat.call_body(eqn)
         if body is not None:
             outs = _inline(body.jaxpr, body.consts, ins[len(ins) - len(body.jaxpr.invars):], path, nodes)
-        elif eqn.primitive.name == "name" and not str(eqn.params.get("name", "")).startswith(TAP_PREFIX):
-            outs = ins  # checkpoint_name is the identity
         else:
             outs = [Ref(next(_fresh), v.aval) for v in eqn.outvars]
             nodes.append(Node(eqn.primitive, dict(eqn.params), tuple(ins), tuple(outs), path))
@@ -98,80 +119,71 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes):
     return [read(v) for v in jaxpr.outvars]
 
 
+def value_of(env: dict, atom) -> Any:
+    """The primal of a graph atom: a constant's value or a variable's stored primal."""
+    if isinstance(atom, Const):
+        return jax.numpy.asarray(atom.value)
+    return env[atom.key]
+
+
 def forward(graph: Graph, args: Sequence) -> dict:
     """Evaluate the graph; returns the primal of every Ref (by key)."""
     env = {r.key: a for r, a in zip(graph.invars, args)}
     for node in graph.nodes:
-        vals = [_value(env, a) for a in node.invars]
-        outs = _compat.bind(node.primitive, vals, node.params)
+        outs = _compat.bind(node.primitive, [value_of(env, a) for a in node.invars], node.params)
         for r, o in zip(node.outvars, outs):
             env[r.key] = o
     return env
 
 
-def _value(env, atom):
-    if isinstance(atom, Const):
-        return jnp.asarray(atom.value)
-    return env[atom.key]
-
-
 def reachable(graph: Graph, sources: Sequence[Ref]) -> set:
     """Keys of float variables that some source reaches (only these need cotangents)."""
-    reach = {r.key for r in sources if _is_float(r.aval)}
+    reach = {r.key for r in sources if is_float(r.aval)}
     for node in graph.nodes:
         if any(isinstance(a, Ref) and a.key in reach for a in node.invars):
-            reach.update(r.key for r in node.outvars if _is_float(r.aval))
+            reach.update(r.key for r in node.outvars if is_float(r.aval))
     return reach
 
 
-class Recorder:
-    """Hook for observers of the backward pass (taps): called on every ⊕-contribution."""
-
-    def contribution(self, key: int, value: Any, consumer: Node) -> None:  # pragma: no cover
-        pass
-
-
 def backward(S: Semiring, graph: Graph, env: dict, cts_out: Sequence, wanted_keys: set,
-             recorder: Recorder | None = None) -> dict:
-    """Reverse walk. ``cts_out`` holds one semiring value (or None) per graph output.
+             observer: Observer | None = None) -> dict:
+    """The reverse walk. ``cts_out`` holds one semiring value (or None) per graph output.
 
     Returns the accumulated cotangent of every wanted variable that received one.
     """
     cts: dict = {}
 
-    def accumulate(key, value, consumer):
-        if recorder is not None:
-            recorder.contribution(key, value, consumer)
-        cts[key] = value if key not in cts else S.add(cts[key], value)
+    def accumulate(ref, value, consumer):
+        if observer is not None:
+            observer.contribution(ref, value, consumer)
+        cts[ref.key] = value if ref.key not in cts else S.add(cts[ref.key], value)
 
     for atom, ct in zip(graph.outvars, cts_out):
         if isinstance(atom, Ref) and ct is not None and atom.key in wanted_keys:
-            accumulate(atom.key, ct, None)
-
-    def recurse(S_, jaxpr, consts, args, wanted, cts_out_, prefix):
-        return backward_jaxpr(S_, jaxpr, consts, args, wanted, cts_out_, prefix, recorder)
+            accumulate(atom, ct, None)
 
     for node in reversed(graph.nodes):
-        node_cts = [cts.get(r.key) for r in node.outvars]
-        if all(c is None for c in node_cts):
-            continue
         wanted = tuple(isinstance(a, Ref) and a.key in wanted_keys for a in node.invars)
-        if not any(wanted):
+        if not any(wanted) or all(r.key not in cts for r in node.outvars):
             continue
+        node_cts = [cts.get(r.key) for r in node.outvars]
+        if observer is not None:
+            node_cts = [None if c is None else observer.cotangent(r, c, node)
+                        for r, c in zip(node.outvars, node_cts)]
         rule = lookup(node.primitive, node.path)
-        ctx = Ctx(S, wanted, node.path, node.primitive, recurse)
-        primals_in = [_value(env, a) for a in node.invars]
+        ctx = Ctx(S, wanted, node.path, node.primitive, backward_jaxpr)
+        primals_in = [value_of(env, a) for a in node.invars]
         primals_out = [env[r.key] for r in node.outvars]
         cts_in = rule(ctx, primals_in, primals_out, node_cts, **node.params)
         for atom, ct, w in zip(node.invars, cts_in, wanted):
             if w and ct is not None:
                 _check_shape(ct, atom.aval, node)
-                accumulate(atom.key, ct, node)
+                accumulate(atom, ct, node)
     return cts
 
 
 def _check_shape(ct, aval, node):
-    for leaf in _leaves(ct):
+    for leaf in jax.tree.leaves(ct):
         if tuple(leaf.shape[:len(aval.shape)]) != tuple(aval.shape):
             raise ValueError(
                 f"The semiring rule for '{node.primitive.name}' (module path '{node.path}') "
@@ -179,14 +191,27 @@ def _check_shape(ct, aval, node):
                 f"{aval.shape}; a rule must return values shaped like its operands.")
 
 
-def _leaves(v):
-    import jax
-    return jax.tree.leaves(v)
+def run(S: Semiring, closed: jcore.ClosedJaxpr, args: Sequence, observer: Observer | None = None):
+    """Flatten, evaluate and walk backward from 1̄ at the first output of ``closed``.
+
+    Returns ``(outs, cts, graph, env)``: the outputs' primals, the cotangent of every variable
+    that received one (by key; the inputs' are ``cts[graph.invars[i].key]``), the graph and
+    every primal.
+    """
+    graph = flatten(closed.jaxpr, closed.consts)
+    env = forward(graph, args)
+    outs = [value_of(env, a) for a in graph.outvars]
+    sources = list(graph.invars)
+    if observer is not None:
+        sources += list(observer.start(graph, env))
+    seed = S.ones((), outs[0].dtype)
+    cts = backward(S, graph, env, [seed] + [None] * (len(outs) - 1), reachable(graph, sources),
+                   observer)
+    return outs, cts, graph, env
 
 
 def backward_jaxpr(S: Semiring, jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence,
-                   wanted: Sequence[bool], cts_out: Sequence, prefix: str = "",
-                   recorder: Recorder | None = None) -> list:
+                   wanted: Sequence[bool], cts_out: Sequence, prefix: str = "") -> list:
     """Semiring cotangents of a jaxpr's inputs given those of its outputs.
 
     ``wanted[i]`` says whether input i needs one; inputs that get no path hold ``None`` (0̄).
@@ -194,7 +219,6 @@ def backward_jaxpr(S: Semiring, jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequ
     """
     graph = flatten(jaxpr, consts, prefix)
     env = forward(graph, args)
-    sources = [r for r, w in zip(graph.invars, wanted) if w]
-    reach = reachable(graph, sources)
-    cts = backward(S, graph, env, cts_out, reach, recorder)
+    reach = reachable(graph, [r for r, w in zip(graph.invars, wanted) if w])
+    cts = backward(S, graph, env, cts_out, reach)
     return [cts.get(r.key) if w else None for r, w in zip(graph.invars, wanted)]

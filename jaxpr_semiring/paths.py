@@ -1,22 +1,24 @@
-"""Recover the top gradient path itself (paper §4.2, App. A).
+"""The top gradient path itself (paper §4.2, App. A): one backward pass, then pointer chasing.
 
-``top_path(fun, argnums=0, at=None)(*args)`` returns a :class:`Path`: the sequence of edges
-from one input element to the scalar output whose product of local derivatives is the
-max-product value of that element (``top_pos``; ``chain="top_neg"`` for the most negative).
+``top_path(fun, argnums=0, at=None)(*args)`` returns a :class:`Path`: the edges from one input
+element to the scalar output whose product of local derivatives is that element's max-product
+value (``top_pos``; ``chain="top_neg"`` for the most negative).
 
-How: one ``MaxProduct`` backward pass stores every node's (top_pos, top_neg). Then the path is
-walked forward from the input element. At a node, each consumer equation's own semiring rule is
-re-run with a *pointer* max-product semiring: the consumer's outputs carry their stored values
-plus a pointer (output element, chain), and ⊕/⊗ carry the pointer of the winning candidate
-along. Read at the current element, this gives the best continuation through that equation —
-with exactly the edge structure the rules use (a zero-weight edge is still an edge) — and which
-output element and chain (top_pos or top_neg: a negative edge switches them, App. A) it
-continues on. The best consumer wins; the edge weight is read from a one-equation JVP
-(one-hot tangent). Python post-processing, not jittable; one rule call per consumer per step.
+How: the one backward walk runs with :class:`~jaxpr_semiring.semirings.PointerMaxProduct`,
+whose values carry, per chain, a pointer to the next node of the best path and the weight of the
+edge to it. A :class:`PointerObserver` gives every element of every reachable variable a
+global number and, just before a node's rule reads its outputs' values, re-points them to those
+outputs' own elements; so after the walk every node points to the next node of its best path.
+Following the pointers from the start element is a ``lax.while_loop`` over one table: the
+whole thing is jittable and vmappable (``jax.vmap`` over sentences gives a batched
+:class:`Path`; ``jax.tree.map(lambda a: a[i], paths)`` picks one).
 
->>> import jax.numpy as jnp, jaxpr_semiring as js
+A ``scan`` or ``cond`` is one step of a path (from an operand element to a result element, its
+weight the product along the best path inside).
+
+>>> import jax, jax.numpy as jnp, jaxpr_semiring as js
 >>> f = lambda x, y: jnp.exp(x) + (x - y) * y       # paper Fig. 1
->>> p = js.top_path(f, argnums=1)(1.0, 2.0)
+>>> p = jax.jit(js.top_path(f, argnums=1))(1.0, 2.0)
 >>> [s.primitive for s in p.steps], p.product
 (['mul', 'add'], -1.0)
 """
@@ -27,120 +29,72 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from . import _compat, api, interpreter
-from .interpreter import Const, Ref
-from .rules import Ctx, lookup
-from .semirings import (MaxProduct, Semiring, _canonical, chunked_contraction, value_dtype)
+from .api import backprop, normalize_argnums
+from .interpreter import Const, Observer, Ref, reachable
+from .rules import is_float
+from .semirings import PointerMaxProduct, PointerValue
 
-__all__ = ["top_path", "Path", "PathStep", "PointerMaxProduct", "PointerValue"]
-
-
-# --------------------------------------------------------------- pointer max-product semiring
-
-class PointerValue(NamedTuple):
-    """(top_pos, top_neg) plus, for each, a pointer to where the winning path continues
-    (−1: none). Pointers are stored as floats (exact below 2²⁴ for float32)."""
-    top_pos: jax.Array
-    top_neg: jax.Array
-    pos_ptr: jax.Array
-    neg_ptr: jax.Array
-
-
-def _pick(better, a, b):
-    return jnp.where(better, a, b)
-
-
-class PointerMaxProduct(Semiring):
-    """MaxProduct whose ⊕ and ⊗ carry an arg-max pointer payload (used by :func:`top_path`)."""
-
-    name = "PointerMaxProduct"
-
-    def dtype(self, dtype):
-        return value_dtype(dtype)
-
-    def zeros(self, shape, dtype):
-        dt = self.dtype(dtype)
-        return PointerValue(jnp.full(shape, -jnp.inf, dt), jnp.full(shape, jnp.inf, dt),
-                            jnp.full(shape, -1, dt), jnp.full(shape, -1, dt))
-
-    def ones(self, shape, dtype):
-        dt = self.dtype(dtype)
-        return PointerValue(jnp.ones(shape, dt), jnp.ones(shape, dt), jnp.full(shape, -1, dt),
-                            jnp.full(shape, -1, dt))
-
-    def add(self, a, b):
-        pa, pb = a.top_pos >= b.top_pos, a.top_neg <= b.top_neg
-        return PointerValue(jnp.maximum(a.top_pos, b.top_pos), jnp.minimum(a.top_neg, b.top_neg),
-                            _pick(pa, a.pos_ptr, b.pos_ptr), _pick(pb, a.neg_ptr, b.neg_ptr))
-
-    def sum(self, v, axes=None):
-        axes = self._axes(v, axes)
-        if not axes:
-            return v
-        nd = v.top_pos.ndim
-        kept = tuple(d for d in range(nd) if d not in axes)
-        shape = tuple(v.top_pos.shape[d] for d in kept) + (-1,)
-
-        def flat(x):
-            return jnp.transpose(x, kept + tuple(axes)).reshape(shape)
-
-        p, n, pp, np_ = map(flat, v)
-        if p.shape[-1] == 0:
-            return self.zeros(shape[:-1], p.dtype)
-        ip = jnp.argmax(p, axis=-1)[..., None]
-        in_ = jnp.argmin(n, axis=-1)[..., None]
-        take = lambda x, i: jnp.take_along_axis(x, i, -1)[..., 0]
-        return PointerValue(take(p, ip), take(n, in_), take(pp, ip), take(np_, in_))
-
-    @staticmethod
-    def _lift(w, p, n, pp, np_):
-        alive = p > -jnp.inf
-        a, b = w * p, w * n
-        pos = jnp.where(alive, jnp.maximum(a, b), -jnp.inf)
-        neg = jnp.where(alive, jnp.minimum(a, b), jnp.inf)
-        pos_ptr = jnp.where(alive, jnp.where(a >= b, pp, np_), -1)
-        neg_ptr = jnp.where(alive, jnp.where(a >= b, np_, pp), -1)
-        return pos, neg, pos_ptr, neg_ptr
-
-    def scale(self, w, v):
-        w = jnp.asarray(w).astype(v.top_pos.dtype)
-        return PointerValue(*self._lift(w, *v))
-
-    def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, cw, out_shape = _canonical(v.top_pos, w.astype(v.top_pos.dtype), dimension_numbers)
-
-        def chunk(vs, wk):
-            pos, neg, pptr, nptr = self._lift(wk, *vs)  # [B, M, N, c]
-            pptr = jnp.broadcast_to(pptr, pos.shape)
-            nptr = jnp.broadcast_to(nptr, neg.shape)
-            ip = jnp.argmax(pos, axis=-1)[..., None]
-            in_ = jnp.argmin(neg, axis=-1)[..., None]
-            take = lambda x, i: jnp.take_along_axis(x, i, -1)[..., 0]
-            return take(pos, ip), take(neg, in_), take(pptr, ip), take(nptr, in_)
-
-        def combine(x, y):
-            a = PointerValue(*x)
-            b = PointerValue(*y)
-            return tuple(self.add(a, b))
-
-        out = chunked_contraction(chunk, combine, [canon_v(x) for x in v], cw,
-                                  (-jnp.inf, jnp.inf, -1.0, -1.0))
-        return PointerValue(*(x.reshape(out_shape) for x in out))
-
-    def scatter(self, v, index_map):
-        p = index_map.max(v.top_pos)
-        n = index_map.min(v.top_neg)
-        pw = v.top_pos == index_map.back(p)
-        nw = v.top_neg == index_map.back(n)
-        pp = index_map.max(jnp.where(pw, v.pos_ptr, -1))
-        np_ = index_map.max(jnp.where(nw, v.neg_ptr, -1))
-        return PointerValue(p, n, jnp.maximum(pp, -1), jnp.maximum(np_, -1))
-
-
-# ------------------------------------------------------------------------------------- paths
+__all__ = ["top_path", "Path", "PathStep", "GraphIndex", "PointerObserver", "CHAINS"]
 
 CHAINS = ("top_pos", "top_neg")
+
+
+class GraphIndex:
+    """Global element numbers of a graph's reachable float variables, and what produced each
+    variable (for reading a path back as primitives, module paths and indices)."""
+
+    def __init__(self, graph):
+        refs, labels = [], []
+        for r in graph.invars:
+            refs.append(r)
+            labels.append(("<input>", ""))
+        leaf_keys = {r.key: i for i, r in enumerate(graph.invars)}
+        for node in graph.nodes:
+            for r in node.outvars:
+                refs.append(r)
+                labels.append((node.primitive.name, node.path))
+        reach = reachable(graph, graph.invars)
+        keep = [i for i, r in enumerate(refs) if r.key in reach and is_float(r.aval)]
+        self.keys = [refs[i].key for i in keep]
+        self.shapes = [tuple(refs[i].aval.shape) for i in keep]
+        self.labels = [labels[i] for i in keep]
+        self.leaf_of = {v: leaf_keys[k] for v, k in enumerate(self.keys) if k in leaf_keys}
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.offset_of = {k: int(o) for k, o in zip(self.keys, self.offsets)}
+        self.size = int(self.offsets[-1])
+        self.max_steps = len(graph.nodes)
+        if 2 * self.size + 1 >= 2 ** 31:
+            raise ValueError(f"top_path: the graph has {self.size} reachable elements, too many for "
+                             f"int32 pointers.")
+
+    def locate(self, element: int) -> tuple[int, tuple]:
+        """(variable number, index tuple) of a global element number."""
+        v = int(np.searchsorted(self.offsets, element, side="right") - 1)
+        return v, _unravel(element - int(self.offsets[v]), self.shapes[v])
+
+
+class PointerObserver(Observer):
+    """Numbers every element of every reachable float variable and re-points each node's output
+    values to those numbers before the node's rule reads them (see the module docstring)."""
+
+    def __init__(self):
+        self.index: GraphIndex | None = None
+
+    def start(self, graph, env):
+        self.index = GraphIndex(graph)
+        return ()
+
+    def cotangent(self, ref, value, producer):
+        off = self.index.offset_of.get(ref.key)
+        if off is None:
+            return value
+        shape = ref.aval.shape
+        ids = 2 * (off + jnp.arange(int(np.prod(shape, dtype=np.int64)), dtype=jnp.int32).reshape(shape))
+        one = jnp.ones(shape, value.top_pos.dtype)
+        return PointerValue(value.top_pos, value.top_neg, ids, ids + 1, one, one)
 
 
 class PathStep(NamedTuple):
@@ -148,8 +102,8 @@ class PathStep(NamedTuple):
 
     ``weight`` is the edge's local derivative, ``product`` the running product from the input
     element through this edge, ``chain`` which max-product chain the path follows from here
-    (``top_pos``/``top_neg``), ``remaining`` the stored value of that chain at this node (the
-    best product from here to the output): ``product · remaining`` is the path's total.
+    (``top_pos``/``top_neg``), ``remaining`` the product of the rest of the path (the best
+    product from here to the output): ``product · remaining`` is the path's total.
     """
     primitive: str
     path: str
@@ -162,15 +116,56 @@ class PathStep(NamedTuple):
 
 
 class Path:
-    """A top gradient path: ``steps`` (list of :class:`PathStep`) from the input element
-    ``start`` to the output. ``product`` is the product of the edge weights (= ``value``, the
-    max-product value of the start element, up to float rounding). ``str()`` is a table."""
+    """A top gradient path from one input element to the output.
 
-    def __init__(self, steps, value, chain, start):
-        self.steps = list(steps)
-        self.value = float(value)
-        self.chain = chain
-        self.start = start  # dict: argnum leaf, index, shape
+    A pytree of arrays (so ``jax.jit`` / ``jax.vmap`` return it): ``ids`` (the pointer of each
+    node reached, −1 past the end), ``weights`` (each edge's local derivative), ``start``
+    (the start element's global number), ``value`` (its max-product value). Read it with
+    ``steps`` (a list of :class:`PathStep`), ``product`` (of the weights; equals ``value`` up to
+    float rounding), ``len()``, iteration, ``str()`` (a table), ``to_dicts()``.
+    """
+
+    def __init__(self, ids, weights, start, value, index: GraphIndex, chain: str):
+        self.ids, self.weights_array, self.start_id, self.value_array = ids, weights, start, value
+        self.index, self.chain = index, chain
+
+    def _concrete(self):
+        try:
+            return (np.asarray(self.ids), np.asarray(self.weights_array), int(self.start_id),
+                    float(self.value_array))
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+                TypeError) as e:
+            raise TypeError("A Path is read on concrete values: return it from the jitted "
+                            "function and read it outside (a batched Path: pick one with "
+                            "jax.tree.map(lambda a: a[i], path)).") from e
+
+    @property
+    def value(self) -> float:
+        return self._concrete()[3]
+
+    @property
+    def start(self) -> dict:
+        """``{"leaf": differentiated leaf, "index": index tuple, "shape": its shape}``."""
+        v, idx = self.index.locate(self._concrete()[2])
+        return {"leaf": self.index.leaf_of[v], "index": idx, "shape": self.index.shapes[v]}
+
+    @property
+    def steps(self) -> list[PathStep]:
+        ids, weights, _, value = self._concrete()
+        if not np.isfinite(value):
+            raise ValueError(f"top_path: input element {self.start['index']} has no path to the "
+                             f"output.")
+        n = int(np.sum(ids >= 0))
+        w = [float(x) for x in weights[:n]]
+        products = np.cumprod(w) if n else []
+        steps = []
+        for k in range(n):
+            v, idx = self.index.locate(int(ids[k]) // 2)
+            prim, path = self.index.labels[v]
+            remaining = float(np.prod(w[k + 1:])) if k + 1 < n else 1.0
+            steps.append(PathStep(prim, path, self.index.shapes[v], idx, w[k], float(products[k]),
+                                  CHAINS[int(ids[k]) % 2], remaining))
+        return steps
 
     @property
     def product(self) -> float:
@@ -195,7 +190,7 @@ class Path:
     def __str__(self):
         st = self.start
         head = (f"top gradient path ({self.chain} = {self.value:.6g}) from input leaf {st['leaf']} "
-                f"element {st['index']} of shape {st['shape']}: {len(self.steps)} edges")
+                f"element {st['index']} of shape {st['shape']}: {len(self)} edges")
         rows = [("#", "primitive", "module path", "index", "weight", "product", "chain")]
         for i, s in enumerate(self.steps, 1):
             rows.append((str(i), s.primitive, s.path or "-", str(s.index), f"{s.weight:.4g}",
@@ -212,121 +207,48 @@ class Path:
         return "\n".join([head] + [fmt(r) for r in rows])
 
     def __repr__(self):
-        return f"Path({self.chain}={self.value:.6g}, {len(self.steps)} steps)"
+        try:
+            return f"Path({self.chain}={self.value:.6g}, {len(self)} steps)"
+        except (TypeError, ValueError):
+            return f"Path({self.chain}, traced)"
 
 
-def _consumers(graph) -> dict:
-    out: dict = {}
-    for i, node in enumerate(graph.nodes):
-        for a in node.invars:
-            if isinstance(a, Ref):
-                lst = out.setdefault(a.key, [])
-                if not lst or lst[-1] != i:
-                    lst.append(i)
-    return out
+jax.tree_util.register_pytree_node(
+    Path,
+    lambda p: ((p.ids, p.weights_array, p.start_id, p.value_array), (p.index, p.chain)),
+    lambda aux, ch: Path(*ch, *aux))
 
 
-def _edge_weights(node, env, slot, elem):
-    """Column of the local Jacobian: ∂out/∂in_slot[elem] for every output (one JVP)."""
-    vals = [interpreter._value(env, a) for a in node.invars]
-    x = vals[slot]
-
-    def along(xj):
-        args = list(vals)
-        args[slot] = xj
-        return _compat.bind(node.primitive, args, node.params)
-
-    t = jnp.zeros(x.size, x.dtype).at[elem].set(1).reshape(x.shape)
-    _, touts = jax.jvp(along, (x,), (t,))
-    return touts
+def _unravel(elem, shape):
+    shape = tuple(shape)
+    if not shape:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(elem, shape))
 
 
-def _recurse(S_, jaxpr, consts, args, wanted, cts_out_, prefix):
-    return interpreter.backward_jaxpr(S_, jaxpr, consts, args, wanted, cts_out_, prefix)
+def chase(ptr_table, w_table, first: int | jax.Array, max_steps: int):
+    """Follow pointers from table entry ``first`` until −1: (ids [max_steps], weights)."""
+    ids0 = jnp.full((max_steps,), -1, jnp.int32)
+    w0 = jnp.zeros((max_steps,), w_table.dtype)
 
+    def cond(state):
+        k, cur, _, _ = state
+        return (k < max_steps) & (cur >= 0) & (ptr_table[jnp.maximum(cur, 0)] >= 0)
 
-def _continuations(node, cts, env, key, elem, chain):
-    """Best continuation of ``chain`` at element ``elem`` of variable ``key`` through ``node``:
-    a list of (value, slot, pointer) per operand slot holding that variable."""
-    P = PointerMaxProduct()
-    cts_out, offset = [], 0
-    for r in node.outvars:
-        size = int(np.prod(r.aval.shape, dtype=np.int64))
-        v = cts.get(r.key) if isinstance(r, Ref) else None
-        if v is None:
-            cts_out.append(None)
-        else:
-            dt = v.top_pos.dtype
-            if 2 * (offset + size) >= (1 << 24) and dt == np.float32:
-                raise ValueError(f"top_path: equation '{node.primitive.name}' at '{node.path}' has "
-                                 f"too many output elements for float32 pointers; enable x64.")
-            ids = (offset + jnp.arange(size, dtype=dt)).reshape(r.aval.shape) * 2
-            cts_out.append(PointerValue(v.top_pos, v.top_neg, ids, ids + 1))
-        offset += size
-    if all(c is None for c in cts_out):
-        return []
-    wanted = tuple(isinstance(a, Ref) and a.key == key for a in node.invars)
-    rule = lookup(node.primitive, node.path)
-    ctx = Ctx(P, wanted, node.path, node.primitive, _recurse)
-    primals_in = [interpreter._value(env, a) for a in node.invars]
-    primals_out = [env[r.key] for r in node.outvars]
-    cts_in = rule(ctx, primals_in, primals_out, cts_out, **node.params)
-    found = []
-    for slot, (w, ct) in enumerate(zip(wanted, cts_in)):
-        if not w or ct is None:
-            continue
-        if chain == "top_pos":
-            val, ptr = ct.top_pos, ct.pos_ptr
-        else:
-            val, ptr = ct.top_neg, ct.neg_ptr
-        val = float(np.asarray(val).reshape(-1)[elem])
-        ptr = int(np.asarray(ptr).reshape(-1)[elem])
-        if ptr >= 0:
-            found.append((val, slot, ptr))
-    return found
+    def body(state):
+        k, cur, ids, ws = state
+        nxt = ptr_table[cur]
+        return k + 1, nxt, ids.at[k].set(nxt), ws.at[k].set(w_table[cur])
 
-
-def _locate(node, flat_out):
-    """Output variable number and element for a flat index over the node's outputs."""
-    offset = 0
-    for o, r in enumerate(node.outvars):
-        size = int(np.prod(r.aval.shape, dtype=np.int64))
-        if flat_out < offset + size:
-            return o, flat_out - offset
-        offset += size
-    raise IndexError(flat_out)
-
-
-def _primals_and_values(closed, flat, graph):
-    """Every variable's primal and stored MaxProduct value, computed in one jitted program
-    (the graph is re-flattened inside; variables are matched by position)."""
-    def refs_of(g):
-        out = list(g.invars)
-        for node in g.nodes:
-            out.extend(r for r in node.outvars if isinstance(r, Ref))
-        return out
-
-    def inner(consts, flat):
-        g = interpreter.flatten(closed.jaxpr, consts)
-        env = interpreter.forward(g, flat)
-        S = MaxProduct()
-        wanted = interpreter.reachable(g, g.invars)
-        out_dtype = interpreter._value(env, g.outvars[0]).dtype
-        cts = interpreter.backward(S, g, env, [S.ones((), out_dtype)]
-                                   + [None] * (len(g.outvars) - 1), wanted)
-        refs = refs_of(g)
-        return [env.get(r.key) for r in refs], [cts.get(r.key) for r in refs]
-
-    envs, vals = jax.jit(inner)(list(closed.consts), flat)
-    refs = refs_of(graph)
-    env = {r.key: e for r, e in zip(refs, envs) if e is not None}
-    cts = {r.key: v for r, v in zip(refs, vals) if v is not None}
-    return env, cts
+    _, _, ids, ws = lax.while_loop(cond, body, (jnp.int32(0), jnp.asarray(first, jnp.int32), ids0, w0))
+    return ids, ws
 
 
 def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
-             leaf: int | None = None, chain: str = "top_pos", has_aux: bool = False) -> Callable:
-    """Recover the top gradient path of scalar ``fun`` (paper App. A).
+             leaf: int | None = None, chain: str = "top_pos", has_aux: bool = False,
+             kernel: str = "auto") -> Callable:
+    """The top gradient path of scalar ``fun`` (paper App. A), as a function of ``fun``'s
+    arguments returning a :class:`Path`. Jittable and vmappable.
 
     Args:
       argnums: differentiated arguments, as in :func:`jaxpr_semiring.semiring_grad`.
@@ -337,99 +259,82 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
       leaf: which leaf of the flattened differentiated arguments ``at`` refers to (needed when
         there are several).
       chain: ``"top_pos"`` (most positive path) or ``"top_neg"`` (most negative path).
-
-    Returns a function of ``fun``'s arguments returning a :class:`Path`. Not jittable (it is
-    post-processing with Python loops); run it on concrete values.
+      kernel: the max-product contraction kernel (see :mod:`jaxpr_semiring.kernels`).
     """
     if chain not in CHAINS:
         raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
-    argnums_t, _ = api._normalize_argnums(argnums)
+    bit = CHAINS.index(chain)
+    normalize_argnums(argnums)
+    S = PointerMaxProduct(kernel)
 
     def path_f(*args, **kwargs) -> Path:
-        closed, flat, treedef, aux_def = api.trace(fun, args, kwargs, argnums_t, has_aux)
-        flat = [jnp.asarray(x) for x in flat]
-        graph = interpreter.flatten(closed.jaxpr, closed.consts)
-        out_atom = graph.outvars[0]
-        env, cts = _primals_and_values(closed, flat, graph)
-        if isinstance(out_atom, Const):
+        observer = PointerObserver()
+        b = backprop(fun, S, argnums, has_aux, observer)(*args, **kwargs)
+        if isinstance(b.graph.outvars[0], Const):
             raise ValueError("top_path: the output is a constant; no input reaches it.")
-
-        # ---- the start element
-        vals = []
-        for r, x in zip(graph.invars, flat):
-            v = cts.get(r.key)
-            vals.append(None if v is None else np.asarray(getattr(v, chain)))
+        index = observer.index
+        leaves = [b.cotangents.get(r.key) for r in b.graph.invars]
+        # the start element's global number and value
         if at is None:
-            best = None
-            for i, v in enumerate(vals):
-                if v is None or v.size == 0:
+            cands = []
+            for r, v in zip(b.graph.invars, leaves):
+                if v is None or r.key not in index.offset_of or not v.top_pos.size:
                     continue
-                j = int(np.argmax(v) if chain == "top_pos" else np.argmin(v))
-                cand = v.reshape(-1)[j]
-                if best is None or (cand > best[0] if chain == "top_pos" else cand < best[0]):
-                    best = (cand, i, j)
-            if best is None or not np.isfinite(best[0]):
+                vals = getattr(v, chain).ravel()
+                cands.append((vals, index.offset_of[r.key] + jnp.arange(vals.size, dtype=jnp.int32)))
+            if not cands:
                 raise ValueError("top_path: no differentiated input element reaches the output.")
-            _, li, elem = best
+            vals = jnp.concatenate([c[0] for c in cands])
+            gids = jnp.concatenate([c[1] for c in cands])
+            best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)
+            start, value = gids[best], vals[best]
         else:
-            if leaf is None and len(flat) != 1:
-                raise ValueError(f"top_path: {len(flat)} differentiated leaves; say which one "
+            if leaf is None and len(leaves) != 1:
+                raise ValueError(f"top_path: {len(leaves)} differentiated leaves; say which one "
                                  f"`at` refers to with leaf=.")
             li = 0 if leaf is None else int(leaf)
-            shape = flat[li].shape
+            ref, v = b.graph.invars[li], leaves[li]
+            shape = tuple(ref.aval.shape)
             elem = int(at) if np.ndim(at) == 0 else int(np.ravel_multi_index(tuple(at), shape))
             if not 0 <= elem < max(1, int(np.prod(shape))):
                 raise IndexError(f"top_path: element {at} out of range for shape {shape}")
-        start_ref = graph.invars[li]
-        v0 = vals[li]
-        value = float(v0.reshape(-1)[elem]) if v0 is not None else (-np.inf if chain == "top_pos" else np.inf)
-        start = {"leaf": li, "index": _unravel(elem, start_ref.aval.shape),
-                 "shape": tuple(start_ref.aval.shape)}
-        if v0 is None or value == (-np.inf if chain == "top_pos" else np.inf):
-            raise ValueError(f"top_path: input element {start['index']} has no path to the output.")
-
-        # ---- walk forward
-        consumers = _consumers(graph)
-        key, cur_chain, product = start_ref.key, chain, 1.0
-        steps: list[PathStep] = []
-        limit = len(graph.nodes) + 1
-        while not (isinstance(out_atom, Ref) and key == out_atom.key):
-            best = None
-            for ni in consumers.get(key, []):
-                node = graph.nodes[ni]
-                for val, slot, ptr in _continuations(node, cts, env, key, elem, cur_chain):
-                    if best is None or (val > best[0] if cur_chain == "top_pos" else val < best[0]):
-                        best = (val, ni, slot, ptr)
-            if best is None:
-                raise RuntimeError(f"top_path: lost the path at variable {key} element {elem}; "
-                                   f"this is a bug.")
-            _, ni, slot, ptr = best
-            node = graph.nodes[ni]
-            o, k = _locate(node, ptr // 2)
-            next_chain = CHAINS[ptr % 2]
-            touts = _edge_weights(node, env, slot, elem)
-            w = float(np.asarray(touts[o]).reshape(-1)[k])
-            product *= w
-            out_ref = node.outvars[o]
-            stored = cts[out_ref.key]
-            p_k = float(np.asarray(stored.top_pos).reshape(-1)[k])
-            n_k = float(np.asarray(stored.top_neg).reshape(-1)[k])
-            if p_k == n_k:  # both chains coincide here: report App. A's sign rule
-                next_chain = cur_chain if w >= 0 else CHAINS[1 - CHAINS.index(cur_chain)]
-            remaining = p_k if next_chain == "top_pos" else n_k
-            steps.append(PathStep(node.primitive.name, node.path, tuple(out_ref.aval.shape),
-                                  _unravel(k, out_ref.aval.shape), w, product, next_chain,
-                                  remaining))
-            key, elem, cur_chain = out_ref.key, k, next_chain
-            if len(steps) > limit:
-                raise RuntimeError("top_path: path longer than the graph; this is a bug.")
-        return Path(steps, value, chain, start)
+            if v is None or ref.key not in index.offset_of:
+                raise ValueError(f"top_path: input element {_unravel(elem, shape)} has no path to "
+                                 f"the output.")
+            start = index.offset_of[ref.key] + elem
+            value = getattr(v, chain).ravel()[elem]
+        ptr_table, w_table = _tables(index, b.cotangents)
+        ids, weights = chase(ptr_table, w_table, 2 * start + bit, index.max_steps)
+        path = Path(ids, weights, jnp.asarray(start, jnp.int32), value, index, chain)
+        try:
+            dead = not np.isfinite(float(value))
+        except jax.errors.ConcretizationTypeError:  # traced: Path.steps says so when read
+            dead = False
+        if dead:
+            raise ValueError(f"top_path: input element {path.start['index']} has no path to the "
+                             f"output.")
+        return path
 
     return path_f
 
 
-def _unravel(elem, shape):
-    shape = tuple(shape)
-    if not shape:
-        return ()
-    return tuple(int(i) for i in np.unravel_index(elem, shape))
+def _tables(index: GraphIndex, cotangents: dict):
+    """The pointer and edge-weight tables, entry 2·id + chain for every numbered element."""
+    ptrs, ws = [], []
+    dt = None
+    for key, shape in zip(index.keys, index.shapes):
+        v = cotangents.get(key)
+        if v is not None:
+            dt = v.pos_w.dtype
+            break
+    dt = dt or jnp.float32
+    for key, shape in zip(index.keys, index.shapes):
+        v = cotangents.get(key)
+        n = int(np.prod(shape, dtype=np.int64))
+        if v is None:
+            ptrs.append(jnp.full((2 * n,), -1, jnp.int32))
+            ws.append(jnp.zeros((2 * n,), dt))
+        else:
+            ptrs.append(jnp.stack([v.pos_ptr.ravel(), v.neg_ptr.ravel()], -1).ravel())
+            ws.append(jnp.stack([v.pos_w.ravel(), v.neg_w.ravel()], -1).ravel().astype(dt))
+    return jnp.concatenate(ptrs), jnp.concatenate(ws)

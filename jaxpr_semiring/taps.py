@@ -1,12 +1,12 @@
 """Taps: mark nodes of a model and report how much semiring gradient arrives from each consumer.
 
 ``tap(x, name)`` is the identity (values, ``jax.grad``, ``jit``, ``vmap`` and lowering are
-unchanged): it emits a ``checkpoint_name`` equation whose name starts with
-:data:`jaxpr_semiring.interpreter.TAP_PREFIX`, which the interpreter keeps as a graph node.
+unchanged): it emits a ``checkpoint_name`` equation whose name starts with :data:`TAP_PREFIX`
+(an identity node of the graph).
 
-``flows(fun, semiring, argnums)(*args)`` (equivalently ``semiring_grad(..., taps=True)``) runs
-the semiring backward pass and returns ``(grads, FlowReport)``. For every tapped variable the
-report holds
+``flows(fun, semiring, argnums)(*args)`` runs the semiring backward pass with a
+:class:`FlowObserver` and returns ``(grads, FlowReport)``; ``report.value`` is ``fun``'s value.
+For every tapped variable the report holds
 
 * ``total``: the ⊕ of everything arriving at the variable (its semiring gradient), and
 * ``consumers``: the ⊕-contribution arriving from each consumer equation, keyed by a label
@@ -49,12 +49,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from .interpreter import TAP_PREFIX, Recorder, Ref
+from .api import backprop
+from .interpreter import Observer, Ref
+from .rules import is_float
+from .semirings import Real
 
-__all__ = ["tap", "flows", "value_and_flows", "FlowReport", "TapFlow", "FlowRecorder",
-           "tap_modules", "module_path", "OUTPUT_LABEL", "consumer_label"]
+__all__ = ["tap", "flows", "FlowReport", "TapFlow", "FlowObserver", "tap_modules", "module_path",
+           "OUTPUT_LABEL", "TAP_PREFIX", "consumer_label"]
 
 OUTPUT_LABEL = "<output>"
+TAP_PREFIX = "jaxpr_semiring.tap:"  # checkpoint_name prefix marking a tap
 
 
 # ----------------------------------------------------------------------------------- tap
@@ -149,11 +153,13 @@ jax.tree_util.register_pytree_node(TapFlow, _tapflow_flatten, _tapflow_unflatten
 
 
 class FlowReport:
-    """Tap name → :class:`TapFlow`, in graph order. A pytree; ``str()`` renders a table."""
+    """Tap name → :class:`TapFlow`, in graph order, and ``value`` (the function's value). A
+    pytree; ``str()`` renders a table."""
 
-    def __init__(self, taps: dict, semiring):
+    def __init__(self, taps: dict, semiring, value=None):
         self.taps = dict(taps)
         self.semiring = semiring
+        self.value = value
 
     def __getitem__(self, name) -> TapFlow:
         return self.taps[name]
@@ -206,18 +212,17 @@ def _fmt(S, v):
 
 jax.tree_util.register_pytree_node(
     FlowReport,
-    lambda r: ((tuple(r.taps.values()),), (tuple(r.taps), r.semiring)),
-    lambda aux, ch: FlowReport(dict(zip(aux[0], ch[0])), aux[1]))
+    lambda r: ((tuple(r.taps.values()), r.value), (tuple(r.taps), r.semiring)),
+    lambda aux, ch: FlowReport(dict(zip(aux[0], ch[0])), aux[1], ch[1]))
 
 
-# ---------------------------------------------------------------------------- the recorder
+# ---------------------------------------------------------------------------- the observer
 
-class FlowRecorder(Recorder):
-    """Records ⊕-contributions into tapped variables during the backward pass.
+class FlowObserver(Observer):
+    """Records the ⊕-contributions into tapped variables during the backward walk.
 
-    :func:`jaxpr_semiring.api.run` calls ``start(graph, env)`` before the backward pass (it
-    returns the tap variables, which become extra sources so every tap gets its flows), then
-    the interpreter calls ``contribution`` for every ⊕-contribution.
+    ``start`` makes every tap a source (so every tap gets its flows), ``contribution`` files
+    each contribution under its consumer's label, ``report`` assembles the :class:`FlowReport`.
     """
 
     def __init__(self, semiring):
@@ -227,6 +232,7 @@ class FlowRecorder(Recorder):
         self.contribs: dict[int, dict] = {}
         self.order: dict[int, int] = {}
         self.label_pos: dict[tuple, int] = {}
+        self.n_nodes = 0
 
     def start(self, graph, env) -> list:
         seen: dict[str, int] = {}
@@ -237,7 +243,7 @@ class FlowRecorder(Recorder):
             if name is None:
                 continue
             out = node.outvars[0]
-            if not isinstance(out, Ref) or not jnp.issubdtype(out.aval.dtype, jnp.inexact):
+            if not isinstance(out, Ref) or not is_float(out.aval):
                 continue
             n = seen.get(name, 0)
             seen[name] = n + 1
@@ -246,16 +252,17 @@ class FlowRecorder(Recorder):
             self.contribs[out.key] = {}
         return list(self.refs.values())
 
-    def contribution(self, key, value, consumer) -> None:
+    def contribution(self, ref, value, consumer) -> None:
+        key = ref.key
         if key not in self.names:
             return
         label = consumer_label(consumer)
-        pos = self.order.get(id(consumer), getattr(self, "n_nodes", 0))
+        pos = self.order.get(id(consumer), self.n_nodes)
         self.label_pos[(key, label)] = min(pos, self.label_pos.get((key, label), pos))
         d = self.contribs[key]
         d[label] = value if label not in d else self.semiring.add(d[label], value)
 
-    def report(self) -> FlowReport:
+    def report(self, value=None) -> FlowReport:
         S = self.semiring
         taps = {}
         for key, name in self.names.items():
@@ -268,25 +275,34 @@ class FlowRecorder(Recorder):
             if total is None:
                 total = S.zeros(aval.shape, aval.dtype)
             taps[name] = TapFlow(total, cons, S, tuple(aval.shape))
-        return FlowReport(taps, S)
+        return FlowReport(taps, S, value)
 
 
-# ------------------------------------------------------------------------------- entry points
-
-def value_and_flows(fun: Callable, semiring=None, argnums: int | Sequence[int] = 0,
-                    has_aux: bool = False) -> Callable:
-    """``value_and_semiring_grad(..., taps=True)``: returns ``((value, grads), FlowReport)``
-    (``(((value, aux), grads), FlowReport)`` with ``has_aux``)."""
-    from .api import value_and_semiring_grad
-    return value_and_semiring_grad(fun, semiring, argnums, has_aux, taps=True)
-
+# ------------------------------------------------------------------------------- entry point
 
 def flows(fun: Callable, semiring=None, argnums: int | Sequence[int] = 0,
           has_aux: bool = False) -> Callable:
-    """``semiring_grad(..., taps=True)``: returns ``(grads, FlowReport)`` (``((grads, aux),
-    FlowReport)`` with ``has_aux``). Jittable and vmappable (the report is a pytree)."""
-    from .api import semiring_grad
-    return semiring_grad(fun, semiring, argnums, has_aux, taps=True)
+    """Semiring gradients plus a :class:`FlowReport` of every tap: returns ``(grads, report)``
+    (``((grads, aux), report)`` with ``has_aux``); ``report.value`` is ``fun``'s value.
+    Jittable and vmappable (the report is a pytree).
+
+    >>> import jax.numpy as jnp, jaxpr_semiring as js
+    >>> def h(x):
+    ...     t = js.tap(x, "t")
+    ...     return jnp.sum(2.0 * t) + jnp.sum(jnp.exp(t))
+    >>> g, rep = js.flows(h, js.MaxProduct())(jnp.zeros(2))
+    >>> {k: v.top_pos.tolist() for k, v in rep["t"].consumers.items()}
+    {'[mul]': [2.0, 2.0], '[exp]': [1.0, 1.0]}
+    """
+    S = Real() if semiring is None else semiring
+
+    def flows_f(*args, **kwargs):
+        observer = FlowObserver(S)
+        b = backprop(fun, S, argnums, has_aux, observer)(*args, **kwargs)
+        grads = (b.grads, b.aux) if has_aux else b.grads
+        return grads, observer.report(b.value)
+
+    return flows_f
 
 
 # ------------------------------------------------------------------ taps without editing a model

@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 import jaxpr_semiring as js
-from jaxpr_semiring.rules.convolution import conv_backward
+from jaxpr_semiring.rules.contractions import conv_backward
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_control_flow import (NON_REAL, SEMIRINGS, assert_values_close, check_brute,  # noqa: E402

@@ -4,8 +4,16 @@ import importlib
 
 import pytest
 
-MODULES = ["jaxpr_semiring", "jaxpr_semiring.api", "jaxpr_semiring.semirings", "jaxpr_semiring.rules",
-           "jaxpr_semiring.taps", "jaxpr_semiring.paths", "jaxpr_semiring.models.hf_bert"]
+MODULES = [
+    "jaxpr_semiring", "jaxpr_semiring.api", "jaxpr_semiring.interpreter", "jaxpr_semiring.rules",
+    "jaxpr_semiring.numerics", "jaxpr_semiring.semirings", "jaxpr_semiring.semirings.base",
+    "jaxpr_semiring.semirings.linear", "jaxpr_semiring.semirings.logspace",
+    "jaxpr_semiring.semirings.tropical", "jaxpr_semiring.semirings.topk",
+    "jaxpr_semiring.semirings.pointer", "jaxpr_semiring.kernels.tropical",
+    "jaxpr_semiring.kernels.xla", "jaxpr_semiring.kernels.cpu", "jaxpr_semiring.kernels.gpu",
+    "jaxpr_semiring.kernels.lifted", "jaxpr_semiring.taps", "jaxpr_semiring.paths",
+    "jaxpr_semiring.models.hf_bert",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -13,3 +21,4 @@ def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+    assert result.attempted > 0, f"{name} has no runnable docstring example"

@@ -130,13 +130,55 @@ def test_padded_bert_entropy_under_jit_has_no_nan():
     assert bool(jnp.all(jnp.isfinite(e.log_z[0, :4]))) and bool(jnp.all(e.log_z[0, 4] == -jnp.inf))
 
 
+@pytest.mark.parametrize("S", [js.Real(), js.MaxProduct(), js.MaxAbs(), js.Log(), js.Entropy(),
+                               js.Expectation(), js.TopK(2)], ids=lambda S: S.name)
+def test_padded_bert_batch_under_jit_vmap_equals_unpadded(S):
+    """HF Flax BERT masks padded keys with a finfo.min bias (no patch of transformers): a padded
+    batch under jit∘vmap gives, at every real token, the values of the unpadded sentence run
+    alone; nothing is NaN; a padded token has no path with a nonzero product (0̄ in the
+    log-space semirings, entropy −inf)."""
+    from transformers import BertConfig, FlaxBertModel
+    from test_models_real import word_embeddings_replaced_by
+    cfg = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=16)
+    model = FlaxBertModel(cfg, seed=0)
+    table = model.params["embeddings"]["word_embeddings"]["embedding"]
+    sentences = [[2, 7, 3, 9], [2, 11, 5, 8, 6, 3]]
+    L = 7
+
+    def grads(ids, mask):
+        def f(emb):
+            with word_embeddings_replaced_by(emb[None]):
+                h = model(ids[None], attention_mask=mask[None], params=model.params).last_hidden_state
+            return jnp.sum(h[0, 1] * jnp.linspace(-1.0, 1.0, 16))
+        return js.semiring_grad(f, S)(jnp.take(table, ids, axis=0))
+
+    ids = jnp.array([s + [0] * (L - len(s)) for s in sentences])
+    mask = jnp.array([[1] * len(s) + [0] * (L - len(s)) for s in sentences])
+    batched = jax.jit(jax.vmap(grads))(ids, mask)
+    for leaf in jax.tree.leaves(batched):
+        assert not bool(jnp.any(jnp.isnan(leaf)))
+    for b, s in enumerate(sentences):
+        n = len(s)
+        alone = jax.jit(grads)(jnp.array(s), jnp.ones(n, jnp.int32))
+        mine = jax.tree.map(lambda a: a[b, :n], batched)
+        jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=2e-5, atol=1e-6), mine,
+                     alone)
+        if isinstance(S, (js.Log, js.Entropy, js.MaxAbs)):
+            pad = jax.tree.leaves(jax.tree.map(lambda a: a[b, n:], batched))[0]
+            assert bool(jnp.all(pad == -jnp.inf))
+        if isinstance(S, (js.Entropy, js.Expectation)):
+            ent = jax.tree.map(lambda a: a[b], batched).entropy
+            assert bool(jnp.all(ent[n:] == -jnp.inf)) and bool(jnp.all(jnp.isfinite(ent[:n])))
+
+
 @pytest.mark.parametrize("S", [js.Log(), js.Entropy(), js.Expectation()], ids=lambda S: S.name)
 def test_semiring_statistics_are_differentiable(S, monkeypatch):
     """jax.grad through semiring_grad (e.g. a path-entropy regularizer) equals central finite
     differences in float64, with the lifted weights built whole or in chunks, and under vmap."""
     from conftest import x64
     from jaxpr_semiring import kernels
-    monkeypatch.setattr(kernels, "LIFT_CHUNK_BYTES", 16)  # 3×4 float64 weights: a chunk per row
+    monkeypatch.setattr(kernels.lifted, "LIFT_CHUNK_BYTES", 16)  # 3×4 float64 weights: a chunk per row
     with x64():
         W = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
         f = lambda x: jnp.sum(jnp.tanh(x @ W) * jnp.arange(1.0, 5.0))

@@ -19,6 +19,7 @@ import pytest
 
 from jaxpr_semiring import kernels
 from jaxpr_semiring import semirings as S
+from jaxpr_semiring.numerics import abs_xlogx
 
 # (v shape, w shape, dimension_numbers) — lax.dot_general layout: contract/batch axes anywhere
 CASES = [
@@ -155,15 +156,14 @@ def _exact(a, b):
 
 
 @pytest.fixture(params=["auto", "xla"])
-def kernel_mode(request, monkeypatch):
-    monkeypatch.setenv("JAXPR_SEMIRING_KERNELS", request.param)
+def kernel_mode(request):
     return request.param
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Force the XLA chunked fallback to use tiny chunks (C not a multiple of the chunk)."""
-    monkeypatch.setattr(S, "TROPICAL_CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(kernels.xla, "TROPICAL_CHUNK_ELEMENTS", 7)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -173,7 +173,7 @@ def test_maxproduct(case, jit, kernel_mode):
     rng = np.random.default_rng(case)
     p, n = _maxproduct_value(rng, vs)
     w = _weights(rng, ws)
-    fn = lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims)
+    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
     out = (jax.jit(fn) if jit else fn)(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w))
     rp, rn = ref_maxproduct(p, n, w, dims)
     # products of two float32 values are exact in float64 then rounded once: bitwise equal
@@ -183,12 +183,11 @@ def test_maxproduct(case, jit, kernel_mode):
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_maxproduct_small_chunks(case, small_chunks, monkeypatch):
-    monkeypatch.setenv("JAXPR_SEMIRING_KERNELS", "xla")
     vs, ws, dims = CASES[case]
     rng = np.random.default_rng(100 + case)
     p, n = _maxproduct_value(rng, vs)
     w = _weights(rng, ws)
-    out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    out = jax.jit(lambda p, n, w: S.MaxProduct(kernel="xla").dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
     _exact(out.top_pos, rp)
     _exact(out.top_neg, rn)
@@ -198,7 +197,7 @@ def test_maxproduct_small_chunks(case, small_chunks, monkeypatch):
 @pytest.mark.parametrize("chunks", [False, True])
 def test_maxabs(case, chunks, kernel_mode, monkeypatch):
     if chunks:
-        monkeypatch.setattr(S, "TROPICAL_CHUNK_ELEMENTS", 7)
+        monkeypatch.setattr(kernels.xla, "TROPICAL_CHUNK_ELEMENTS", 7)
     vs, ws, dims = CASES[case]
     rng = np.random.default_rng(200 + case)
     la = rng.standard_normal(vs).astype(np.float32)
@@ -207,7 +206,7 @@ def test_maxabs(case, chunks, kernel_mode, monkeypatch):
     s[la == -np.inf] = 1.0
     w = _weights(rng, ws)
     w[..., :1] = 2.0 ** rng.integers(-2, 3, size=w[..., :1].shape)  # exact ties in log|w|
-    out = jax.jit(lambda la, s, w: S.MaxAbs().dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    out = jax.jit(lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
     rl, rs = ref_maxabs(la, s, w, dims)
     # log|w| is computed in float32 by both: compare log_abs to tolerance, signs where not tied
     _close(np.where(np.isfinite(rl), out.log_abs, 0), np.where(np.isfinite(rl), rl, 0))
@@ -226,7 +225,7 @@ def test_maxabs_signs_exact(kernel_mode):
     w = (np.where(rng.random((40, 300)) < 0.5, -1.0, 1.0)
          * 2.0 ** rng.integers(-2, 3, size=(40, 300))).astype(np.float32)
     lw = np.log(np.abs(w)).astype(np.float32)
-    out = jax.jit(lambda la, s, w: S.MaxAbs().dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    out = jax.jit(lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
     # reference on the same float32 log|w| values
     cand = la[:, :, None] + lw[None]
     sg = s[:, :, None] * np.where(w < 0, -1.0, 1.0)[None]
@@ -242,7 +241,7 @@ def lift_chunks(request, monkeypatch):
     """Lifted weight matrices whole, or built in chunks of 1–2 contraction indices (8 bytes:
     remainders on every odd C)."""
     if request.param == "chunked":
-        monkeypatch.setattr(kernels, "LIFT_CHUNK_BYTES", 8)
+        monkeypatch.setattr(kernels.lifted, "LIFT_CHUNK_BYTES", 8)
     return request.param
 
 
@@ -310,7 +309,7 @@ def test_lifted_dots_chunking_matches_whole():
     v[0, 0, :5] = 0.0
     w = _weights(rng, (37, 6))
     w[3, 2] = np.inf
-    prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, S.abs_xlogx)]
+    prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, abs_xlogx)]
     dims = (((1,), (0,)), ((), ()))
     whole = jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=1 << 30))(v)
     jaxpr = jax.make_jaxpr(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))(v[0])
@@ -336,7 +335,7 @@ def test_maxproduct_vmap(w_batched, kernel_mode):
     dims = (((1,), (0,)), ((), ()))
     p, n = _maxproduct_value(rng, (4, 30, 50))
     w = _weights(rng, (4, 50, 70) if w_batched else (50, 70))
-    fn = lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims)
+    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
     out = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0 if w_batched else None)))(p, n, w)
     for i in range(4):
         rp, rn = ref_maxproduct(p[i], n[i], w[i] if w_batched else w, dims)
@@ -354,7 +353,7 @@ def test_maxproduct_all_dead_and_special_weights(kernel_mode):
     w[5, :4] = [-3.0, 0.0, np.inf, -np.inf]
     w[6, :] = np.inf   # a dead row meets infinite weights
     w[7, :] = 0.0
-    out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
     _exact(out.top_pos, rp)
     _exact(out.top_neg, rn)
@@ -369,7 +368,7 @@ def test_maxproduct_float64(kernel_mode):
         dims = (((1,), (0,)), ((), ()))
         p, n = (a.astype(np.float64) for a in _maxproduct_value(rng, (5, 300)))
         w = _weights(rng, (300, 400)).astype(np.float64)
-        out = jax.jit(lambda p, n, w: S.MaxProduct().dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+        out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
         assert out.top_pos.dtype == jnp.float64
         rp, rn = ref_maxproduct(p, n, w, dims)
         np.testing.assert_array_equal(np.asarray(out.top_pos), rp)
@@ -380,7 +379,7 @@ def test_numba_kernel_direct():
     rng = np.random.default_rng(5)
     p, n = _maxproduct_value(rng, (2, 9, 33))
     w = _weights(rng, (1, 33, 17))   # broadcast batch of the weights
-    op, on = kernels.maxproduct_numpy(p, n, w)
+    op, on = kernels.cpu.maxproduct_numpy(p, n, w)
     for b in range(2):
         rp, rn = ref_maxproduct(p[b], n[b], w[0], (((1,), (0,)), ((), ())))
         _exact(op[b], rp)
@@ -396,7 +395,7 @@ def test_pallas_interpret(shape):
     rng = np.random.default_rng(sum(shape))
     p, n = _maxproduct_value(rng, (B, M, C))
     w = _weights(rng, (B, C, N))
-    op, on = kernels.maxproduct_pallas(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w),
+    op, on = kernels.gpu.maxproduct(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w),
                                        block_m=8, block_n=16, block_c=4, interpret=True)
     for b in range(B):
         rp, rn = ref_maxproduct(p[b], n[b], w[b], (((1,), (0,)), ((), ())))

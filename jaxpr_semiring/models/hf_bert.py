@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from ..semirings import MaxProduct, Semiring
-from ..taps import flows as _flows, module_path, tap_modules
+from ..api import value_and_semiring_grad
+from ..taps import flows, module_path, tap_modules
 
 __all__ = ["BRANCHES", "BranchFlows", "branch_flows", "branch_flows_fn", "embedding_flows",
            "word_embeddings_replaced_by",
@@ -185,7 +186,8 @@ def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | 
         emb = jnp.take(table, input_ids, axis=0)
         f = _model_fn(model, target, input_ids, attention_mask, token_type_ids, target_args,
                       params)
-        (value, g), report = _value_and_flows(f, S)(emb)
+        g, report = flows(f, S)(emb)
+        value = report.value
         per_layer, totals, others = [], [], []
         for i in range(n_layers):
             names = [n for n in report if n.endswith(f"layer/{i}:input")]
@@ -213,11 +215,6 @@ def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | 
     return fn
 
 
-def _value_and_flows(f, S):
-    from ..api import value_and_semiring_grad
-    return value_and_semiring_grad(f, S, taps=True)
-
-
 def branch_flows(model, params, input_ids, target: Callable | None = None,
                  target_args: Sequence = (), semiring: Semiring | None = None, *,
                  attention_mask=None, token_type_ids=None) -> BranchFlows:
@@ -243,7 +240,6 @@ def embedding_flows_fn(model, target: Callable | None = None, semiring: Semiring
     target = _default_target(model, target)
 
     def fn(params, input_ids, *target_args, attention_mask=None, token_type_ids=None):
-        from ..api import value_and_semiring_grad
         input_ids = jnp.asarray(input_ids)
         emb = jnp.take(word_embedding_table(params), input_ids, axis=0)
 

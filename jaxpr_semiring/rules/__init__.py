@@ -14,13 +14,17 @@ Register a rule for a new primitive in one line::
     from jaxpr_semiring.rules import register, elementwise
     register("my_elementwise_prim")(elementwise)
 
-Rules are grouped by kind in :mod:`.elementwise`, :mod:`.structural`, :mod:`.contractions`,
-:mod:`.reductions` and :mod:`.control_flow`.
+Rules are grouped by kind: :mod:`.elementwise` (one generic rule from JVP diagonals, no-edge and
+identity rules), :mod:`.structural` (data movement, gathers and scatters), :mod:`.reductions`
+(reductions and cumulative reductions), :mod:`.contractions` (``dot_general`` and convolutions),
+:mod:`.windows` (pooling), :mod:`.sorting` and :mod:`.control_flow` (``scan``, ``cond``).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Sequence
+
+import jax.numpy as jnp
 
 RULES: dict[str, Callable] = {}
 # Graph rewrites applied to every flattened graph (list of nodes -> list of nodes), e.g. folding
@@ -36,6 +40,12 @@ class Ctx:
     path: str = ""
     primitive: Any = None
     backward: Callable | None = None
+
+
+def is_float(x) -> bool:
+    """Whether ``x`` (an array, aval or dtype) holds real numbers: a node of the graph. Integer
+    and boolean values are structure (they choose edges), never nodes."""
+    return jnp.issubdtype(getattr(x, "dtype", x), jnp.inexact)
 
 
 def _name(prim) -> str:
@@ -78,8 +88,9 @@ def lookup(prim, path: str = "") -> Callable:
         ) from None
 
 
-from . import elementwise as _elementwise_mod  # noqa: E402  (registration side effects)
-from . import structural, contractions, reductions, control_flow, windows, convolution, sorting, misc  # noqa: E402,F401
-from .elementwise import elementwise, no_edges, identity  # noqa: E402
+# registration side effects
+from . import elementwise, structural, reductions, contractions, windows, sorting, control_flow  # noqa: E402,F401
+from .elementwise import elementwise, no_edges, identity  # noqa: E402,F811
 
-__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup", "elementwise", "no_edges", "identity"]
+__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup", "is_float",
+           "elementwise", "no_edges", "identity"]

@@ -14,7 +14,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from .. import _compat
-from . import register
+from . import is_float, register
 
 
 class WhileLoopError(TypeError):
@@ -32,10 +32,6 @@ def while_loop(ctx, primals_in, primals_out, cts_out, **params):
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-def _is_float(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
-
 
 def _match(S, ct, tmpl):
     """``ct`` (or 0̄ when None) with exactly the dtypes and shapes of the template ``tmpl``, so
@@ -56,8 +52,8 @@ def _live_outputs(jaxpr: jcore.Jaxpr, live_in: Sequence[bool]) -> list[bool]:
     live = {v for v, l in zip(jaxpr.invars, live_in) if l}
     for eqn in jaxpr.eqns:
         if any(not isinstance(x, jcore.Literal) and x in live for x in eqn.invars):
-            live.update(v for v in eqn.outvars if _is_float(v.aval.dtype))
-    return [not isinstance(v, jcore.Literal) and v in live and _is_float(v.aval.dtype)
+            live.update(v for v in eqn.outvars if is_float(v.aval))
+    return [not isinstance(v, jcore.Literal) and v in live and is_float(v.aval)
             for v in jaxpr.outvars]
 
 
@@ -84,7 +80,7 @@ def scan(ctx, primals_in, primals_out, cts_out, **params):
     init = list(primals_in[nc:nc + ncar])
     xs = list(primals_in[nc + ncar:])
     n_in = len(primals_in)
-    float_in = [_is_float(x) for x in primals_in]
+    float_in = [is_float(x) for x in primals_in]
 
     # Which carries can hold a path: fixed point of the body's dependencies.
     live = [bool(w) and f for w, f in zip(ctx.wanted, float_in)]
@@ -113,7 +109,7 @@ def scan(ctx, primals_in, primals_out, cts_out, **params):
     ct_carry0 = [_match(S, ct, t) if l else None
                  for ct, t, l in zip(cts_out[:ncar], carry_tmpl, carry_live)]
     ys_out = primals_out[ncar:]
-    ct_ys = [ct if (ct is not None and _is_float(y)) else None
+    ct_ys = [ct if (ct is not None and is_float(y)) else None
              for ct, y in zip(cts_out[ncar:], ys_out)]
     ct_ys = [None if ct is None else _match(S, ct, _zeros_like(S, y)) for ct, y in zip(ct_ys, ys_out)]
     const_tmpl = [_zeros_like(S, c) if w else None for c, w in zip(consts, const_w)]
@@ -152,11 +148,11 @@ def cond(ctx, primals_in, primals_out, cts_out, **params):
     S = ctx.semiring
     branches = _compat.cond_branches(params)
     index, ops = _compat.cond_index_and_operands(primals_in)
-    wanted = tuple(bool(w) and _is_float(x) for w, x in zip(ctx.wanted[1:], ops))
+    wanted = tuple(bool(w) and is_float(x) for w, x in zip(ctx.wanted[1:], ops))
     if not any(wanted):
         return [None] * len(primals_in)
     tmpl = [_zeros_like(S, x) if w else None for x, w in zip(ops, wanted)]
-    cts = [ct if (ct is not None and _is_float(y)) else None for ct, y in zip(cts_out, primals_out)]
+    cts = [ct if (ct is not None and is_float(y)) else None for ct, y in zip(cts_out, primals_out)]
 
     def make(branch):
         def run(ops_, cts_):

@@ -1,6 +1,6 @@
-"""Reductions and cumulative reductions with non-trivial weights.
+"""Reductions and cumulative reductions.
 
-A reduction feeds each input element into exactly one output element, so one VJP with a
+``reduce_sum`` and ``cumsum`` have weight-1 edges (their rules only ⊕-combine). A reduction feeds each input element into exactly one output element, so one VJP with a
 cotangent of ones gives every edge weight (JAX's convention at ties: reduce_max splits among
 tied maxima). Cumulative ops (cummax, cumprod, …) connect x[i] to every out[j] at or after i;
 their weights come from one JVP per position along the scanned axis.
@@ -42,3 +42,16 @@ def cumulative(ctx, primals_in, primals_out, cts_out, *, axis, reverse):
     ct = S.map(lambda a: jnp.moveaxis(a, axis, -1)[None], cts_out[0])
     contrib = S.sum(S.where(edge, S.scale(w, ct)), axes=-1)  # [i, ...rest]
     return [S.map(lambda a: jnp.moveaxis(a, 0, axis), contrib)]
+
+
+@register("reduce_sum")
+def reduce_sum(ctx, primals_in, primals_out, cts_out, *, axes, **_):
+    x, = primals_in
+    kept = tuple(d for d in range(x.ndim) if d not in axes)
+    return [ctx.semiring.map(lambda a: lax.broadcast_in_dim(a, x.shape, kept), cts_out[0])]
+
+
+@register("cumsum")
+def cumsum(ctx, primals_in, primals_out, cts_out, *, axis, reverse):
+    # ct_x[i] = ⊕_{j ≥ i} ct[j]: a cumulative ⊕ running the other way.
+    return [lax.associative_scan(ctx.semiring.add, cts_out[0], reverse=not reverse, axis=axis)]

@@ -16,11 +16,7 @@ from jax import lax
 
 from .. import _compat
 from ..semirings import IndexMap
-from . import register
-
-
-def _is_float(x):
-    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+from . import is_float, register
 
 
 @register("sort")
@@ -36,7 +32,7 @@ def sort(ctx, primals_in, primals_out, cts_out, **params):
     inverse = lax.sort([perm, iota], dimension=dimension, is_stable=True, num_keys=1)[1]
     cts = []
     for x, ct, w in zip(primals_in, cts_out, ctx.wanted):
-        if not w or ct is None or not _is_float(x):
+        if not w or ct is None or not is_float(x):
             cts.append(None)
             continue
         cts.append(S.map(lambda a: jnp.take_along_axis(a, inverse, axis=dimension), ct))

@@ -3,9 +3,12 @@ values around. Fan-in (broadcast, repeated gather indices) is ⊕; positions tha
 reaches (padding, overwritten elements, out-of-bounds gathers) get 0̄.
 
 Each rule mirrors JAX's transpose rule for the same primitive with + replaced by ⊕ and 0 by 0̄.
+The weighted scatters (``scatter-mul``/``-max``/``-min``) live here too: they are gathers read
+backwards, with weights from forward mode.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -60,13 +63,6 @@ def convert_element_type(ctx, primals_in, primals_out, cts_out, **params):
     S = ctx.semiring
     dt = S.dtype(x.dtype)
     return [S.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, cts_out[0])]
-
-
-@register("reduce_sum")
-def reduce_sum(ctx, primals_in, primals_out, cts_out, *, axes, **_):
-    x, = primals_in
-    kept = tuple(d for d in range(x.ndim) if d not in axes)
-    return [ctx.semiring.map(lambda a: lax.broadcast_in_dim(a, x.shape, kept), cts_out[0])]
 
 
 @register("slice")
@@ -124,6 +120,32 @@ def split(ctx, primals_in, primals_out, cts_out, *, sizes, axis):
     return [S.map(lambda *a: jnp.concatenate(a, axis=axis), *pieces)]
 
 
+@register("stack")
+def stack(ctx, primals_in, primals_out, cts_out, *, axis, **_):
+    S, ct = ctx.semiring, cts_out[0]
+    return [S.map(lambda a, i=i: lax.index_in_dim(a, i, axis=axis, keepdims=False), ct) if w else None
+            for i, w in enumerate(ctx.wanted)]
+
+
+@register("unstack")
+def unstack(ctx, primals_in, primals_out, cts_out, *, axis, **_):
+    S = ctx.semiring
+    pieces = [ct if ct is not None else S.zeros(y.shape, y.dtype) for ct, y in zip(cts_out, primals_out)]
+    return [S.map(lambda *a: jnp.stack(a, axis=axis), *pieces)]
+
+
+@register("tile")
+def tile(ctx, primals_in, primals_out, cts_out, *, reps, **_):
+    """``out = tile(x, reps)``: every copy of ``x[i]`` is an edge of weight 1; ⊕ over copies."""
+    x, = primals_in
+    S = ctx.semiring
+    reps = tuple(int(r) for r in reps)
+    split = tuple(d for r, n in zip(reps, x.shape) for d in (r, n))
+    ct = S.map(lambda a: a.reshape(split), cts_out[0])
+    ct = S.sum(ct, axes=tuple(range(0, 2 * len(reps), 2)))
+    return [S.map(lambda a: a.reshape(x.shape), ct)]
+
+
 @register("select_n")
 def select_n(ctx, primals_in, primals_out, cts_out):
     pred, *cases = primals_in
@@ -150,12 +172,6 @@ def dynamic_update_slice(ctx, primals_in, primals_out, cts_out, **params):
                  ct, _zero_fill(S, update)) if ctx.wanted[0] else None
     ct_u = S.map(lambda a: lax.dynamic_slice(a, idx, update.shape), ct) if ctx.wanted[1] else None
     return [ct_x, ct_u] + [None] * len(idx)
-
-
-@register("cumsum")
-def cumsum(ctx, primals_in, primals_out, cts_out, *, axis, reverse):
-    # ct_x[i] = ⊕_{j ≥ i} ct[j]: a cumulative ⊕ running the other way.
-    return [lax.associative_scan(ctx.semiring.add, cts_out[0], reverse=not reverse, axis=axis)]
 
 
 # ------------------------------------------------------------------------ gathers and scatters
@@ -226,7 +242,7 @@ def gather(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, slice_si
     return [ctx.semiring.scatter(cts_out[0], m.index_map()), None]
 
 
-def _scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode):
+def scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode):
     gd = _gather_dnums(dimension_numbers)
     sizes = _scatter_slice_sizes(dimension_numbers, x.shape, updates.shape)
     return GatherMap(x.shape, indices, gd, sizes, mode, indices_are_sorted, unique_indices)
@@ -237,7 +253,7 @@ def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, ind
                 unique_indices, mode, **_):
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
-    m = _scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
     ct_u = m.gather_value(S, ct, updates.dtype) if ctx.wanted[2] else None
     return [ct, None, ct_u]
 
@@ -249,7 +265,7 @@ def scatter(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices
     scattering update ids); overwritten operand elements and losing updates get no edge."""
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
-    m = _scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
     ids = jnp.arange(1, updates.size + 1, dtype=np.int32).reshape(updates.shape)
     written = m.scatter(lax.scatter, jnp.zeros(x.shape, np.int32), ids)
     ct_x = S.where(written == 0, ct) if ctx.wanted[0] else None
@@ -258,3 +274,35 @@ def scatter(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices
         wins = m.gather(written, fill=-1) == ids
         ct_u = S.where(wins, m.gather_value(S, ct, updates.dtype))
     return [ct_x, None, ct_u]
+
+
+@register("scatter-mul", "scatter_mul", "scatter-max", "scatter_max", "scatter-min", "scatter_min")
+def scatter_combine(ctx, primals_in, primals_out, cts_out, *, dimension_numbers,
+                    indices_are_sorted, unique_indices, mode, **params):
+    """Scatter with a combiner (``.at[].multiply/max/min``): operand element i → out[i], and
+    update j → out[index j] (no edge for dropped out-of-bounds updates). Each of them feeds one
+    output element only, so one VJP of Σ out gives every edge weight (JAX's convention at ties of
+    max/min; ``multiply`` needs ``unique_indices=True``, as in JAX, whose JVP is used)."""
+    x, indices, updates = primals_in
+    S, ct = ctx.semiring, cts_out[0]
+    prim = ctx.primitive
+    bind = lambda a, u: prim.bind(a, indices, u, dimension_numbers=dimension_numbers,
+                                  indices_are_sorted=indices_are_sorted,
+                                  unique_indices=unique_indices, mode=mode, **params)
+    # weights: d out / d x (diagonal) and d out[idx_j] / d u_j, by forward mode: x's via one JVP,
+    # each update's by a one-hot JVP read at its own target (memory: #updates²).
+    _, wx = jax.jvp(lambda a: bind(a, updates), (x,), (jnp.ones_like(x),))
+    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    cts = [None, None, None]
+    if ctx.wanted[0]:
+        cts[0] = S.scale(wx, ct)
+    if ctx.wanted[2]:
+        # u_j's weight: JVP with a one-hot tangent per update is exact; batched over updates
+        n = updates.size
+        basis = jnp.eye(n, dtype=updates.dtype).reshape((n,) + updates.shape)
+        dout = jax.vmap(lambda t: jax.jvp(lambda u: bind(x, u), (updates,), (t,))[1])(basis)
+        # read each update's own target: gather dout[j] at update j's position
+        wu = jax.vmap(lambda d: m.gather(d))(dout)  # [n, *updates.shape]
+        wu = jnp.sum(wu.reshape(n, n) * jnp.eye(n, dtype=wu.dtype), axis=1).reshape(updates.shape)
+        cts[2] = S.scale(wu, m.gather_value(S, ct, updates.dtype))
+    return cts

@@ -1,0 +1,19 @@
+"""Contraction kernels: the one operation whose speed decides a semiring's cost.
+
+* :mod:`.tropical` — which max-type contraction runs (an explicit ``kernel=`` setting of the
+  semiring, resolved per backend), over
+* :mod:`.cpu` (compiled numba loops), :mod:`.gpu` (Pallas) and :mod:`.xla` (the chunked
+  broadcast-reduce fallback that runs everywhere);
+* :mod:`.lifted` — log-type contractions as real matmuls against lifted weights.
+
+Nothing here knows about semirings: inputs are canonical arrays ([B, M, C] values, [B, C, N]
+weights) and the results are arrays.
+"""
+from . import cpu, gpu, lifted, tropical, xla
+from .lifted import lifted_dots, log_shift, scheduled_after
+from .tropical import KERNELS, check_kernel, describe, implementations
+from .xla import canonical, chunked_contraction
+
+__all__ = ["cpu", "gpu", "lifted", "tropical", "xla", "lifted_dots", "log_shift",
+           "scheduled_after", "KERNELS", "check_kernel", "describe", "implementations",
+           "canonical", "chunked_contraction"]

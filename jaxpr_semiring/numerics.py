@@ -1,0 +1,89 @@
+"""Numerics shared by the semirings and the kernels: log-space sums that never produce NaN,
+log|w| with log 0 = −inf, 0·log 0 = 0, and the signed / lexicographic max-type products.
+
+Everything here maps arrays to arrays (jax.numpy only) and knows nothing about semirings.
+
+>>> import jax.numpy as jnp
+>>> float(logaddexp(jnp.float32(-jnp.inf), jnp.float32(-jnp.inf)))
+-inf
+>>> float(xlogx(jnp.float32(0.0)))
+0.0
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+__all__ = ["finite_or_zero", "logaddexp", "logsumexp", "log_abs", "xlogx", "abs_xlogx", "sign1",
+           "signed_scale", "lexmax", "lexmax_reduce", "broadcast_to"]
+
+
+def finite_or_zero(x):
+    """``x`` where finite, else 0: a shift that never turns −inf − (−inf) into NaN."""
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
+
+
+def logaddexp(a, b):
+    """log(eᵃ + eᵇ) that returns −inf (not NaN) when both are −inf."""
+    ref = finite_or_zero(jnp.maximum(a, b))
+    return ref + jnp.log(jnp.exp(a - ref) + jnp.exp(b - ref))
+
+
+def logsumexp(a, axes, keepdims=False):
+    """⊕-reduce in log space over ``axes``; all −inf gives −inf."""
+    axes = tuple(axes)
+    m = jnp.max(a, axis=axes, keepdims=True) if a.size else jnp.zeros([1] * a.ndim, a.dtype)
+    ref = finite_or_zero(m)
+    out = jnp.log(jnp.sum(jnp.exp(a - ref), axis=axes, keepdims=True)) + ref
+    return out if keepdims else jnp.squeeze(out, axes)
+
+
+def log_abs(w):
+    """log|w| with log 0 = −inf even under jit (XLA folds log(exp(x)) to x, which turned an
+    underflowed weight exp(−3.4e38) = 0 into log-weight −3.4e38 and then overflowed sums)."""
+    return jnp.where(w == 0, -jnp.inf, jnp.log(jnp.abs(w)))
+
+
+def xlogx(x):
+    """x·log x with 0·log 0 = 0."""
+    safe = jnp.where(x > 0, x, jnp.ones_like(x))
+    return jnp.where(x > 0, x * jnp.log(safe), jnp.zeros_like(x))
+
+
+def abs_xlogx(w):
+    """|w|·log|w| with 0·log 0 = 0: the entropy term of an edge weight."""
+    return xlogx(jnp.abs(w))
+
+
+def sign1(w):
+    """Sign of an edge weight with sign(0) = +1 (a zero product is not negative)."""
+    return jnp.where(w < 0, -jnp.ones_like(w), jnp.ones_like(w))
+
+
+def broadcast_to(v, shape):
+    """``v`` broadcast against ``shape`` (numpy rules, keeping v's own larger axes)."""
+    return jnp.broadcast_to(v, jnp.broadcast_shapes(v.shape, shape))
+
+
+def signed_scale(w, top_pos, top_neg):
+    """w ⊗ (top_pos, top_neg) of max-product with signs (paper App. A): a negative weight swaps
+    the chains. 0̄ = (−inf, +inf) annihilates whatever w is (no inf·0 = NaN, no sign flip)."""
+    alive = top_pos > -jnp.inf
+    pos = w >= 0
+    hi = jnp.where(pos, w * top_pos, w * top_neg)
+    lo = jnp.where(pos, w * top_neg, w * top_pos)
+    return jnp.where(alive, hi, -jnp.inf), jnp.where(alive, lo, jnp.inf)
+
+
+def lexmax(a_la, a_s, b_la, b_s):
+    """The larger of two (log|g|, sign) pairs; equal log|g| keeps the larger sign."""
+    la = jnp.maximum(a_la, b_la)
+    s = jnp.where(a_la > b_la, a_s, jnp.where(b_la > a_la, b_s, jnp.maximum(a_s, b_s)))
+    return la, s
+
+
+def lexmax_reduce(la, s, axes):
+    """:func:`lexmax` over ``axes``; an empty or all −inf reduction has sign −1 (callers map
+    dead entries to their 0̄ sign)."""
+    best = jnp.max(la, axis=axes, keepdims=True, initial=-jnp.inf)
+    sign = jnp.max(jnp.where(la == best, s, -jnp.ones_like(s)), axis=axes, initial=-1.0)
+    return jnp.squeeze(best, axes), sign
