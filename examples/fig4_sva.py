@@ -56,18 +56,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_model(args, tok):
-    from jaxpr_semiring.tasks import sva_models as M
-    if args.model == "minilm":
-        model, rep = M.train_minilm_verb_head(
-            tok, n_train=args.head_train, n_heldout=max(64, args.head_train // 4),
-            seed=args.seed, steps=50 if args.quick else 300)
-        return model, rep
-    if args.model == "small-mlm":
-        return M.train_small_mlm(tok, seed=args.seed, max_epochs=1 if args.quick else 30)
-    return M.load_mlm_checkpoint(args.model), None
-
-
 def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -82,13 +70,13 @@ def main(argv=None):
     from jaxpr_semiring.models.hf_bert import BRANCHES, branch_flows_fn
     from jaxpr_semiring.semirings import MaxProduct
     from jaxpr_semiring.tasks import sva
-    from jaxpr_semiring.tasks.sva_models import bounded_attention_bias, minilm_dir
+    from jaxpr_semiring.tasks.batching import map_batches
+    from jaxpr_semiring.tasks.sva_models import load_sva_model
 
     t0 = time.time()
-    tok = sva.load_tokenizer(minilm_dir() if args.model in ("minilm", "small-mlm") or not
-                             os.path.exists(os.path.join(args.model, "tokenizer.json"))
-                             else args.model)
-    model, rep = load_model(args, tok)
+    model, tok, rep = load_sva_model(args.model, head_train=args.head_train,
+                                     head_steps=50 if args.quick else 300,
+                                     mlm_epochs=1 if args.quick else 30, seed=args.seed)
     if rep is not None:
         print(f"model {args.model}: held-out agreement accuracy {rep.heldout_accuracy:.3f} "
               f"[{time.time() - t0:.0f} s]")
@@ -108,18 +96,15 @@ def main(argv=None):
     def one(params, ids, am, mpos, good, bad):
         return fn(params, ids, mpos, good, bad, attention_mask=am).flows.top_pos  # [L, S, 4]
 
-    with bounded_attention_bias():
-        batched = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0)))
-        flows = []
-        args_all = batch.target_args()
-        n, bs = len(batch), args.batch
-        for s in tqdm(range(0, n, bs), desc="branch flows", leave=False):
-            chunk = [a[s:s + bs] for a in args_all]
-            m = len(chunk[0])
-            if m < bs:
-                chunk = [np.concatenate([c, np.repeat(c[-1:], bs - m, 0)]) for c in chunk]
-            flows.append(np.asarray(batched(model.params, *chunk))[:m])
-    flows = np.concatenate(flows)                     # [n, layers, S, 4]
+    batched = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0)))
+    bar = tqdm(total=-(-len(batch) // args.batch), desc="branch flows", leave=False)
+
+    def chunk_flows(*chunk):
+        bar.update()
+        return batched(model.params, *chunk)
+
+    flows = map_batches(chunk_flows, batch.target_args(), args.batch)  # [n, layers, S, 4]
+    bar.close()
     # 0̄ = -inf: no path through this branch reaches the target (e.g. a non-mask token's skip
     # connection in the last layer) -- zero gradient flow
     flows = np.where(np.isneginf(flows), 0.0, flows)

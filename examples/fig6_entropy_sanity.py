@@ -90,31 +90,11 @@ def sentence_entropy_fn(model):
 
 
 def batch_entropies(model, fn, batch, bs):
-    per_tok, whole = [], []
-    args = batch.target_args()
-    n = len(batch)
-    for s in range(0, n, bs):
-        chunk = [a[s:s + bs] for a in args]
-        m = len(chunk[0])
-        if m < bs:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], bs - m, 0)]) for c in chunk]
-        pt, wh = fn(model.params, *chunk)
-        per_tok.append(np.asarray(pt)[:m])
-        whole.append(np.asarray(wh)[:m])
-    per_tok = np.concatenate(per_tok)
+    from jaxpr_semiring.tasks.batching import map_batches
+    per_tok, whole = map_batches(lambda *c: fn(model.params, *c), batch.target_args(), bs)
     am = batch.attention_mask.astype(bool)
-    mean_tok = np.array([per_tok[i][am[i]].mean() for i in range(n)])
-    return mean_tok, np.concatenate(whole)
-
-
-def load_model(args, tok):
-    from jaxpr_semiring.tasks import sva_models as M
-    if args.checkpoint:
-        return M.load_mlm_checkpoint(args.checkpoint), None
-    model, rep = M.train_minilm_verb_head(tok, n_train=args.head_train,
-                                          n_heldout=max(64, args.head_train // 4),
-                                          seed=args.seed, steps=300 if not args.quick else 50)
-    return model, rep
+    mean_tok = np.array([per_tok[i][am[i]].mean() for i in range(len(batch))])
+    return mean_tok, whole
 
 
 def data_a(args, tok):
@@ -207,6 +187,7 @@ def part_b(args):
     import optax
 
     import jaxpr_semiring as js
+    from jaxpr_semiring.tasks.training import fit
 
     class MLP(nn.Module):
         width: int
@@ -229,22 +210,16 @@ def part_b(args):
     for h in sizes:
         model = MLP(h, args.mlp_layers)
         for seed in range(args.mlp_seeds):
-            params = model.init(jax.random.key(seed), xtr[:1])
-            tx = optax.adam(1e-2)
-            opt = tx.init(params)
+            def loss(p, batch, model=model):
+                xb, yb = batch
+                return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, xb),
+                                                                       yb).mean()
 
-            @jax.jit
-            def step(p, o, xb, yb):
-                loss, g = jax.value_and_grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-                    model.apply(p, xb), yb).mean())(p)
-                u, o = tx.update(g, o, p)
-                return optax.apply_updates(p, u), o, loss
-
-            steps = 100 if args.quick else 1500
+            # one epoch: 1500 (--quick: 100) minibatches of 128 rows drawn with replacement
             r = np.random.default_rng(seed)
-            for _ in range(steps):
-                i = r.integers(0, n_train, 128)
-                params, opt, _ = step(params, opt, xtr[i], ytr[i])
+            draws = (r.integers(0, n_train, 128) for _ in range(100 if args.quick else 1500))
+            params, _ = fit(loss, model.init(jax.random.key(seed), xtr[:1]),
+                            ((xtr[i], ytr[i]) for i in draws), learning_rate=1e-2)
             logits = np.asarray(model.apply(params, xte))
             acc = float((logits.argmax(-1) == yte).mean())
             cls = jnp.asarray(logits.argmax(-1), jnp.int32)
@@ -337,12 +312,11 @@ def main(argv=None):
                   f"{np.mean([d['test_acc'] for d in ds]):9.3f}")
         print(f"    [{time.time() - tb:.0f} s]")
     if "a" in args.parts or "c" in args.parts:
-        from jaxpr_semiring.tasks import sva
-        from jaxpr_semiring.tasks.sva_models import minilm_dir
-        tok = sva.load_tokenizer(args.checkpoint if args.checkpoint and os.path.exists(
-            os.path.join(args.checkpoint, "tokenizer.json")) else minilm_dir())
+        from jaxpr_semiring.tasks.sva_models import load_sva_model
         tm = time.time()
-        model, rep = load_model(args, tok)
+        model, tok, rep = load_sva_model(args.checkpoint or "minilm",
+                                         head_train=args.head_train,
+                                         head_steps=50 if args.quick else 300, seed=args.seed)
         if rep is not None:
             print(f"verb-number head: train acc {rep.train_accuracy:.3f}, held-out acc "
                   f"{rep.heldout_accuracy:.3f} [{time.time() - tm:.0f} s]")

@@ -12,7 +12,10 @@ MODULES = [
     "jaxpr_semiring.semirings.pointer", "jaxpr_semiring.kernels.tropical",
     "jaxpr_semiring.kernels.xla", "jaxpr_semiring.kernels.cpu", "jaxpr_semiring.kernels.gpu",
     "jaxpr_semiring.kernels.lifted", "jaxpr_semiring.taps", "jaxpr_semiring.paths",
-    "jaxpr_semiring.models.hf_bert",
+    "jaxpr_semiring.models.hf_bert", "jaxpr_semiring.models.transformer", "jaxpr_semiring.report",
+    "jaxpr_semiring.tasks", "jaxpr_semiring.tasks.training", "jaxpr_semiring.tasks.batching",
+    "jaxpr_semiring.tasks.synthetic", "jaxpr_semiring.tasks.sva", "jaxpr_semiring.tasks.sva_models",
+    "jaxpr_semiring.tasks.mdl",
 ]
 
 

@@ -283,8 +283,8 @@ def test_verb_head_target_sign(tok):
 
 def test_padding_does_not_change_entropy_under_jit(tok):
     """Padded keys get exactly zero attention: per-token path entropies of the real tokens must
-    equal those of the unpadded sentence (with HF's finfo.min bias the Entropy semiring
-    overflowed to NaN under jit; SVAModel bounds the bias)."""
+    equal those of the unpadded sentence (HF's finfo.min bias once overflowed the Entropy
+    semiring to NaN under jit; the semirings handle it now, with no patch of transformers)."""
     import jaxpr_semiring as js
     model = M.MLMSVAModel.from_config(_tiny_config(tok.get_vocab_size()), seed=0)
     batch = sva.encode(tok, sva.generate(1, seed=1))
@@ -301,3 +301,16 @@ def test_padding_does_not_change_entropy_under_jit(tok):
     padded = np.asarray(jax.jit(ent)(np.pad(ids, (0, 2)), np.pad(am, (0, 2))))
     assert np.isfinite(plain).all() and np.isfinite(padded[:n]).all()
     np.testing.assert_allclose(padded[:n], plain, rtol=1e-4)
+
+
+def test_load_sva_model_checkpoint_and_its_tokenizer(tmp_path, tok):
+    from tokenizers import Tokenizer, models
+    from transformers import FlaxBertForMaskedLM
+    FlaxBertForMaskedLM(_tiny_config(tok.get_vocab_size()), seed=1).save_pretrained(tmp_path)
+    model, tok2, rep = M.load_sva_model(str(tmp_path))
+    assert isinstance(model, M.MLMSVAModel) and rep is None
+    assert tok2.get_vocab_size() == tok.get_vocab_size()  # no tokenizer.json: MiniLM's
+    Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).save(
+        str(tmp_path / "tokenizer.json"))
+    _, tok3, _ = M.load_sva_model(str(tmp_path))
+    assert tok3.get_vocab_size() == 2  # the checkpoint's own tokenizer

@@ -1,4 +1,5 @@
-"""Tests for jaxpr_semiring.models.transformer and jaxpr_semiring.tasks.training."""
+"""Tests for jaxpr_semiring.models.transformer, jaxpr_semiring.tasks.training (the one training
+loop and the classifier on it) and jaxpr_semiring.tasks.batching."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from jaxpr_semiring.models.transformer import (
     logits_from_embeddings_fn,
     model_for_task,
 )
+from jaxpr_semiring.tasks.batching import map_batches
 from jaxpr_semiring.tasks.synthetic import BinCountOnes, FirstTokenRepeatedOnce
 from jaxpr_semiring.tasks.training import (
+    TrainHistory,
     evaluate,
+    Minibatches,
+    fit,
     load_params,
     save_params,
     train_classifier,
@@ -243,3 +248,146 @@ def test_training_invalid_arguments(kwargs, pattern):
         train_classifier(model_for_task(task), data, data, progress=False, **kwargs)
     with pytest.raises(ValueError, match="share the leading dimension"):
         train_classifier(model_for_task(task), (data[0], data[1][:3]), data, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the one training loop (fit), minibatches, map_batches
+# ---------------------------------------------------------------------------------------------
+
+
+def _regression(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], np.float32) + 0.3
+    return x, y
+
+
+def _sq_loss(p, batch):
+    x, y = batch
+    err = x @ p["w"] + p["b"] - y
+    return jnp.mean(err ** 2), {"mae": jnp.mean(jnp.abs(err))}
+
+
+_P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def test_fit_equals_a_hand_written_optax_loop():
+    """Oracle: the same seeded permutations and Adam updates written out directly."""
+    import optax
+    x, y = _regression()
+    params, hist = fit(_sq_loss, _P0, Minibatches((x, y), 16, seed=3), epochs=3, has_aux=True,
+                       learning_rate=0.05)
+    tx = optax.adam(0.05)
+    p, opt = _P0, tx.init(_P0)
+    rng = np.random.default_rng(3)
+    losses = []
+    for _ in range(3):
+        perm, tot = rng.permutation(len(y)), 0.0
+        for s in range(0, len(y), 16):
+            i = perm[s:s + 16]
+            (loss, _), g = jax.value_and_grad(_sq_loss, has_aux=True)(p, (x[i], y[i]))
+            u, opt = tx.update(g, opt, p)
+            p = optax.apply_updates(p, u)
+            tot += float(loss) * len(i)
+        losses.append(tot / len(y))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), params, p)
+    np.testing.assert_allclose(hist.train_loss, losses, rtol=1e-6)
+    assert hist.epoch == [1, 2, 3] and hist.steps == 9 and len(hist.train_mae) == 3
+    assert hist.train_loss[-1] < hist.train_loss[0]
+
+
+def test_fit_full_batch_list_and_custom_optimizer():
+    import optax
+    x, y = _regression()
+    loss = lambda p, b: _sq_loss(p, b)[0]  # noqa: E731
+    p, h = fit(loss, _P0, [(x, y)], epochs=200, optimizer=optax.sgd(0.1))
+    np.testing.assert_allclose(np.asarray(p["w"]), [1.0, -2.0, 0.5], atol=1e-3)
+    assert h.steps == 200 and h.monitor is None and not h.stopped_early
+
+
+def test_fit_monitor_target_and_restore_best():
+    x, y = _regression()
+    scores = iter([0.2, 0.9, 0.5, 0.95, 0.1])
+    seen = []
+
+    def eval_fn(p):
+        seen.append(p)
+        return {"score": next(scores)}
+
+    kw = dict(has_aux=True, learning_rate=0.05, eval_fn=eval_fn, monitor="score")
+    p, h = fit(_sq_loss, _P0, [(x, y)], epochs=5, restore_best=True, **kw)
+    assert h.score == [0.2, 0.9, 0.5, 0.95, 0.1] and h.best_epoch == 4 and h.best_score == 0.95
+    assert p is seen[3] and not h.stopped_early
+    scores = iter([0.2, 0.9, 0.5])
+    seen.clear()
+    p, h = fit(_sq_loss, _P0, [(x, y)], epochs=5, target=0.8, **kw)
+    assert h.epoch == [1, 2] and h.stopped_early and p is seen[1]
+    d = h.as_dict()
+    assert d["best_score"] == 0.9 and d["score"] == [0.2, 0.9] and d["steps"] == 2
+    assert set(d) == {"epoch", "train_loss", "train_mae", "score", "stopped_early",
+                      "best_epoch", "best_score", "steps"}
+    with pytest.raises(AttributeError, match="no attribute or metric 'val_acc'"):
+        h.val_acc  # noqa: B018
+
+
+def test_fit_invalid_arguments():
+    x, y = _regression()
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        fit(_sq_loss, _P0, [(x, y)], epochs=0, has_aux=True)
+    with pytest.raises(ValueError, match="need monitor="):
+        fit(_sq_loss, _P0, [(x, y)], target=1.0, has_aux=True)
+    with pytest.raises(ValueError, match=r"monitor='acc' is not a metric.*train_mae"):
+        fit(_sq_loss, _P0, [(x, y)], monitor="acc", has_aux=True)
+    with pytest.raises(ValueError, match="no batch in epoch 2"):
+        fit(_sq_loss, _P0, iter([(x, y)]), epochs=2, has_aux=True)
+
+
+def test_minibatches_cover_every_row_once_per_epoch_and_are_seeded():
+    x = np.arange(10)
+    mb = Minibatches({"x": x, "y": -x}, 4, seed=1)
+    epochs = [[b["x"] for b in mb] for _ in range(3)]
+    for e in epochs:
+        assert [len(b) for b in e] == [4, 4, 2]
+        assert sorted(np.concatenate(e).tolist()) == list(range(10))
+    assert not all(np.array_equal(a, b) for a, b in zip(epochs[0], epochs[1]))
+    again = Minibatches({"x": x, "y": -x}, 4, seed=1)
+    assert all(np.array_equal(a["x"], b) for a, b in zip(again, epochs[0]))
+    assert all((b["y"] == -b["x"]).all() for b in mb)
+    dropped = Minibatches((x,), 4, drop_remainder=True)
+    assert [len(b[0]) for b in dropped] == [4, 4] and len(dropped) == 2 and len(mb) == 3
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        Minibatches((x,), 0)
+    with pytest.raises(ValueError, match="share the leading dimension"):
+        Minibatches((x, x[:3]), 2)
+
+
+def test_train_history_is_the_classifier_history():
+    h = TrainHistory(monitor="val_acc")
+    h.record(1, {"train_loss": 0.5, "val_acc": 0.75})
+    assert h.val_acc == [0.75] and h.train_loss == [0.5] and np.isnan(h.best_val_acc)
+
+
+def test_map_batches_pads_the_last_chunk_and_cuts_it():
+    shapes = []
+
+    @jax.jit
+    def f(a, b):
+        return {"s": a + b, "rowsum": jnp.sum(a, axis=1)}
+
+    def g(a, b):
+        shapes.append(a.shape)
+        return f(a, b)
+
+    a = np.arange(14.0).reshape(7, 2)
+    b = np.ones((7, 2))
+    out = map_batches(g, (a, b), 3)
+    np.testing.assert_array_equal(out["s"], a + b)
+    np.testing.assert_array_equal(out["rowsum"], a.sum(1))
+    assert shapes == [(3, 2)] * 3
+    assert map_batches(lambda v: (v, 2 * v), (np.arange(2),), 5)[1].tolist() == [0, 2]
+    with pytest.raises(ValueError, match="at least one row"):
+        map_batches(g, (a[:0], b[:0]), 3)
+    with pytest.raises(ValueError, match="share the leading dimension"):
+        map_batches(g, (a, b[:3]), 3)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        map_batches(g, (a, b), 0)

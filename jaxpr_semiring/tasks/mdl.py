@@ -146,6 +146,7 @@ def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
     """
     import jax.numpy as jnp
 
+    from .batching import map_batches
     from .training import train_classifier
 
     def fit(x: np.ndarray, y: np.ndarray, block: int):
@@ -167,14 +168,8 @@ def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
                                         seed=seed + block, progress=False, **train_kwargs)
 
         def predict(xs):
-            out = []
-            for s in range(0, len(xs), predict_batch):
-                c = xs[s:s + predict_batch]
-                m = len(c)
-                if m < predict_batch:
-                    c = np.concatenate([c, np.repeat(c[-1:], predict_batch - m, 0)])
-                out.append(np.asarray(model.apply(params, jnp.asarray(c)))[:m])
-            return np.concatenate(out)
+            return map_batches(lambda c: model.apply(params, jnp.asarray(c)), (xs,),
+                               predict_batch)
 
         predict.info = {"train_size": n, "best_val_acc": hist.best_val_acc,  # type: ignore
                         "epochs": len(hist.epoch)}

