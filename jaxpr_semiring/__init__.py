@@ -11,6 +11,7 @@ from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, E
 from .api import semiring_grad, value_and_semiring_grad
 from .taps import tap, tap_modules, flows, FlowReport, TapFlow
 from .paths import top_path, Path, PathStep
+from .dataset import run_dataset
 from . import kernels, rules
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __all__ = [
     "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
     "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "TopK", "MaxProductValue",
     "MaxAbsValue", "EntropyValue", "ExpectationValue", "TopKValue", "tap", "tap_modules",
-    "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "kernels", "rules",
+    "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "run_dataset", "kernels",
+    "rules",
 ]

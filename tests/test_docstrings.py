@@ -15,7 +15,11 @@ MODULES = [
     "jaxpr_semiring.models.hf_bert", "jaxpr_semiring.models.transformer", "jaxpr_semiring.report",
     "jaxpr_semiring.tasks", "jaxpr_semiring.tasks.training", "jaxpr_semiring.tasks.batching",
     "jaxpr_semiring.tasks.synthetic", "jaxpr_semiring.tasks.sva", "jaxpr_semiring.tasks.sva_models",
-    "jaxpr_semiring.tasks.mdl",
+    "jaxpr_semiring.tasks.mdl", "jaxpr_semiring.semirings.tagged", "jaxpr_semiring.models.presets",
+    "jaxpr_semiring.models.components", "jaxpr_semiring.models.targets",
+    "jaxpr_semiring.models.loading", "jaxpr_semiring.cli", "jaxpr_semiring.dataset",
+    "jaxpr_semiring.dataset.inputs", "jaxpr_semiring.dataset.batching",
+    "jaxpr_semiring.dataset.devices", "jaxpr_semiring.dataset.store", "jaxpr_semiring.dataset_cli",
 ]
 
 

@@ -2,11 +2,12 @@
 
 At the input h_i of every Transformer layer the hidden state branches into the skip connection
 (the residual ``add`` in ``attention/output``) and the queries, keys and values of self-attention
-(``attention/self/{query,key,value}``). :func:`branch_flows` taps each ``FlaxBertLayer``'s input
-(``flax.linen.intercept_methods``), runs one semiring backward pass from a scalar target of the
-model outputs, and returns per layer × token × branch the semiring value arriving through that
-branch, ⊕-aggregated over the hidden dimensions (paper Eq. 3). It also replaces the
-word-embedding output by an explicit array and returns the flows w.r.t. it.
+(``attention/self/{query,key,value}``). :func:`branch_flows` runs one semiring backward pass
+from a scalar target of the model outputs and returns per layer × token × branch the semiring
+value arriving through that branch, ⊕-aggregated over the hidden dimensions (paper Eq. 3), and
+the flows w.r.t. the word-embedding output. It is the ``"attention"`` branch point of the BERT
+preset of :mod:`jaxpr_semiring.models.components` (which also has the MLP branch point and every
+other family).
 
 Works for any Flax BERT (``FlaxBertModel``, ``FlaxBertForMaskedLM``, …); jittable and
 vmappable over sentences::
@@ -22,12 +23,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ..semirings import MaxProduct, Semiring
 from ..api import value_and_semiring_grad
-from ..taps import flows, module_path, tap_modules
+from ..semirings import MaxProduct, Semiring
+from ..taps import module_path
+from .components import OTHER, component_flows_fn
+from .targets import logit_diff
 
 __all__ = ["BRANCHES", "BranchFlows", "branch_flows", "branch_flows_fn", "embedding_flows",
            "word_embeddings_replaced_by",
@@ -89,10 +93,8 @@ def classify_consumer(label: str, layer_path: str,
     return None
 
 
-def mlm_logit_diff(outputs, mask_position, correct_id, wrong_id):
-    """logit(correct) − logit(wrong) at ``mask_position`` (batch element 0)."""
-    logits = outputs.logits[0, mask_position]
-    return logits[correct_id] - logits[wrong_id]
+#: logit(correct) − logit(wrong) at ``mask_position`` (batch element 0)
+mlm_logit_diff = logit_diff
 
 
 def word_embedding_table(params):
@@ -113,11 +115,6 @@ def word_embedding_table(params):
     return found[0]
 
 
-def _layer_class():
-    from transformers.models.bert.modeling_flax_bert import FlaxBertLayer
-    return FlaxBertLayer
-
-
 def _is_word_embeddings(module) -> bool:
     p = module_path(module)
     return p == "embeddings/word_embeddings" or p.endswith("/embeddings/word_embeddings")
@@ -131,8 +128,6 @@ def word_embeddings_replaced_by(embeddings):
     >>> with word_embeddings_replaced_by(jnp.zeros((1, 3, 8))):
     ...     pass
     """
-    import flax.linen as nn
-
     def replace(next_fun, args, kwargs, context):
         if context.method_name == "__call__" and _is_word_embeddings(context.module):
             return embeddings.astype(jnp.result_type(embeddings))
@@ -151,24 +146,6 @@ def _default_target(model, target):
                      f"with a fixed vector).")
 
 
-def _model_fn(model, target, input_ids, attention_mask, token_type_ids, target_args, params):
-    """(embeddings [S, H]) -> scalar target, with the word-embedding output replaced."""
-    if input_ids.ndim != 1:
-        raise ValueError(f"input_ids must be one sentence of shape [seq_len] (got "
-                         f"{input_ids.shape}); jax.vmap over sentences for a batch.")
-    ids = input_ids[None]
-    am = None if attention_mask is None else jnp.asarray(attention_mask)[None]
-    tt = None if token_type_ids is None else jnp.asarray(token_type_ids)[None]
-
-    def f(emb):
-        with word_embeddings_replaced_by(emb[None]):
-            with tap_modules(types=_layer_class(), inputs=True):
-                out = model(ids, attention_mask=am, token_type_ids=tt, params=params)
-        return target(out, *target_args)
-
-    return f
-
-
 def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | None = None
                     ) -> Callable:
     """A jittable/vmappable ``fn(params, input_ids, *target_args, attention_mask=None,
@@ -177,40 +154,22 @@ def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | 
     ``target(outputs, *target_args)`` maps the model outputs (batch of one) to a scalar.
     """
     S = MaxProduct() if semiring is None else semiring
-    target = _default_target(model, target)
-    n_layers = model.config.num_hidden_layers
+    flows_fn = component_flows_fn(model, _default_target(model, target), S, preset="bert",
+                                  points=("attention",))
 
     def fn(params, input_ids, *target_args, attention_mask=None, token_type_ids=None):
         input_ids = jnp.asarray(input_ids)
-        table = word_embedding_table(params)
-        emb = jnp.take(table, input_ids, axis=0)
-        f = _model_fn(model, target, input_ids, attention_mask, token_type_ids, target_args,
-                      params)
-        g, report = flows(f, S)(emb)
-        value = report.value
-        per_layer, totals, others = [], [], []
-        for i in range(n_layers):
-            names = [n for n in report if n.endswith(f"layer/{i}:input")]
-            if len(names) != 1:
-                raise RuntimeError(f"expected one tap at the input of layer {i}, found {names}")
-            tf = report[names[0]]
-            layer_path = names[0][:-len(":input")]
-            by_branch: dict = {}
-            other = None
-            for label, v in tf.consumers.items():
-                b = classify_consumer(label, layer_path)
-                if b is None:
-                    other = v if other is None else S.add(other, v)
-                else:
-                    by_branch[b] = v if b not in by_branch else S.add(by_branch[b], v)
-            agg = lambda v: S.sum(v, axes=(0, 2))  # [1, S, H] -> [S]
-            zero = agg(S.where(jnp.zeros((), bool), tf.total))
-            per_layer.append(S.map(lambda *a: jnp.stack(a, axis=-1),
-                                   *[agg(by_branch[b]) if b in by_branch else zero for b in BRANCHES]))
-            totals.append(agg(tf.total))
-            others.append(zero if other is None else agg(other))
-        stack = lambda vs: jax.tree.map(lambda *a: jnp.stack(a), *vs)
-        return BranchFlows(stack(per_layer), stack(totals), stack(others), g, value)
+        if input_ids.ndim != 1:
+            raise ValueError(f"input_ids must be one sentence of shape [seq_len] (got "
+                             f"{input_ids.shape}); jax.vmap over sentences for a batch.")
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "token_type_ids": token_type_ids}
+        cf = flows_fn(params, inputs, *target_args)
+        flows, total = cf.stacked("attention")
+        comps = cf.points[0].components
+        pick = lambda name: S.map(lambda a: a[..., comps.index(name)], flows)
+        branches = S.map(lambda *a: jnp.stack(a, axis=-1), *[pick(b) for b in BRANCHES])
+        return BranchFlows(branches, total, pick(OTHER), cf.embeddings, cf.value)
 
     return fn
 

@@ -5,7 +5,8 @@
 * :mod:`.logspace` — ``Log``, ``Counting`` (log #paths), ``Entropy``;
 * :mod:`.tropical` — ``MaxProduct``, ``MaxAbs`` (max-type, with a contraction ``kernel``);
 * :mod:`.topk` — ``TopK(k)``;
-* :mod:`.pointer` — ``PointerMaxProduct`` (max-product carrying next-node pointers: top paths).
+* :mod:`.pointer` — ``PointerMaxProduct`` (max-product carrying next-node pointers: top paths);
+* :mod:`.tagged` — ``Tagged(S)``: S split into component channels (component flows).
 
 >>> from jaxpr_semiring.semirings import Entropy
 >>> Entropy().name
@@ -15,10 +16,11 @@ from .base import IndexMap, Semiring, Value, value_dtype
 from .linear import Boolean, Expectation, ExpectationValue, Real
 from .logspace import Counting, Entropy, EntropyValue, Log
 from .pointer import PointerMaxProduct, PointerValue
+from .tagged import Tagged, TaggedValue
 from .topk import TopK, TopKValue
 from .tropical import MaxAbs, MaxAbsValue, MaxProduct, MaxProductValue, Tropical
 
 __all__ = ["Semiring", "IndexMap", "Value", "value_dtype", "Real", "Expectation",
            "ExpectationValue", "Boolean", "Log", "Counting", "Entropy", "EntropyValue",
            "Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue", "TopK",
-           "TopKValue", "PointerMaxProduct", "PointerValue"]
+           "TopKValue", "PointerMaxProduct", "PointerValue", "Tagged", "TaggedValue"]

@@ -1,0 +1,234 @@
+"""The command line: where does the gradient flow, in any Transformer, for one sentence.
+
+::
+
+    jaxpr-semiring flows MODEL --text "The keys to the cabinet [MASK] on the table." \\
+        [--target logit-diff:is,are] [--semiring max-product|real|log|entropy|counting|max-abs|top-k:K] \\
+        [--heads] [--json flows.json] [--out flows.png] [--html flows.html]
+    jaxpr-semiring top-path MODEL --text ... [--token I] [--json path.json]
+
+``MODEL`` is a directory written by ``save_pretrained`` or ``minilm`` (the offline MiniLM
+sentence encoder). ``flows`` prints a table (layers × components per token) and writes the
+JSON document (schema: ``docs/components.md``), a heatmap PNG and an HTML report; with
+``--file inputs.txt --out-dir results/`` it runs a data set (:mod:`jaxpr_semiring.dataset_cli`).
+``top-path`` prints the top gradient path from a token to the target. Bad input is a one-line
+error and exit code 2.
+
+Library use: :class:`FlowsRunner` loads nothing itself; it takes a loaded model and turns texts
+into JSON documents, reusing one jitted flows function; :func:`document` builds the document
+of flows computed elsewhere.
+
+>>> parse_semiring("top-k:3")
+TopK(3)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from . import dataset_cli, report
+from .api import semiring_grad
+from .models import loading
+from .models.components import component_flows_fn, embedding_target
+from .models.loading import Loaded, UsageError
+from .paths import top_path
+from .semirings import Counting, Entropy, Log, MaxAbs, MaxProduct, Real, Semiring, TopK
+
+__all__ = ["main", "parse_semiring", "value_fields", "FlowsRunner", "document",
+           "top_path_document", "SEMIRING_NAMES"]
+
+SEMIRING_NAMES = {"max-product": MaxProduct, "real": Real, "log": Log, "entropy": Entropy,
+                  "counting": Counting, "max-abs": MaxAbs}
+
+
+def parse_semiring(spec: str) -> Semiring:
+    """``"max-product"``, ``"real"``, ``"log"``, ``"entropy"``, ``"counting"``, ``"max-abs"``
+    or ``"top-k:K"`` → the semiring."""
+    if spec in SEMIRING_NAMES:
+        return SEMIRING_NAMES[spec]()
+    if spec.startswith("top-k:") and spec[6:].isdigit() and int(spec[6:]) >= 1:
+        return TopK(int(spec[6:]))
+    raise UsageError(f"unknown semiring {spec!r}: use one of {', '.join(SEMIRING_NAMES)} or "
+                     f"top-k:K (K >= 1).")
+
+
+def value_fields(S: Semiring, value) -> dict[str, np.ndarray]:
+    """A semiring value as the document's fields: ``value`` (real, log, counting), ``top_pos``
+    and ``top_neg`` (max-product), ``log_abs`` and ``sign`` (max-abs), ``log_z``,
+    ``mean_log_abs`` and ``entropy`` (entropy), ``log_abs[i]``/``sign[i]`` per k (top-k)."""
+    if isinstance(S, TopK):
+        return {f"{f}[{i}]": np.asarray(getattr(value, f))[..., i]
+                for i in range(S.k) for f in ("log_abs", "sign")}
+    if isinstance(S, Entropy):
+        return {"log_z": np.asarray(value.log_z), "mean_log_abs": np.asarray(value.mean_log_abs),
+                "entropy": np.asarray(value.entropy)}
+    if hasattr(value, "_fields"):
+        return {f: np.asarray(getattr(value, f)) for f in value._fields}
+    return {"value": np.asarray(value)}
+
+
+def _semiring_label(S: Semiring) -> str:
+    if isinstance(S, TopK):
+        return f"top-k:{S.k}"
+    return next(n for n, cls in SEMIRING_NAMES.items() if type(S) is cls)
+
+
+class FlowsRunner:
+    """Texts → component-flows documents for one loaded model, semiring and target spec; the
+    jitted flows function is built once and reused (it retraces per text length).
+
+    Args:
+      loaded: from :func:`jaxpr_semiring.models.loading.load`.
+      semiring: a semiring or its command-line name (``"max-product"``, ``"top-k:2"``, …).
+      target: a target spec (``"logit-diff:is,are"``, ``"similarity:another text"``, …) or
+        None for the top-1 minus the top-2 prediction.
+      heads: split query/key/value per attention head.
+    """
+
+    def __init__(self, loaded: Loaded, semiring: Semiring | str = "max-product",
+                 target: str | None = None, heads: bool = False):
+        self.loaded, self.target, self.heads = loaded, target, heads
+        self.S = parse_semiring(semiring) if isinstance(semiring, str) else semiring
+        self._fns: dict = {}  # target function -> jitted flows function
+
+    def flows(self, text: str):
+        """``(ComponentFlows, tokens, Target)`` of one text."""
+        ids, tokens = loading.encode(self.loaded, text)
+        tgt = loading.resolve_target(self.loaded, self.target, ids)
+        if tgt.fn not in self._fns:
+            self._fns[tgt.fn] = jax.jit(component_flows_fn(
+                self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset))
+        cf = self._fns[tgt.fn](self.loaded.model.params, {"input_ids": ids}, *tgt.args)
+        return cf, tokens, tgt
+
+    def document(self, text: str) -> dict:
+        """The JSON document (``docs/components.md``) of one text."""
+        cf, tokens, tgt = self.flows(text)
+        return document(self.loaded, self.S, cf, tokens, tgt)
+
+
+def document(loaded: Loaded, S: Semiring, flows, tokens: Sequence[str], target: loading.Target
+             ) -> dict:
+    """The JSON document of flows computed for one text (``flows``: a
+    :class:`~jaxpr_semiring.models.components.ComponentFlows` of one example)."""
+    points = []
+    for pt in flows.points:
+        fields = value_fields(S, pt.flows)
+        total = value_fields(S, pt.total)
+        points.append({"layer": pt.layer, "point": pt.point, "components": list(pt.components),
+                       "flows": {f: a.tolist() for f, a in fields.items()},
+                       "total": {f: total[f].tolist() for f in fields}})
+    return {"model": loaded.name, "architecture": loaded.model.config.model_type,
+            "semiring": _semiring_label(S), "target": target.description,
+            "target_value": float(flows.value), "tokens": list(tokens), "points": points}
+
+
+def top_path_document(loaded: Loaded, text: str, target: str | None = None,
+                      token: int | None = None) -> tuple[dict, Any]:
+    """``(document, Path)``: the top gradient path (max-product) from token ``token``'s
+    embedding (its best dimension; default: the best element of any token) to the target."""
+    ids, tokens = loading.encode(loaded, text)
+    if token is not None and not -len(ids) <= token < len(ids):
+        raise UsageError(f"--token {token} is outside the {len(ids)} tokens (0..{len(ids) - 1}).")
+    tgt = loading.resolve_target(loaded, target, ids)
+    model, params = loaded.model, loaded.model.params
+
+    def traced(what):
+        def run(p):
+            f, e0 = embedding_target(model, p, {"input_ids": ids}, tgt.fn, tgt.args, loaded.preset)
+            return what(f, e0)
+        return jax.jit(run)(params)
+
+    at = None
+    if token is not None:
+        token %= len(ids)
+        g = traced(lambda f, e0: semiring_grad(f, MaxProduct())(e0))
+        at = (0, token, int(np.argmax(np.asarray(g.top_pos)[0, token])))
+    path = traced(lambda f, e0: top_path(f, at=at)(e0))
+    value = traced(lambda f, e0: f(e0))
+    start = path.start["index"]
+    doc = {"model": loaded.name, "architecture": model.config.model_type,
+           "target": tgt.description, "target_value": float(value), "tokens": tokens,
+           "start": {"token": int(start[1]), "dim": int(start[2])}, "value": path.value,
+           "steps": [dict(s._asdict(), shape=list(s.shape), index=list(s.index))
+                     for s in path.steps]}
+    return doc, path
+
+
+# ------------------------------------------------------------------------------ argparse
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="jaxpr-semiring", description=(
+        "Where does the gradient flow: semiring backpropagation on Transformers."))
+    sub = ap.add_subparsers(dest="command", required=True)
+    target_help = ("what to explain: logit-diff:A,B[@POS] (masked LM: at the mask; causal LM: "
+                   "next token at POS, default the last), class-diff:A,B (classifiers), "
+                   "similarity:\"another text\" (sentence encoders); default: the top-1 minus "
+                   "the top-2 prediction")
+    fl = sub.add_parser("flows", help="flows through every component at every branch point")
+    fl.add_argument("model", help="a save_pretrained directory, or 'minilm'")
+    fl.add_argument("--text", help="the input text (or --file for a data set)")
+    fl.add_argument("--target", help=target_help)
+    fl.add_argument("--semiring", default="max-product",
+                    help="max-product (default), real, log, entropy, counting, max-abs, top-k:K "
+                         "(with --file: several, comma separated)")
+    fl.add_argument("--heads", action="store_true", help="split query/key/value per head")
+    fl.add_argument("--json", help="write the JSON document here")
+    fl.add_argument("--out", help="write the heatmap PNG here")
+    fl.add_argument("--html", help="write the HTML report here")
+    fl.add_argument("--field", help="the value field the table and figures show")
+    dataset_cli.add_arguments(fl)
+    tp = sub.add_parser("top-path", help="the top gradient path from a token to the target")
+    tp.add_argument("model", help="a save_pretrained directory, or 'minilm'")
+    tp.add_argument("--text", required=True, help="the input text")
+    tp.add_argument("--target", help=target_help)
+    tp.add_argument("--token", type=int, help="start token index (default: the best one)")
+    tp.add_argument("--json", help="write the path as JSON here")
+    return ap
+
+
+def _flows(args) -> None:
+    if not args.text:
+        raise UsageError("flows needs --text \"a sentence\" (or --file inputs.txt --out-dir "
+                         "results/ for a data set).")
+    runner = FlowsRunner(loading.load(args.model), args.semiring, args.target, args.heads)
+    doc = runner.document(args.text)
+    if args.field is not None and args.field not in doc["points"][0]["flows"]:
+        raise UsageError(f"--field {args.field!r} is not a field of {doc['semiring']}: use one of "
+                         f"{list(doc['points'][0]['flows'])}.")
+    print(report.format_table(doc, args.field))
+    for path, write in ((args.json, report.save_json), (args.out, report.save_heatmap),
+                        (args.html, report.save_html)):
+        if path:
+            write(doc, path) if write is report.save_json else write(doc, path, field=args.field)
+            print(f"wrote {path}")
+
+
+def _top_path(args) -> None:
+    doc, path = top_path_document(loading.load(args.model), args.text, args.target, args.token)
+    print(f"model {doc['model']} ({doc['architecture']}) · target {doc['target']} = "
+          f"{doc['target_value']:.6g} · from token {doc['start']['token']} "
+          f"{doc['tokens'][doc['start']['token']]!r}")
+    print(path)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1, ensure_ascii=False)
+        print(f"wrote {args.json}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input)."""
+    args = _parser().parse_args(argv)
+    if args.command == "flows" and args.file:
+        return dataset_cli.run_file(args, parse_semiring, document)
+    try:
+        (_flows if args.command == "flows" else _top_path)(args)
+    except UsageError as e:
+        print(f"jaxpr-semiring: error: {e}", file=sys.stderr)
+        return 2
+    return 0
