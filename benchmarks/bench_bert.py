@@ -47,8 +47,13 @@ BERT_6L = dict(vocab_size=30522, hidden_size=512, num_hidden_layers=6, num_atten
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, max_position_embeddings=64)
 
-METHODS = ("jax.grad", "Real", "MaxProduct", "Entropy", "Log", "paper3", "top_path")
-METHOD_LABEL = {"paper3": "Real+MaxProduct+Entropy (one jit)", "top_path": "top_path (one path)"}
+# "MaxProduct[xla]" / "MaxProduct[pallas]" / "MaxProduct[numba]" force a tropical kernel
+# (default "auto": kernels.describe() says which runs); "shared3" is the three semirings of
+# paper3 from ONE semiring_grad call (a tuple of semirings: one trace, one backward walk).
+METHODS = ("jax.grad", "Real", "MaxProduct", "Entropy", "Log", "paper3", "shared3", "top_path")
+EXTRA_METHODS = ("MaxProduct[xla]", "MaxProduct[pallas]", "MaxProduct[numba]")
+METHOD_LABEL = {"paper3": "Real+MaxProduct+Entropy (one jit)",
+                "shared3": "(Real, MaxProduct, Entropy) one pass", "top_path": "top_path (one path)"}
 
 
 def build_model(config_kwargs):
@@ -88,8 +93,12 @@ def make_methods(f, names):
                 return tuple(js.semiring_grad(f, s)(*a) for s in
                              (js.Real(), js.MaxProduct(), js.Entropy()))
             out[name] = three
+        elif name == "shared3":
+            out[name] = js.semiring_grad(f, (js.Real(), js.MaxProduct(), js.Entropy()))
         elif name == "top_path":
             out[name] = js.top_path(f)
+        elif name.startswith("MaxProduct["):
+            out[name] = js.semiring_grad(f, js.MaxProduct(kernel=name[len("MaxProduct["):-1]))
         else:
             out[name] = js.semiring_grad(f, semirings[name])
     return out
@@ -184,6 +193,10 @@ def run(args):
     repeats = args.repeats or (2 if args.tiny else 10)
     min_time = 0.0 if args.tiny else args.min_time
     names = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = sorted(set(names) - set(METHODS + EXTRA_METHODS))
+    if unknown:
+        raise SystemExit(f"bench_bert: unknown method(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(METHODS + EXTRA_METHODS)}")
     if "jax.grad" not in names:
         names = ["jax.grad"] + names
 
@@ -212,6 +225,7 @@ def run(args):
             if name == "top_path" and maxprod is not None:
                 r["maxproduct_ratio"] = r["median_s"] / maxprod["median_s"]
             r["time_ratio"] = r["median_s"] / base["median_s"]
+            r["inputs_per_s"] = b / r["median_s"]
             r["compile_ratio"] = r["compile_s"] / base["compile_s"]
             if r["xla_memory_bytes"] and base["xla_memory_bytes"]:
                 r["xla_memory_ratio"] = r["xla_memory_bytes"] / base["xla_memory_bytes"]
@@ -223,13 +237,25 @@ def run(args):
                   f"({r['compile_ratio']:5.2f}x)  xla mem {_mib(r['xla_memory_bytes'])}"
                   + (f"  ({r['maxproduct_ratio']:.2f}x MaxProduct)" if "maxproduct_ratio" in r else ""),
                   flush=True)
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
+            if args.json:   # after every row, atomically: a crash keeps what was measured
+                _write_json(args.json, _meta(cfg, seq_len), rows)
+    return _meta(cfg, seq_len), rows
+
+
+def _write_json(path, meta, rows):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(dict(meta=meta, rows=rows), fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _meta(cfg, seq_len):
+    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
                 jax=jax.__version__, backend=jax.default_backend(),
                 device=jax.devices()[0].device_kind, platform=platform.platform(),
                 processor=_cpu_name(), cpu_count=os.cpu_count(), config=cfg, seq_len=seq_len,
                 command=" ".join([os.path.basename(sys.executable)] + sys.argv),
                 kernels=_kernel_info())
-    return meta, rows
 
 
 def _kernel_info():
@@ -259,14 +285,15 @@ def markdown(meta, rows):
     lines = [f"{meta['device']} ({meta['backend']}), jax {meta['jax']}, seq_len {meta['seq_len']}, "
              f"{meta['config']['num_hidden_layers']} layers, hidden {meta['config']['hidden_size']}",
              "",
-             "| batch | method | median (ms) | × jax.grad | compile (s) | compile × | "
+             "| batch | method | median (ms) | × jax.grad | inputs/s | compile (s) | compile × | "
              "peak memory (MiB) | memory × | working memory (MiB) | working × | measured peak (MiB) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         mem = r.get("xla_memory_bytes")
         tmp = r.get("xla_temp_bytes")
         lines.append(
             f"| {r['batch']} | {r['label']} | {1e3 * r['median_s']:.2f} | {r['time_ratio']:.2f} | "
+            f"{r['batch'] / r['median_s']:.1f} | "
             f"{r['compile_s']:.2f} | {r['compile_ratio']:.2f} | "
             f"{'n/a' if not mem else f'{mem / 2 ** 20:.1f}'} | "
             f"{r.get('xla_memory_ratio', float('nan')):.2f} | "
@@ -288,14 +315,14 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed calls (at least)")
     p.add_argument("--min-time", type=float, default=2.0, help="keep timing at least this long (s)")
     p.add_argument("--seq-len", type=int, default=30)
-    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated subset of {','.join(METHODS + EXTRA_METHODS)}")
     args = p.parse_args(argv)
     meta, rows = run(args)
     table = markdown(meta, rows)
     print(table)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(dict(meta=meta, rows=rows), fh, indent=2)
+        _write_json(args.json, meta, rows)
     return meta, rows
 
 

@@ -1,4 +1,5 @@
-"""Time vs depth: semiring backprop is linear in depth, path enumeration is exponential.
+"""Time vs depth: semiring backprop is linear in depth, path enumeration is exponential; and
+compile time vs depth on BERT.
 
 Model: a residual MLP ``x ← x + tanh(x W_l + b_l)`` of depth L and width W, scalar output
 ``sum(x)``, derivative w.r.t. the input vector. For each semiring (and ``jax.grad``) the jitted
@@ -7,8 +8,14 @@ steady-state median time is measured for L in ``--depths``; the brute-force orac
 graph) is timed on a narrow model (``--brute-width``) for the small depths until it exceeds
 ``--brute-budget`` seconds or its path limit. Writes a PNG (``--out``) and optionally JSON.
 
+With ``--bert-compile 2,6,12,24`` it instead measures compile time (trace + lower + XLA
+compile of the jitted batch-1 function, wall and process CPU seconds) of ``jax.grad`` and each
+semiring on BERT encoders of those depths (the ``bench_bert.py`` model and target, hidden 512),
+writing ``--json`` after every measurement (atomically; ``--resume`` skips what it holds).
+
     python benchmarks/bench_depth.py --out depth.png
     python benchmarks/bench_depth.py --tiny --out /tmp/depth.png     # CI smoke test
+    python benchmarks/bench_depth.py --bert-compile 2,6,12,24 --json depth_compile.json
 """
 from __future__ import annotations
 
@@ -109,6 +116,56 @@ def run(args):
                 jax=jax.__version__, backend=jax.default_backend())
 
 
+def _save(res, path):
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(res, fh, indent=2)
+        os.replace(tmp, path)
+
+
+def bert_compile_times(args):
+    """Compile seconds of jax.grad and each semiring per BERT depth (see the module docstring)."""
+    sys.path.insert(0, HERE)
+    import bench_bert as bb
+    names = ["jax.grad"] + args.semirings.split(",")
+    res = dict(kind="bert-compile", rows=[], jax=jax.__version__, backend=jax.default_backend(),
+               kernels=js.kernels.describe())
+    if args.resume and args.json and os.path.exists(args.json):
+        with open(args.json) as fh:
+            res = json.load(fh)
+    done = {(r["depth"], r["method"]) for r in res["rows"]}
+    for depth in [int(d) for d in args.bert_compile.split(",")]:
+        cfg = dict(bb.TINY if args.tiny else bb.BERT_6L, num_hidden_layers=depth)
+        model = bb.build_model(cfg)
+        table = np.asarray(model.params["bert"]["embeddings"]["word_embeddings"]["embedding"])
+        f = bb.make_target(model, 8 if args.tiny else 30)
+        batch = bb.make_batch(np.random.default_rng(0), 1, 8 if args.tiny else 30,
+                              cfg["hidden_size"], cfg["vocab_size"], table)
+        fargs = (batch[0], model.params) + batch[1:]
+        methods = bb.make_methods(f, [n for n in names if n in bb.METHODS])
+        for name in names:
+            if (depth, name) in done:
+                continue
+            fn = methods[name] if name in methods else js.semiring_grad(f, SEMIRINGS[name]())
+            fn = jax.vmap(fn, in_axes=(0, None, 0, 0, 0, 0))
+            c0, w0 = time.process_time(), time.perf_counter()
+            jax.jit(fn).lower(*fargs).compile()
+            row = dict(depth=depth, method=name, compile_s=time.perf_counter() - w0,
+                       compile_cpu_s=time.process_time() - c0)
+            base = next((r for r in res["rows"] if r["depth"] == depth and r["method"] == "jax.grad"), row)
+            row.update(ratio=row["compile_s"] / base["compile_s"],
+                       cpu_ratio=row["compile_cpu_s"] / base["compile_cpu_s"])
+            res["rows"].append(row)
+            _save(res, args.json)
+            print(f"# depth {depth:3d} {name:10s} compile {row['compile_s']:7.2f} s "
+                  f"({row['ratio']:5.2f}x jax.grad), cpu {row['compile_cpu_s']:7.2f} s "
+                  f"({row['cpu_ratio']:5.2f}x)", flush=True)
+            jax.clear_caches()
+        del model, methods
+    return res
+
+
 def plot(res, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -152,7 +209,14 @@ def main(argv=None):
     p.add_argument("--tiny", action="store_true", help="few small depths, narrow, for CI")
     p.add_argument("--out", default="bench_depth.png", help="PNG path")
     p.add_argument("--json", default=None)
+    p.add_argument("--bert-compile", default=None, metavar="DEPTHS",
+                   help="measure BERT compile time at these depths instead (e.g. 2,6,12,24)")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in --json")
     args = p.parse_args(argv)
+    if args.bert_compile:
+        if args.semirings == p.get_default("semirings"):
+            args.semirings = "Real,MaxProduct,Log,Entropy"
+        return bert_compile_times(args)
     if args.tiny:
         args.depths, args.width, args.repeats = "2,4,8", 8, 2
         args.semirings = "Real,MaxProduct,Entropy"

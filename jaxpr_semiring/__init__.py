@@ -8,9 +8,12 @@
 from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, Expectation, Log,
                         Counting, Boolean, TopK, MaxProductValue, MaxAbsValue, EntropyValue,
                         ExpectationValue, TopKValue)
+from .semirings.product import Product
 from .api import semiring_grad, value_and_semiring_grad
 from .taps import tap, tap_modules, flows, FlowReport, TapFlow
 from .paths import top_path, Path, PathStep
+from .atomic_blocks import atomic, atomic_modules, atomic_functions
+from .sampling import sample_paths, SampledPaths, BranchShare
 from .dataset import run_dataset
 from . import kernels, rules
 
@@ -19,7 +22,8 @@ __version__ = "0.1.0"
 __all__ = [
     "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
     "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "TopK", "MaxProductValue",
-    "MaxAbsValue", "EntropyValue", "ExpectationValue", "TopKValue", "tap", "tap_modules",
-    "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "run_dataset", "kernels",
-    "rules",
+    "MaxAbsValue", "EntropyValue", "ExpectationValue", "TopKValue", "Product", "tap",
+    "tap_modules", "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "atomic",
+    "atomic_modules", "atomic_functions", "sample_paths", "SampledPaths", "BranchShare",
+    "run_dataset", "kernels", "rules",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import interpreter
 from .semirings import Real, Semiring
+from .semirings.product import Product, as_semiring, split
 
 __all__ = ["semiring_grad", "value_and_semiring_grad", "backprop", "Backprop", "normalize_argnums",
            "trace"]
@@ -103,20 +104,21 @@ class Backprop(NamedTuple):
     env: dict         # every variable's primal, by Ref key
 
 
-def backprop(fun: Callable, semiring: Semiring | None = None, argnums: int | Sequence[int] = 0,
-             has_aux: bool = False, observer: interpreter.Observer | None = None
-             ) -> Callable[..., Backprop]:
+def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = None,
+             argnums: int | Sequence[int] = 0, has_aux: bool = False,
+             observer: interpreter.Observer | None = None) -> Callable[..., Backprop]:
     """Trace ``fun`` and run the semiring backward pass once, optionally with an ``observer``
     (:class:`jaxpr_semiring.interpreter.Observer`); returns a function of ``fun``'s arguments
     giving a :class:`Backprop`. The building block of :func:`semiring_grad`, flow reports and
-    top paths.
+    top paths. Several semirings (a tuple, or a :class:`~jaxpr_semiring.semirings.product.
+    Product`) share the pass; ``grads`` is then a tuple with one entry per semiring.
 
     >>> import jax.numpy as jnp
     >>> b = backprop(lambda x: jnp.sum(x * x))(jnp.array([1.0, 2.0]))
     >>> float(b.value), b.grads.tolist()
     (5.0, [2.0, 4.0])
     """
-    S = Real() if semiring is None else semiring
+    S = Real() if semiring is None else as_semiring(semiring)
     argnums_t, single = normalize_argnums(argnums)
 
     def run(*args, **kwargs) -> Backprop:
@@ -125,9 +127,13 @@ def backprop(fun: Callable, semiring: Semiring | None = None, argnums: int | Seq
         outs, cts, graph, env = interpreter.run(S, closed, flat, observer)
         flat_cts = [cts[r.key] if r.key in cts else S.zeros(np.shape(x), jnp.result_type(x))
                     for r, x in zip(graph.invars, flat)]
-        grads = jax.tree.unflatten(treedef, flat_cts)
+        one = lambda leaves: jax.tree.unflatten(treedef, leaves)[0 if single else slice(None)]
+        if isinstance(S, Product):
+            grads = tuple(one(c) for c in split(flat_cts, len(S.semirings)))
+        else:
+            grads = one(flat_cts)
         aux = jax.tree.unflatten(aux_def, outs[1:]) if has_aux else None
-        return Backprop(outs[0], grads[0] if single else grads, aux, graph, cts, env)
+        return Backprop(outs[0], grads, aux, graph, cts, env)
 
     return run
 
@@ -135,14 +141,16 @@ def backprop(fun: Callable, semiring: Semiring | None = None, argnums: int | Seq
 def _decorator_or(fun, semiring, make):
     """``make(fun, semiring)``, or a decorator applying it when ``fun`` is omitted (also when a
     semiring is passed in ``fun``'s place)."""
-    if isinstance(fun, Semiring):
+    if isinstance(fun, Semiring) or (isinstance(fun, (tuple, list)) and fun
+                                     and all(isinstance(s, Semiring) for s in fun)):
         fun, semiring = None, fun
     if fun is None:
         return lambda f: make(f, semiring)
     return make(fun, semiring)
 
 
-def value_and_semiring_grad(fun: Callable | None = None, semiring: Semiring | None = None,
+def value_and_semiring_grad(fun: Callable | None = None,
+                            semiring: Semiring | Sequence[Semiring] | None = None,
                             argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """Like :func:`semiring_grad` but also returns ``fun``'s value: ``(value, grad)`` or
     ``((value, aux), grad)`` with ``has_aux``.
@@ -165,7 +173,8 @@ def value_and_semiring_grad(fun: Callable | None = None, semiring: Semiring | No
     return _decorator_or(fun, semiring, make)
 
 
-def semiring_grad(fun: Callable | None = None, semiring: Semiring | None = None,
+def semiring_grad(fun: Callable | None = None,
+                  semiring: Semiring | Sequence[Semiring] | None = None,
                   argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """Semiring gradient of a scalar function: ⊕ over all paths input → output of ⊗ of the
     lifted local derivatives (paper Eq. 2), for every element of the differentiated arguments.
@@ -175,13 +184,17 @@ def semiring_grad(fun: Callable | None = None, semiring: Semiring | None = None,
     ``MaxProductValue(top_pos, top_neg)`` for ``MaxProduct``, …), ``has_aux`` returning
     ``(grad, aux)``. ``semiring_grad(f, Real())`` equals ``jax.grad(f)``. The result is
     jittable and vmappable. Without ``fun`` it is a decorator:
-    ``@semiring_grad(semiring=MaxProduct())``.
+    ``@semiring_grad(semiring=MaxProduct())``. A tuple of semirings gives a tuple of gradients
+    from one shared trace, forward pass and backward walk (one XLA program under ``jit``).
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> f = lambda x, y: jnp.exp(x) + (x - y) * y      # paper Fig. 1
     >>> g = js.semiring_grad(f, js.MaxProduct(), argnums=(0, 1))(0.0, 1.0)
     >>> float(g[0].top_pos), float(g[1].top_pos), float(g[1].top_neg)
     (1.0, -1.0, -1.0)
+    >>> mp, ent = js.semiring_grad(f, (js.MaxProduct(), js.Entropy()))(0.0, 1.0)
+    >>> float(mp.top_pos), round(float(ent.entropy), 4)
+    (1.0, 0.6931)
     """
     def make(fun, semiring):
         run = backprop(fun, semiring, argnums, has_aux)

@@ -1,7 +1,7 @@
 """Numerics shared by the semirings and the kernels: log-space sums that never produce NaN,
 log|w| with log 0 = −inf, 0·log 0 = 0, and the signed / lexicographic max-type products.
 
-Everything here maps arrays to arrays (jax.numpy only) and knows nothing about semirings.
+Everything here maps arrays to arrays (jax.numpy and lax) and knows nothing about semirings.
 
 >>> import jax.numpy as jnp
 >>> float(logaddexp(jnp.float32(-jnp.inf), jnp.float32(-jnp.inf)))
@@ -11,10 +11,23 @@ Everything here maps arrays to arrays (jax.numpy only) and knows nothing about s
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 
-__all__ = ["finite_or_zero", "logaddexp", "logsumexp", "log_abs", "xlogx", "abs_xlogx", "sign1",
-           "signed_scale", "lexmax", "lexmax_reduce", "broadcast_to"]
+__all__ = ["opaque", "finite_or_zero", "logaddexp", "first_share", "logsumexp", "log_abs", "xlogx",
+           "abs_xlogx", "sign1", "signed_scale", "lexmax", "lexmax_reduce", "broadcast_to"]
+
+
+def opaque(x):
+    """``x``, but not a compile-time constant to XLA.
+
+    The 1̄ that seeds a backward pass is a constant; so is everything computed from it until it
+    meets a function argument. With the token ids closed over, that is a whole [30, 30522]
+    logit cotangent, and XLA's constant folder evaluated its max-shift and live-index
+    reductions op by op at compile time: seconds per reduction. Semirings seed with an opaque
+    1̄ instead."""
+    return lax.optimization_barrier(x)
 
 
 def finite_or_zero(x):
@@ -22,10 +35,35 @@ def finite_or_zero(x):
     return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
 
+def _max_and_difference(a, b):
+    """(max(a, b), a − b), with a − b = 0 where both are −inf (never −inf − (−inf))."""
+    m = jnp.maximum(a, b)
+    live = m > -jnp.inf
+    zero = jnp.zeros_like(m)
+    return m, jnp.where(live, a, zero) - jnp.where(live, b, zero)
+
+
+@jax.custom_jvp
 def logaddexp(a, b):
-    """log(eᵃ + eᵇ) that returns −inf (not NaN) when both are −inf."""
+    """log(eᵃ + eᵇ) that returns −inf (not NaN) when both are −inf. Its derivative is each
+    side's share, ½ each when both are −inf (autodiff of the formula would give 0/0 there)."""
     ref = finite_or_zero(jnp.maximum(a, b))
     return ref + jnp.log(jnp.exp(a - ref) + jnp.exp(b - ref))
+
+
+@logaddexp.defjvp
+def _logaddexp_jvp(primals, tangents):
+    a, b = primals
+    share = first_share(a, b)
+    return logaddexp(a, b), share * tangents[0] + (1 - share) * tangents[1]
+
+
+def first_share(a, b):
+    """eᵃ / (eᵃ + eᵇ), the weight of ``a`` in a log-space ⊕ (½ when both are −inf).
+
+    A logistic of a − b: no intermediate shared with :func:`logaddexp`, so XLA fuses each into
+    its own consumer (a shared exp would be a fusion of its own, compile time per ⊕)."""
+    return jax.nn.sigmoid(_max_and_difference(a, b)[1])
 
 
 def logsumexp(a, axes, keepdims=False):

@@ -5,8 +5,8 @@ element to the scalar output whose product of local derivatives is that element'
 value (``top_pos``; ``chain="top_neg"`` for the most negative).
 
 How: the one backward walk runs with :class:`~jaxpr_semiring.semirings.PointerMaxProduct`,
-whose values carry, per chain, a pointer to the next node of the best path and the weight of the
-edge to it. A :class:`PointerObserver` gives every element of every reachable variable a
+whose values carry, per chain, a pointer to the next node of the best path and the weight of
+the edge to it. A :class:`PointerObserver` gives every element of every reachable variable a
 global number and, just before a node's rule reads its outputs' values, re-points them to those
 outputs' own elements; so after the walk every node points to the next node of its best path.
 Following the pointers from the start element is a ``lax.while_loop`` over one table: the
@@ -32,11 +32,12 @@ import numpy as np
 from jax import lax
 
 from .api import backprop, normalize_argnums
-from .interpreter import Const, Observer, Ref, reachable
+from .interpreter import Const, Observer, reachable
 from .rules import is_float
 from .semirings import PointerMaxProduct, PointerValue
 
-__all__ = ["top_path", "Path", "PathStep", "GraphIndex", "PointerObserver", "CHAINS"]
+__all__ = ["top_path", "Path", "PathStep", "GraphIndex", "PointerObserver", "CHAINS",
+           "start_element", "unravel"]
 
 CHAINS = ("top_pos", "top_neg")
 
@@ -73,7 +74,7 @@ class GraphIndex:
     def locate(self, element: int) -> tuple[int, tuple]:
         """(variable number, index tuple) of a global element number."""
         v = int(np.searchsorted(self.offsets, element, side="right") - 1)
-        return v, _unravel(element - int(self.offsets[v]), self.shapes[v])
+        return v, unravel(element - int(self.offsets[v]), self.shapes[v])
 
 
 class PointerObserver(Observer):
@@ -116,11 +117,13 @@ class PathStep(NamedTuple):
 
 
 class Path:
-    """A top gradient path from one input element to the output.
+    """A path from one input element to the output: a top gradient path, or a sampled one
+    (:func:`jaxpr_semiring.sample_paths`, ``chain="sampled"``).
 
-    A pytree of arrays (so ``jax.jit`` / ``jax.vmap`` return it): ``ids`` (the pointer of each
-    node reached, −1 past the end), ``weights`` (each edge's local derivative), ``start``
-    (the start element's global number), ``value`` (its max-product value). Read it with
+    A pytree of arrays (so ``jax.jit`` / ``jax.vmap`` return it): ``ids`` (2 × the global number
+    of each element reached + its max-product chain, −1 past the end), ``weights`` (each edge's
+    local derivative), ``start`` (the start element's global number), ``value`` (its
+    max-product value; a sampled path's product). Read it with
     ``steps`` (a list of :class:`PathStep`), ``product`` (of the weights; equals ``value`` up to
     float rounding), ``len()``, iteration, ``str()`` (a table), ``to_dicts()``.
     """
@@ -163,8 +166,9 @@ class Path:
             v, idx = self.index.locate(int(ids[k]) // 2)
             prim, path = self.index.labels[v]
             remaining = float(np.prod(w[k + 1:])) if k + 1 < n else 1.0
+            chain = CHAINS[int(ids[k]) % 2] if self.chain in CHAINS else self.chain
             steps.append(PathStep(prim, path, self.index.shapes[v], idx, w[k], float(products[k]),
-                                  CHAINS[int(ids[k]) % 2], remaining))
+                                  chain, remaining))
         return steps
 
     @property
@@ -189,7 +193,9 @@ class Path:
 
     def __str__(self):
         st = self.start
-        head = (f"top gradient path ({self.chain} = {self.value:.6g}) from input leaf {st['leaf']} "
+        kind, what = (("top gradient path", self.chain) if self.chain in CHAINS
+                      else (f"{self.chain} path", "product"))
+        head = (f"{kind} ({what} = {self.value:.6g}) from input leaf {st['leaf']} "
                 f"element {st['index']} of shape {st['shape']}: {len(self)} edges")
         rows = [("#", "primitive", "module path", "index", "weight", "product", "chain")]
         for i, s in enumerate(self.steps, 1):
@@ -219,11 +225,26 @@ jax.tree_util.register_pytree_node(
     lambda aux, ch: Path(*ch, *aux))
 
 
-def _unravel(elem, shape):
+def unravel(elem, shape) -> tuple:
+    """The index tuple of flat element ``elem`` in ``shape`` (``()`` for a scalar)."""
     shape = tuple(shape)
     if not shape:
         return ()
     return tuple(int(i) for i in np.unravel_index(elem, shape))
+
+
+def start_element(graph, at, leaf: int | None, who: str) -> tuple[int, int]:
+    """(differentiated leaf, flat element) that ``at`` (a flat int or an index tuple) and
+    ``leaf`` name, checked: a one-line error for a missing ``leaf=`` or an index out of range."""
+    if leaf is None and len(graph.invars) != 1:
+        raise ValueError(f"{who}: {len(graph.invars)} differentiated leaves; say which one `at` "
+                         f"refers to with leaf=.")
+    li = 0 if leaf is None else int(leaf)
+    shape = tuple(graph.invars[li].aval.shape)
+    elem = int(at) if np.ndim(at) == 0 else int(np.ravel_multi_index(tuple(at), shape))
+    if not 0 <= elem < max(1, int(np.prod(shape))):
+        raise IndexError(f"{who}: element {at} out of range for shape {shape}")
+    return li, elem
 
 
 def chase(ptr_table, w_table, first: int | jax.Array, max_steps: int):
@@ -289,17 +310,11 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
             best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)
             start, value = gids[best], vals[best]
         else:
-            if leaf is None and len(leaves) != 1:
-                raise ValueError(f"top_path: {len(leaves)} differentiated leaves; say which one "
-                                 f"`at` refers to with leaf=.")
-            li = 0 if leaf is None else int(leaf)
+            li, elem = start_element(b.graph, at, leaf, "top_path")
             ref, v = b.graph.invars[li], leaves[li]
             shape = tuple(ref.aval.shape)
-            elem = int(at) if np.ndim(at) == 0 else int(np.ravel_multi_index(tuple(at), shape))
-            if not 0 <= elem < max(1, int(np.prod(shape))):
-                raise IndexError(f"top_path: element {at} out of range for shape {shape}")
             if v is None or ref.key not in index.offset_of:
-                raise ValueError(f"top_path: input element {_unravel(elem, shape)} has no path to "
+                raise ValueError(f"top_path: input element {unravel(elem, shape)} has no path to "
                                  f"the output.")
             start = index.offset_of[ref.key] + elem
             value = getattr(v, chain).ravel()[elem]

@@ -54,8 +54,8 @@ from .interpreter import Observer, Ref
 from .rules import is_float
 from .semirings import Real
 
-__all__ = ["tap", "flows", "FlowReport", "TapFlow", "FlowObserver", "tap_modules", "module_path",
-           "OUTPUT_LABEL", "TAP_PREFIX", "consumer_label"]
+__all__ = ["tap", "flows", "FlowReport", "TapFlow", "FlowObserver", "tap_modules", "module_selector",
+           "module_path", "OUTPUT_LABEL", "TAP_PREFIX", "consumer_label"]
 
 OUTPUT_LABEL = "<output>"
 TAP_PREFIX = "jaxpr_semiring.tap:"  # checkpoint_name prefix marking a tap
@@ -324,6 +324,33 @@ def _matcher(pattern) -> Callable[[str], bool]:
     return lambda s: fnmatch.fnmatchcase(s, pattern)
 
 
+def module_selector(select: Any = None, *, types: type | Sequence[type] = (),
+                    methods: Sequence[str] = ("__call__",)) -> Callable[[Any, str], str | None]:
+    """``(module, method_name) -> path | None``: the module's path when the call matches
+    ``select``/``types``/``methods`` as :func:`tap_modules` documents them, else None (shared by
+    :func:`tap_modules` and :func:`jaxpr_semiring.atomic_modules`).
+
+    >>> import flax.linen as nn
+    >>> module_selector(types=nn.Dense)(nn.Dense(2), "__call__")
+    ''
+    """
+    types = tuple(types) if isinstance(types, (list, tuple)) else ((types,) if types else ())
+    patterns = select if isinstance(select, (list, tuple)) else ([] if select is None else [select])
+    matchers = [_matcher(s) for s in patterns]
+
+    def chosen(module, method_name) -> str | None:
+        if method_name not in methods:
+            return None
+        if types and not isinstance(module, types):
+            return None
+        path = module_path(module)
+        if matchers and not any(m(path) for m in matchers):
+            return None
+        return path
+
+    return chosen
+
+
 def _is_float_array(x) -> bool:
     try:
         return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
@@ -378,13 +405,7 @@ def tap_modules(select: Any = None, *, types: type | Sequence[type] = (),
     """
     import flax.linen as nn
 
-    types = tuple(types) if isinstance(types, (list, tuple)) else ((types,) if types else ())
-    if select is None:
-        matchers = []
-    elif isinstance(select, (list, tuple)):
-        matchers = [_matcher(s) for s in select]
-    else:
-        matchers = [_matcher(select)]
+    chosen = module_selector(select, types=types, methods=methods)
     if inputs is True:
         positions: tuple = (0,)
     elif inputs is False or inputs is None:
@@ -393,16 +414,6 @@ def tap_modules(select: Any = None, *, types: type | Sequence[type] = (),
         positions = (inputs,)
     else:
         positions = tuple(inputs)
-
-    def chosen(module, method_name) -> str | None:
-        if method_name not in methods:
-            return None
-        if types and not isinstance(module, types):
-            return None
-        path = module_path(module)
-        if matchers and not any(m(path) for m in matchers):
-            return None
-        return path
 
     def interceptor(next_fun, args, kwargs, context):
         path = chosen(context.module, context.method_name)

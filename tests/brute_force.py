@@ -10,12 +10,21 @@ from the jaxpr of ``f`` exactly as ``shared/DESIGN.md`` ("Semantics") defines it
 * for each leaf equation, each floating operand POSITION that is a graph node and each
   floating output, the local Jacobian ``jax.jacfwd`` of that single primitive (w.r.t. that
   operand alone) gives the edges: the weight is the Jacobian at the actual primal point,
-  and the structure is "nonzero or NaN at any of ``N_DRAWS`` random standard-normal draws
+  and the structure is "nonzero and not NaN at any of ``N_DRAWS`` random standard-normal draws
   of all float operands (integer/boolean operands held at their actual values)" or
   "nonzero (not NaN) at the actual point".  Separate operand positions give parallel edges
   (``mul x x`` is two edges per element).  Constants and literals are not nodes.
 * every path from each differentiated input element to the scalar output is enumerated
   (DFS), recording its product of edge weights (float64) and its number of edges.
+
+**Atomic blocks** (``jaxpr_semiring.atomic``) are recognised from their markers alone:
+``name`` equations whose name is ``"jaxpr_semiring.atomic:<uid>:<in|out>:<label>"``. A block is
+the run of equations of one jaxpr from the first ``in`` marker of a uid to the last ``out``
+marker before that uid's next ``in`` marker (outermost blocks only). It becomes ONE equation:
+inputs = variables read inside and defined outside, outputs = variables defined inside and
+read after it (or returned); an edge joins input element i and output element k when the
+block's own scalar graph (built by this same oracle) has a path i → k, weighted by the total
+derivative ``jax.jacfwd`` of the block's equations at the primal point.
 
 A few primitives whose random-draw structure would be incomplete/unstable get a
 deterministic structure instead (weights still come from ``jacfwd`` at the actual point):
@@ -245,7 +254,10 @@ def _local_edges(graph, eqn, prim, subfuns, bparams, invals, in_ids, out_ids):
                 mask = (wa != 0) | np.isnan(wa)
             else:
                 jd = np.asarray(J_draw[oi][ai], dtype=np.float64).reshape(N_DRAWS, n_out, n_in)
-                mask = np.any((jd != 0) | np.isnan(jd), axis=0) | ((wa != 0) & ~np.isnan(wa))
+                # NaN is not evidence of an edge: jacfwd's one-hot tangents give 0·NaN = NaN
+                # off the diagonal wherever an elementwise derivative is NaN (rsqrt, log of a
+                # negative draw), which would join unrelated elements
+                mask = np.any((jd != 0) & ~np.isnan(jd), axis=0) | ((wa != 0) & ~np.isnan(wa))
                 if name in _ELEMENTWISE_KINK:
                     mask |= _elementwise_mask(in_shape, out_shape)
                 elif name in _REDUCE_CHOOSER:
@@ -260,9 +272,110 @@ def _local_edges(graph, eqn, prim, subfuns, bparams, invals, in_ids, out_ids):
                     graph.add_edge(i_ids[i], o_ids[o], wa[o, i])
 
 
+# ------------------------------------------------------------------ atomic blocks
+
+ATOMIC_PREFIX = "jaxpr_semiring.atomic:"
+
+
+def _atomic_marker(eqn):
+    if eqn.primitive.name != "name":
+        return None
+    n = str(eqn.params.get("name", ""))
+    if not n.startswith(ATOMIC_PREFIX):
+        return None
+    uid, side, _ = n[len(ATOMIC_PREFIX):].split(":", 2)
+    return uid, side
+
+
+def _atomic_ranges(eqns):
+    """{first equation index: last equation index} of the outermost atomic blocks."""
+    state, found = {}, []
+    for i, eqn in enumerate(eqns):
+        m = _atomic_marker(eqn)
+        if m is None:
+            continue
+        uid, side = m
+        if side == "in":
+            if uid in state and state[uid][2] == "out":
+                found.append(state.pop(uid)[:2])
+            state.setdefault(uid, [i, i, "in"])
+        elif uid in state:
+            state[uid][1:] = [i, "out"]
+    found += [v[:2] for v in state.values() if v[2] == "out"]
+    outer, end = {}, -1
+    for a, b in sorted(found, key=lambda r: (r[0], -r[1])):
+        if a > end:
+            outer[a] = end = b
+    return outer
+
+
+def _debug_info(inputs, outputs):
+    from jax._src import api_util  # a Jaxpr built by hand wants one (deprecation warning)
+    return api_util.debug_info("atomic block", lambda *a: a, tuple(inputs), {}).with_unknown_names()
+
+
+def _reach_from(graph, src):
+    """Nodes reachable from ``src``, itself included (a block output may be its input)."""
+    seen, stack = {int(src)}, [int(src)]
+    while stack:
+        for dst, _ in graph.edges.get(stack.pop(), ()):
+            if dst not in seen:
+                seen.add(dst)
+                stack.append(dst)
+    return seen
+
+
+def _atomic_block(graph, jaxpr, first, last, read, build):
+    """One block as one equation: returns ({outvar: (value, ids)})."""
+    eqns = jaxpr.eqns[first:last + 1]
+    defined = {v for e in eqns for v in e.outvars if not isinstance(v, jex.DropVar)}
+    inputs = list(dict.fromkeys(v for e in eqns for v in e.invars
+                                if not isinstance(v, jex.Literal) and v not in defined))
+    later = {v for e in jaxpr.eqns[last + 1:] for v in e.invars if not isinstance(v, jex.Literal)}
+    later |= {v for v in jaxpr.outvars if not isinstance(v, jex.Literal)}
+    outputs = [v for v in defined if v in later]
+    sub = jex.Jaxpr([], inputs, outputs, list(eqns), debug_info=_debug_info(inputs, outputs))
+    ins = [read(v) for v in inputs]
+    vals, ids = [a for a, _ in ins], [b for _, b in ins]
+    out_vals = jax.core.eval_jaxpr(sub, [], *vals)
+    out_ids = [graph.new_ids(_shape(v.aval)) if build and _is_float(v.aval) else _no_ids(_shape(v.aval))
+               for v in outputs]
+    if build:
+        inner = _Graph(np.random.RandomState(0))
+        inner_in = [inner.new_ids(_shape(v.aval)) if _is_float(v.aval) else _no_ids(_shape(v.aval))
+                    for v in inputs]
+        # the block's own graph, its equations one by one (nested blocks keep reachability)
+        inner_out = [np.asarray(b).reshape(-1) for _, b in _run(inner, sub, [], vals, inner_in,
+                                                                 atomic=False)]
+        live = [p for p, v in enumerate(inputs) if _is_float(v.aval) and np.any(ids[p] >= 0)]
+        fouts = [k for k, v in enumerate(outputs) if _is_float(v.aval)]
+
+        def block_fn(*fl):
+            args = list(vals)
+            for p, x in zip(live, fl):
+                args[p] = x
+            res = jax.core.eval_jaxpr(sub, [], *args)
+            return tuple(res[k] for k in fouts)
+
+        J = jax.jacfwd(block_fn, argnums=tuple(range(len(live))))(*[vals[p] for p in live]) if live else ()
+        for oi, k in enumerate(fouts):
+            o_ids = np.asarray(out_ids[k]).reshape(-1)
+            for ai, p in enumerate(live):
+                i_ids = np.asarray(ids[p]).reshape(-1)
+                w = np.asarray(J[oi][ai], np.float64).reshape(len(o_ids), len(i_ids))
+                for i in range(len(i_ids)):
+                    if i_ids[i] < 0:
+                        continue
+                    reached = _reach_from(inner, np.asarray(inner_in[p]).reshape(-1)[i])
+                    for o in range(len(o_ids)):
+                        if inner_out[k][o] in reached:
+                            graph.add_edge(i_ids[i], o_ids[o], w[o, i])
+    return {v: (val, oid) for v, val, oid in zip(outputs, out_vals, out_ids)}
+
+
 # ----------------------------------------------------------------- the interpreter
 
-def _run(graph, jaxpr, consts, in_vals, in_ids, build=True):
+def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True):
     env: dict[Any, tuple[Any, np.ndarray]] = {}
 
     def read(v):
@@ -280,7 +393,16 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True):
     for v, x, ids in zip(jaxpr.invars, in_vals, in_ids):
         write(v, x, ids)
 
-    for eqn in jaxpr.eqns:
+    blocks = _atomic_ranges(jaxpr.eqns) if atomic else {}
+    skip_to = -1
+    for n_eqn, eqn in enumerate(jaxpr.eqns):
+        if n_eqn <= skip_to:
+            continue
+        if n_eqn in blocks:
+            skip_to = blocks[n_eqn]
+            for v, (val, ids) in _atomic_block(graph, jaxpr, n_eqn, skip_to, read, build).items():
+                write(v, val, ids)
+            continue
         ins = [read(v) for v in eqn.invars]
         invals = [a for a, _ in ins]
         inids = [b for _, b in ins]

@@ -3,8 +3,9 @@
 The reference (written here, independent of the library's code) materializes every candidate
 lift(w[c]) ⊗ v[c] of a ``dot_general`` in float64 numpy and ⊕-reduces over the contracting
 axes. Checked: the semirings' ``dot_general`` (whatever kernel it dispatches to: the numba CPU
-loop behind ``pure_callback``, BLAS formulations for the log-space semirings), the XLA chunked
-fallback with small forced chunk sizes (C not a multiple of the chunk), the Pallas kernel in
+loop through XLA's FFI — tests/test_ffi.py forces it on every case — or BLAS formulations for
+the log-space semirings), the XLA chunked fallback with small forced chunk sizes (C not a
+multiple of the chunk), the Pallas kernel in
 interpret mode, under ``jit`` and ``vmap``; random shapes with size-1 axes, batch dims,
 non-canonical dimension numbers, 0̄ entries, zero and negative weights.
 """
@@ -128,7 +129,7 @@ def ref_boolean(b, w, dims):
     return Bv.any(-1)
 
 
-def _weights(rng, shape):
+def random_weights(rng, shape):
     w = rng.standard_normal(shape)
     w[rng.random(shape) < 0.2] = 0.0     # zero-weight edges
     return w.astype(np.float32)
@@ -138,7 +139,7 @@ def _dead(rng, shape, frac=0.25):
     return rng.random(shape) < frac
 
 
-def _maxproduct_value(rng, shape):
+def maxproduct_value(rng, shape):
     a, b = rng.standard_normal(shape), rng.standard_normal(shape)
     p, n = np.maximum(a, b), np.minimum(a, b)
     dead = _dead(rng, shape)
@@ -151,7 +152,7 @@ def _close(a, b, rtol=1e-4, atol=1e-5):
                                atol=atol)
 
 
-def _exact(a, b):
+def exact(a, b):
     np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
@@ -171,26 +172,26 @@ def small_chunks(monkeypatch):
 def test_maxproduct(case, jit, kernel_mode):
     vs, ws, dims = CASES[case]
     rng = np.random.default_rng(case)
-    p, n = _maxproduct_value(rng, vs)
-    w = _weights(rng, ws)
+    p, n = maxproduct_value(rng, vs)
+    w = random_weights(rng, ws)
     fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
     out = (jax.jit(fn) if jit else fn)(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w))
     rp, rn = ref_maxproduct(p, n, w, dims)
     # products of two float32 values are exact in float64 then rounded once: bitwise equal
-    _exact(out.top_pos, rp.astype(np.float32))
-    _exact(out.top_neg, rn.astype(np.float32))
+    exact(out.top_pos, rp.astype(np.float32))
+    exact(out.top_neg, rn.astype(np.float32))
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_maxproduct_small_chunks(case, small_chunks, monkeypatch):
     vs, ws, dims = CASES[case]
     rng = np.random.default_rng(100 + case)
-    p, n = _maxproduct_value(rng, vs)
-    w = _weights(rng, ws)
+    p, n = maxproduct_value(rng, vs)
+    w = random_weights(rng, ws)
     out = jax.jit(lambda p, n, w: S.MaxProduct(kernel="xla").dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
-    _exact(out.top_pos, rp)
-    _exact(out.top_neg, rn)
+    exact(out.top_pos, rp)
+    exact(out.top_neg, rn)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -204,7 +205,7 @@ def test_maxabs(case, chunks, kernel_mode, monkeypatch):
     la[_dead(rng, vs)] = -np.inf
     s = np.where(rng.random(vs) < 0.5, -1.0, 1.0).astype(np.float32)
     s[la == -np.inf] = 1.0
-    w = _weights(rng, ws)
+    w = random_weights(rng, ws)
     w[..., :1] = 2.0 ** rng.integers(-2, 3, size=w[..., :1].shape)  # exact ties in log|w|
     out = jax.jit(lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
     rl, rs = ref_maxabs(la, s, w, dims)
@@ -212,7 +213,7 @@ def test_maxabs(case, chunks, kernel_mode, monkeypatch):
     _close(np.where(np.isfinite(rl), out.log_abs, 0), np.where(np.isfinite(rl), rl, 0))
     assert np.array_equal(np.isneginf(np.asarray(out.log_abs)), np.isneginf(rl))
     assert set(np.unique(np.asarray(out.sign))) <= {-1.0, 1.0}
-    _exact(np.where(rl == -np.inf, out.sign, 1.0), np.ones_like(rl))  # 0̄ has sign +1
+    exact(np.where(rl == -np.inf, out.sign, 1.0), np.ones_like(rl))  # 0̄ has sign +1
 
 
 def test_maxabs_signs_exact(kernel_mode):
@@ -232,8 +233,8 @@ def test_maxabs_signs_exact(kernel_mode):
     best = cand.max(1)
     sign = np.where(cand == best[:, None], sg, -1.0).max(1)
     sign = np.where(best == -np.inf, 1.0, sign)
-    _exact(out.log_abs, best)
-    _exact(out.sign, sign)
+    exact(out.log_abs, best)
+    exact(out.sign, sign)
 
 
 @pytest.fixture(params=["whole", "chunked"])
@@ -252,7 +253,7 @@ def test_log_counting(case, name, lift_chunks):
     rng = np.random.default_rng(300 + case)
     lv = rng.standard_normal(vs).astype(np.float32) * 3
     lv[_dead(rng, vs)] = -np.inf
-    w = _weights(rng, ws)
+    w = random_weights(rng, ws)
     Sr = getattr(S, name)()
     out = jax.jit(lambda lv, w: Sr.dot_general(lv, w, dims))(lv, w)
     ref = ref_log(lv, w, dims, counting=name == "Counting")
@@ -269,7 +270,7 @@ def test_entropy(case, lift_chunks):
     lz[dead] = -np.inf
     mean = rng.standard_normal(vs).astype(np.float32)
     mean[dead] = 0.0
-    w = _weights(rng, ws)
+    w = random_weights(rng, ws)
     out = jax.jit(lambda a, b, w: S.Entropy().dot_general(S.EntropyValue(a, b), w, dims))(lz, mean, w)
     rl, rm = ref_entropy(lz, mean, w, dims)
     assert np.array_equal(np.isneginf(np.asarray(out.log_z)), np.isneginf(rl))
@@ -284,7 +285,7 @@ def test_expectation(case, lift_chunks):
     z = np.abs(rng.standard_normal(vs)).astype(np.float32)
     z[_dead(rng, vs)] = 0.0
     t = (z * rng.standard_normal(vs)).astype(np.float32)
-    w = _weights(rng, ws)
+    w = random_weights(rng, ws)
     out = jax.jit(lambda a, b, w: S.Expectation().dot_general(S.ExpectationValue(a, b), w, dims))(z, t, w)
     rz, rt = ref_expectation(z, t, w, dims)
     _close(out.z, rz)
@@ -296,34 +297,70 @@ def test_boolean(case):
     vs, ws, dims = CASES[case]
     rng = np.random.default_rng(600 + case)
     b = rng.random(vs) < 0.3
-    w = _weights(rng, ws)
+    w = random_weights(rng, ws)
     out = jax.jit(lambda b, w: S.Boolean().dot_general(b, w, dims))(b, w)
     np.testing.assert_array_equal(np.asarray(out), ref_boolean(b, w, dims))
 
 
+def _all_eqns(jaxpr):
+    """Equations of a jaxpr and of every sub-jaxpr (loop bodies, cond branches)."""
+    for e in jaxpr.eqns:
+        yield e
+        for p in e.params.values():
+            for sub in (p if isinstance(p, (tuple, list)) else [p]):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)
+
+
 def test_lifted_dots_chunking_matches_whole():
-    """The chunked path really chunks (several slices, remainder) and equals one whole lift,
-    also under vmap with shared weights and with 0 and ±inf entries."""
+    """The chunked path (a loop over chunks plus a remainder) equals one whole lift, also under
+    vmap with shared weights and with 0 and ±inf entries; its program does not grow with the
+    number of chunks; the shared weight is lifted once per batch, not once per example."""
     rng = np.random.default_rng(7)
     v = rng.standard_normal((2, 3, 37)).astype(np.float32)
     v[0, 0, :5] = 0.0
-    w = _weights(rng, (37, 6))
+    w = random_weights(rng, (37, 6))
     w[3, 2] = np.inf
     prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, abs_xlogx)]
     dims = (((1,), (0,)), ((), ()))
     whole = jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=1 << 30))(v)
-    jaxpr = jax.make_jaxpr(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))(v[0])
-    assert str(jaxpr).count("dot_general") >= 4  # 37 rows in chunks of 10: four slices
     chunked = jax.jit(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
-    # under vmap the shared weight is lifted once per batch, not once per example
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    size = lambda C: len(list(_all_eqns(jax.make_jaxpr(lambda v, w: kernels.lifted_dots(
+        prods(v), w, dims, chunk_bytes=40))(np.ones((3, C), np.float32), np.ones((C, 6), np.float32)).jaxpr)))
+    assert size(37) == size(367)  # 3 and 36 full chunks of 10 (+ remainder 7): one loop
     batched = jax.make_jaxpr(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
-    lifted = [e.invars[0].aval.shape for e in batched.jaxpr.eqns if e.primitive.name == "abs"]
+    lifted = [e.invars[0].aval.shape for e in _all_eqns(batched.jaxpr) if e.primitive.name == "abs"]
     assert lifted and all(len(shape) == 2 for shape in lifted), lifted
     # no rows at all: zero-size result, no error
     empty = kernels.lifted_dots(prods(v[0, :0]), w, dims, chunk_bytes=40)
     assert [e.shape for e in empty] == [(0, 6)] * 3
-    for a, b in zip(whole, chunked):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("live", [[], [0], [4, 30], list(range(0, 37, 3)), list(range(37))])
+def test_lifted_dots_live_indices(live, monkeypatch):
+    """A chunked contraction whose rows are nonzero at few contraction indices lifts only
+    those weights (a gather; the union over a vmapped batch), and equals the dense result —
+    unbatched, under vmap (one example all zero), and in its derivative."""
+    monkeypatch.setattr(kernels.lifted, "LIVE_MAX_INDICES", 4)
+    rng = np.random.default_rng(len(live))
+    v = np.zeros((3, 5, 37), np.float32)
+    v[0][:, live] = rng.random((5, len(live)))
+    v[2][1, live] = rng.random(len(live))
+    w = random_weights(rng, (37, 6))
+    prods = lambda v: [(v, jnp.abs), (v * 2, jnp.abs), (v, abs_xlogx), (v, jnp.ones_like)]
+    dims = (((1,), (0,)), ((), ()))
+    f = lambda v, budget: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=budget)
+    whole = jax.vmap(lambda v: f(v, 1 << 30))(v)
+    for got in (jax.jit(jax.vmap(lambda v: f(v, 40)))(v),
+                [jnp.stack(x) for x in zip(*[jax.jit(lambda v: f(v, 40))(v[i]) for i in range(3)])]):
+        for a, b in zip(whole, got):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert "cond" in str(jax.make_jaxpr(lambda v: f(v, 40))(v[0]))
+    loss = lambda v, budget: sum(jnp.sum(x) for x in f(v, budget)[:2])
+    np.testing.assert_allclose(jax.grad(loss)(v[0], 40), jax.grad(loss)(v[0], 1 << 30), rtol=1e-5)
 
 
 # ------------------------------------------------------------------- vmap, dtypes, edge cases
@@ -333,14 +370,14 @@ def test_maxproduct_vmap(w_batched, kernel_mode):
     """vmap over the callback (expand_dims): shared and per-example weights."""
     rng = np.random.default_rng(11)
     dims = (((1,), (0,)), ((), ()))
-    p, n = _maxproduct_value(rng, (4, 30, 50))
-    w = _weights(rng, (4, 50, 70) if w_batched else (50, 70))
+    p, n = maxproduct_value(rng, (4, 30, 50))
+    w = random_weights(rng, (4, 50, 70) if w_batched else (50, 70))
     fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
     out = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0 if w_batched else None)))(p, n, w)
     for i in range(4):
         rp, rn = ref_maxproduct(p[i], n[i], w[i] if w_batched else w, dims)
-        _exact(out.top_pos[i], rp)
-        _exact(out.top_neg[i], rn)
+        exact(out.top_pos[i], rp)
+        exact(out.top_neg[i], rn)
 
 
 def test_maxproduct_all_dead_and_special_weights(kernel_mode):
@@ -355,8 +392,8 @@ def test_maxproduct_all_dead_and_special_weights(kernel_mode):
     w[7, :] = 0.0
     out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
-    _exact(out.top_pos, rp)
-    _exact(out.top_neg, rn)
+    exact(out.top_pos, rp)
+    exact(out.top_neg, rn)
     assert np.all(np.asarray(out.top_pos)[[0, 2]] == -np.inf)
     assert np.all(np.asarray(out.top_neg)[[0, 2]] == np.inf)
 
@@ -366,8 +403,8 @@ def test_maxproduct_float64(kernel_mode):
     with x64():
         rng = np.random.default_rng(3)
         dims = (((1,), (0,)), ((), ()))
-        p, n = (a.astype(np.float64) for a in _maxproduct_value(rng, (5, 300)))
-        w = _weights(rng, (300, 400)).astype(np.float64)
+        p, n = (a.astype(np.float64) for a in maxproduct_value(rng, (5, 300)))
+        w = random_weights(rng, (300, 400)).astype(np.float64)
         out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
         assert out.top_pos.dtype == jnp.float64
         rp, rn = ref_maxproduct(p, n, w, dims)
@@ -375,15 +412,19 @@ def test_maxproduct_float64(kernel_mode):
         np.testing.assert_array_equal(np.asarray(out.top_neg), rn)
 
 
-def test_numba_kernel_direct():
+@pytest.mark.skipif(not kernels.cpu.available(), reason="needs numba: pip install 'jaxpr_semiring[cpu]'")
+@pytest.mark.parametrize("nc", [False, True])
+def test_numba_kernel_direct(nc):
+    """The host entry point (weights [C, N], or [N, C] read without a transposed copy), with
+    more columns than one block and a broadcast batch of the weights."""
     rng = np.random.default_rng(5)
-    p, n = _maxproduct_value(rng, (2, 9, 33))
-    w = _weights(rng, (1, 33, 17))   # broadcast batch of the weights
-    op, on = kernels.cpu.maxproduct_numpy(p, n, w)
+    p, n = maxproduct_value(rng, (2, 9, 33))
+    w = random_weights(rng, (1, 33, 150))
+    op, on = kernels.cpu.maxproduct_numpy(p, n, np.swapaxes(w, 1, 2).copy() if nc else w, nc=nc)
     for b in range(2):
         rp, rn = ref_maxproduct(p[b], n[b], w[0], (((1,), (0,)), ((), ())))
-        _exact(op[b], rp)
-        _exact(on[b], rn)
+        exact(op[b], rp)
+        exact(on[b], rn)
 
 
 # ------------------------------------------------------------------------------ Pallas kernel
@@ -393,11 +434,11 @@ def test_pallas_interpret(shape):
     pytest.importorskip("jax.experimental.pallas")
     B, M, C, N = shape
     rng = np.random.default_rng(sum(shape))
-    p, n = _maxproduct_value(rng, (B, M, C))
-    w = _weights(rng, (B, C, N))
+    p, n = maxproduct_value(rng, (B, M, C))
+    w = random_weights(rng, (B, C, N))
     op, on = kernels.gpu.maxproduct(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w),
                                        block_m=8, block_n=16, block_c=4, interpret=True)
     for b in range(B):
         rp, rn = ref_maxproduct(p[b], n[b], w[b], (((1,), (0,)), ((), ())))
-        _exact(op[b], rp)
-        _exact(on[b], rn)
+        exact(op[b], rp)
+        exact(on[b], rn)

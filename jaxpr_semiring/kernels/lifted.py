@@ -18,14 +18,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["LIFT_CHUNK_BYTES", "log_shift", "real_dot", "stacked_dot", "scheduled_after",
-           "lifted_dots"]
+__all__ = ["LIFT_CHUNK_BYTES", "LIVE_MAX_INDICES", "log_shift", "real_dot", "stacked_dot",
+           "scheduled_after", "lifted_dots", "live_or_dense"]
 
 # A lifted weight matrix (|w|, |w|·log|w|) larger than this is built chunk by chunk along the
 # contraction: on CPU a fresh multi-MB temporary costs a page fault per 4 KiB (the 62 MB |W| of
 # BERT's vocabulary projection: 26 ms to write, 3 ms to compute), and chunks also bound peak
 # memory on every backend.
 LIFT_CHUNK_BYTES = 4 << 20
+# A chunked contraction whose rows are nonzero at no more than this many contraction indices
+# gathers those weights instead of lifting all of them (:func:`live_or_dense`).
+LIVE_MAX_INDICES = 256
 
 
 def _layout(v_ndim, dimension_numbers):
@@ -113,7 +116,8 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
 
     Rows sharing a lift (the same function object) go through one stacked matmul; each distinct
     lift of ``w`` is computed once per chunk. Only a single contracting axis is chunked (other
-    contractions run unchunked).
+    contractions run unchunked); a chunked one whose rows are zero at all but a few contraction
+    indices lifts only those weights (:func:`live_or_dense`).
     """
     lifts = list(dict.fromkeys(lift for _, lift in products))
     groups = [[i for i, (_, lift) in enumerate(products) if lift is g] for g in lifts]
@@ -138,13 +142,75 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
     c = max(1, budget // per_index)
     if c >= C:
         return dots(rows, w, rows[0])
-    # Static slices, unrolled: XLA fuses each slice (and a transpose feeding ``w``, as for a
-    # tied embedding matrix) into the lift, so no whole-size copy of ``w`` is made.
-    acc = None
-    for start in range(0, C, c):
-        size = min(c, C - start)
-        part = dots([lax.slice_in_dim(r, start, start + size, axis=ax_v) for r in rows],
-                    lax.slice_in_dim(w, start, start + size, axis=ax_w),
-                    rows[0] if acc is None else acc[0])
-        acc = part if acc is None else [a + b for a, b in zip(acc, part)]
-    return acc
+
+    def chunked(rows, w):
+        # One loop over the full chunks (compiled once, however many there are) and a static
+        # remainder. XLA fuses each slice of ``w`` into its lift: no whole-size copy is made.
+        def part(start, size, after, slice_fn):
+            return dots([slice_fn(r, start, size, ax_v) for r in rows],
+                        slice_fn(w, start, size, ax_w), after)
+
+        dynamic = lambda x, start, size, ax: lax.dynamic_slice_in_dim(x, start, size, axis=ax)
+        static = lambda x, start, size, ax: lax.slice_in_dim(x, start, start + size, axis=ax)
+        n_full = C // c
+        acc = part(0, c, rows[0], static)
+        if n_full > 1:
+            acc = lax.fori_loop(1, n_full, lambda k, acc: [
+                a + b for a, b in zip(acc, part(k * c, c, acc[0], dynamic))], acc)
+        if C > n_full * c:
+            acc = [a + b for a, b in zip(acc, part(n_full * c, C - n_full * c, acc[0], static))]
+        return acc
+
+    def compact(rows, w, idx, valid):
+        keep = lambda x, ax: jnp.where(valid.reshape((-1,) + (1,) * (x.ndim - ax - 1)), x, 0)
+        rows = [keep(jnp.take(r, idx, axis=ax_v), ax_v) for r in rows]
+        return dots(rows, keep(jnp.take(w, idx, axis=ax_w), ax_w), rows[0])
+
+    return live_or_dense(tuple(rows), w, ax_v, min(LIVE_MAX_INDICES, c), chunked, compact)
+
+
+def _live_indices(rows, axes, size):
+    """(count, idx [size], valid [size]): the contraction indices where some row is nonzero."""
+    live = None
+    for r, ax in zip(rows, axes):
+        any_r = jnp.any(r != 0, axis=tuple(i for i in range(r.ndim) if i != ax))
+        live = any_r if live is None else live | any_r
+    count = jnp.sum(live)
+    return count, jnp.nonzero(live, size=size, fill_value=0)[0], jnp.arange(size) < count
+
+
+def live_or_dense(rows, w, axis, size, dense, compact):
+    """``dense(rows, w)``, or — when at most ``size`` contraction indices (``axis`` of every row)
+    have a nonzero row entry — ``compact(rows, w, idx, valid)`` on those indices only.
+
+    A masked-LM target meets the vocabulary projection through two live logits: lifting the
+    whole 62 MB matrix (|w| log|w| is a log per weight) for them was a quarter of Entropy's
+    time. The choice is one ``lax.cond``; under ``vmap`` the live indices are those of the
+    whole batch (one gather of the shared weights, never a per-example select of both
+    branches). Differentiable: the tangent is ``dense``'s.
+    """
+    @jax.custom_jvp
+    def f(rows, w):
+        return g(rows, w)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        return f(*primals), jax.jvp(dense, primals, tangents)[1]
+
+    @jax.custom_batching.custom_vmap
+    def g(rows, w):
+        count, idx, valid = _live_indices(rows, [axis] * len(rows), size)
+        return lax.cond(count <= size, lambda: compact(rows, w, idx, valid),
+                        lambda: dense(rows, w))
+
+    @g.def_vmap
+    def g_vmap(axis_size, in_batched, rows, w):
+        rows_b, w_b = in_batched
+        count, idx, valid = _live_indices(rows, [axis + b for b in rows_b], size)
+        in_axes = (tuple(0 if b else None for b in rows_b), 0 if w_b else None)
+        out = lax.cond(count <= size,
+                       lambda: jax.vmap(lambda r, w: compact(r, w, idx, valid), in_axes)(rows, w),
+                       lambda: jax.vmap(dense, in_axes)(rows, w))
+        return out, [True] * len(out)
+
+    return f(rows, w)

@@ -9,7 +9,9 @@ The max-type semirings (``MaxProduct``, ``MaxAbs``, and the pointer max-product 
 * ``"numba"``: the compiled CPU loop on CPU (an error if numba is missing), XLA elsewhere;
 * ``"pallas"``: the Pallas kernel on GPU for float32 (:mod:`.gpu`), the CPU loop on CPU.
 
-:func:`implementations` says what runs where for a setting.
+On CPU the loop is called zero-copy through XLA's FFI (``"numba-ffi"``, :mod:`.ffi`), or, where
+that cannot be registered, behind ``jax.pure_callback`` (``"numba-callback"``, which copies its
+operands). :func:`implementations` says what runs where for a setting.
 
 >>> implementations("xla")["cpu"]
 'xla'
@@ -18,17 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 from jax import lax
+from jax.extend import backend
 
-from . import cpu, gpu, xla
+from . import cpu, ffi, gpu, xla
 
-__all__ = ["KERNELS", "check_kernel", "implementations", "describe", "maxproduct",
-           "maxproduct_arg", "maxabs"]
+__all__ = ["KERNELS", "MIN_KERNEL_CANDIDATES", "check_kernel", "implementations", "describe",
+           "maxproduct", "maxproduct_arg", "maxabs", "maxproduct_dot", "maxabs_dot"]
 
 KERNELS = ("auto", "xla", "numba", "pallas")
 
-# Canonical operands smaller than this (candidates B·M·C·N) stay in XLA: a host callback costs
-# tens of microseconds, XLA's fused loop is as fast for tiny contractions.
-MIN_KERNEL_CANDIDATES = 1 << 16
+# Contractions with fewer candidate products (B·M·C·N) stay in XLA: its fused loop is as fast
+# as a custom call's fixed cost for them.
+MIN_KERNEL_CANDIDATES = 1 << 14
 
 
 def check_kernel(kernel: str) -> str:
@@ -42,10 +45,14 @@ def check_kernel(kernel: str) -> str:
 
 
 def implementations(kernel: str = "auto", dtype=np.float32) -> dict:
-    """What runs for ``kernel`` on each backend: ``{"cpu": ..., "gpu": ..., "tpu": ...}``,
-    each ``"numba"``, ``"pallas"`` or ``"xla"``."""
+    """What runs for ``kernel`` on each backend: ``{"cpu": ..., "gpu": ..., "tpu": ...}``, each
+    ``"numba-ffi"`` (zero-copy), ``"numba-callback"`` (``pure_callback``), ``"pallas"`` or
+    ``"xla"``. Contractions under ``MIN_KERNEL_CANDIDATES`` candidates always run in XLA."""
     check_kernel(kernel)
-    on_cpu = "numba" if kernel != "xla" and cpu.available() else "xla"
+    if kernel == "xla" or not cpu.available():
+        on_cpu = "xla"
+    else:
+        on_cpu = "numba-ffi" if ffi.available() else "numba-callback"
     on_gpu = "pallas" if kernel == "pallas" and np.dtype(dtype) == np.float32 else "xla"
     return {"cpu": on_cpu, "gpu": on_gpu, "tpu": "xla"}
 
@@ -56,38 +63,69 @@ def describe(kernel: str = "auto") -> dict:
 
 
 def _dispatch(kernel, dtype, size, fns, *args):
-    """Run ``fns[impl]`` chosen per backend; ``fns`` maps "xla"/"numba"/"pallas" to functions."""
-    impl = implementations(kernel, dtype)
+    """Run ``fns[impl]`` chosen per backend; ``fns`` maps implementation names to functions.
+
+    When CPU is the only backend initialized, the CPU choice is emitted alone: a
+    ``platform_dependent`` would also trace and lower the XLA fallback, ~15 % of the compile
+    time of a MaxProduct backward pass.
+    """
     if size < MIN_KERNEL_CANDIDATES:
         return fns["xla"](*args)
-    branches = {}
-    if impl["cpu"] != "xla" and impl["cpu"] in fns:
-        branches["cpu"] = fns[impl["cpu"]]
-    if impl["gpu"] != "xla" and impl["gpu"] in fns:
-        branches["cuda"] = fns[impl["gpu"]]
+    impl = implementations(kernel, dtype)
+    branches = {platform: fns[impl[name]] for platform, name in (("cpu", "cpu"), ("cuda", "gpu"))
+                if impl[name] != "xla" and impl[name] in fns}
     if not branches:
         return fns["xla"](*args)
+    if set(backend.backends()) == {"cpu"}:
+        return branches.get("cpu", fns["xla"])(*args)
     return lax.platform_dependent(*args, default=fns["xla"], **branches)
 
 
-def _size(v, w):
-    return v.shape[0] * v.shape[1] * v.shape[2] * w.shape[2]
+def _size(v, w, nc):
+    return v.shape[0] * v.shape[1] * v.shape[2] * (w.shape[1] if nc else w.shape[2])
 
 
-def maxproduct(p, n, w, kernel: str = "auto"):
-    """⊕-contraction of MaxProduct values: p, n [B, M, C], w [B, C, N] → (top_pos, top_neg)."""
-    fns = {"xla": xla.maxproduct, "numba": cpu.maxproduct,
-           "pallas": lambda p, n, w: tuple(gpu.maxproduct(p, n, w))}
-    return _dispatch(kernel, p.dtype, _size(p, w), fns, p, n, w)
+def maxproduct(p, n, w, nc=False, kernel: str = "auto"):
+    """⊕-contraction of MaxProduct values: p, n [B, M, C], w [B, C, N] ([B, N, C] if ``nc``) →
+    (top_pos, top_neg) [B, M, N]."""
+    def pallas(p, n, w):
+        return tuple(gpu.maxproduct(p, n, w.swapaxes(1, 2) if nc else w))
+
+    fns = {"xla": lambda *a: xla.maxproduct(*a, nc=nc),
+           "numba-ffi": lambda *a: ffi.maxproduct(*a, nc=nc),
+           "numba-callback": lambda *a: cpu.maxproduct(*a, nc=nc), "pallas": pallas}
+    return _dispatch(kernel, p.dtype, _size(p, w, nc), fns, p, n, w)
 
 
-def maxproduct_arg(p, n, w, kernel: str = "auto"):
-    """:func:`maxproduct` plus the arg-max of each output (2·c + chain, −1 for none)."""
-    fns = {"xla": xla.maxproduct_arg, "numba": cpu.maxproduct_arg}
-    return _dispatch(kernel, p.dtype, _size(p, w), fns, p, n, w)
+def maxproduct_arg(p, n, w, nc=False, kernel: str = "auto"):
+    """:func:`maxproduct` plus per chain the arg-max of each output (2·c + chain, −1 for none)
+    and the winning candidate's edge weight: (top_pos, top_neg, arg_pos, arg_neg, w_pos,
+    w_neg)."""
+    fns = {"xla": lambda *a: xla.maxproduct_arg(*a, nc=nc),
+           "numba-ffi": lambda *a: ffi.maxproduct_arg(*a, nc=nc),
+           "numba-callback": lambda *a: cpu.maxproduct_arg(*a, nc=nc)}
+    return _dispatch(kernel, p.dtype, _size(p, w, nc), fns, p, n, w)
 
 
-def maxabs(la, s, lw, sw, kernel: str = "auto"):
-    """⊕-contraction of MaxAbs values: la, s [B, M, C], lw, sw [B, C, N] → (log_abs, sign)."""
-    fns = {"xla": xla.maxabs, "numba": cpu.maxabs}
-    return _dispatch(kernel, la.dtype, _size(la, lw), fns, la, s, lw, sw)
+def maxabs(la, s, w, nc=False, kernel: str = "auto"):
+    """⊕-contraction of MaxAbs values: la, s [B, M, C] with raw weights w [B, C, N] ([B, N, C]
+    if ``nc``) → (log_abs, sign) [B, M, N]."""
+    fns = {"xla": lambda *a: xla.maxabs(*a, nc=nc),
+           "numba-ffi": lambda *a: ffi.maxabs(*a, nc=nc),
+           "numba-callback": lambda *a: cpu.maxabs(*a, nc=nc)}
+    return _dispatch(kernel, la.dtype, _size(la, w, nc), fns, la, s, w)
+
+
+def maxproduct_dot(p, n, w, dimension_numbers, kernel: str = "auto"):
+    """:func:`maxproduct` for operands in ``lax.dot_general`` layout: (top_pos, top_neg) shaped
+    like ``lax.dot_general(p, w, dimension_numbers)``."""
+    canon_v, w3, nc, out_shape = xla.layout(p, w.astype(p.dtype), dimension_numbers)
+    out = maxproduct(canon_v(p), canon_v(n), w3, nc, kernel)
+    return tuple(x.reshape(out_shape) for x in out)
+
+
+def maxabs_dot(la, s, w, dimension_numbers, kernel: str = "auto"):
+    """:func:`maxabs` for operands in ``lax.dot_general`` layout: (log_abs, sign)."""
+    canon_v, w3, nc, out_shape = xla.layout(la, w.astype(la.dtype), dimension_numbers)
+    out = maxabs(canon_v(la), canon_v(s), w3, nc, kernel)
+    return tuple(x.reshape(out_shape) for x in out)

@@ -19,7 +19,7 @@ from jax import lax
 
 from .. import numerics
 
-__all__ = ["TROPICAL_CHUNK_ELEMENTS", "canonical", "chunked_contraction", "maxproduct",
+__all__ = ["TROPICAL_CHUNK_ELEMENTS", "canonical", "layout", "chunked_contraction", "maxproduct",
            "maxproduct_arg", "maxabs"]
 
 # Budget (elements) of one chunk of candidate products in a tropical contraction.
@@ -49,9 +49,25 @@ def canonical(v, w, dimension_numbers):
     return canon_v, canon_w, out_shape
 
 
+def layout(v, w, dimension_numbers):
+    """Like :func:`canonical`, but the weights keep their stored layout where it is [B, N, C]
+    (a dense layer's kernel read backwards): returns ``(canon_v, w3, nc, out_shape)`` with
+    ``w3`` [B, C, N] (``nc`` False) or [B, N, C] (``nc`` True), transposed only when its axes
+    are in neither order. Kernels take either, so no weight-sized transposed copy is made.
+    """
+    canon_v, cw, out_shape = canonical(v, w, dimension_numbers)
+    (_, wc), (_, wb) = dimension_numbers
+    wc, wb = tuple(wc), tuple(wb)
+    w_free = tuple(i for i in range(w.ndim) if i not in wc and i not in wb)
+    if wb + wc + w_free == tuple(range(w.ndim)) or wb + w_free + wc != tuple(range(w.ndim)):
+        return canon_v, cw, False, out_shape
+    return canon_v, w.reshape(cw.shape[0], cw.shape[2], cw.shape[1]), True, out_shape
+
+
 def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, pad_values,
-                        chunk_elements: int | None = None):
-    """⊕-contract canonical ``vs`` ([B, M, C] each) with ``w`` ([B, C, N]) in chunks over C.
+                        chunk_elements: int | None = None, nc: bool = False):
+    """⊕-contract canonical ``vs`` ([B, M, C] each) with ``w`` ([B, C, N], or [B, N, C] when
+    ``nc``) in chunks over C.
 
     ``chunk_fn(vs_chunk, w_chunk)`` gets ``vs`` as [B, M, 1, c] and ``w`` as [B, 1, N, c] and
     returns a tuple of [B, M, N] partial results; ``combine(acc, part)`` merges two of them.
@@ -59,15 +75,15 @@ def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, 
     as no edge.
     """
     B, M, C = vs[0].shape
-    N = w.shape[2]
+    wt = w if nc else jnp.swapaxes(w, 1, 2)  # [B, N, C]
+    N = wt.shape[1]
     budget = chunk_elements or TROPICAL_CHUNK_ELEMENTS
     c = int(max(1, min(C, budget // max(1, B * M * N))))
     n_chunks = -(-C // c)
     pad = n_chunks * c - C
     if pad:
         vs = [jnp.pad(v, ((0, 0), (0, 0), (0, pad)), constant_values=p) for v, p in zip(vs, pad_values)]
-        w = jnp.pad(w, ((0, 0), (0, pad), (0, 0)))
-    wt = jnp.swapaxes(w, 1, 2)  # [B, N, C]
+        wt = jnp.pad(wt, ((0, 0), (0, 0), (0, pad)))
 
     def piece(vs_k, w_k):
         return chunk_fn([v[:, :, None, :] for v in vs_k], w_k[:, None, :, :])
@@ -86,8 +102,9 @@ def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, 
     return acc
 
 
-def maxproduct(p, n, w):
-    """Signed max-times: (top_pos, top_neg) [B, M, C] with w [B, C, N] → [B, M, N] each."""
+def maxproduct(p, n, w, nc=False):
+    """Signed max-times: (top_pos, top_neg) [B, M, C] with w [B, C, N] ([B, N, C] if ``nc``)
+    → [B, M, N] each."""
     def chunk(vs, wk):
         hi, lo = numerics.signed_scale(wk, *vs)
         return jnp.max(hi, axis=-1), jnp.min(lo, axis=-1)
@@ -95,48 +112,71 @@ def maxproduct(p, n, w):
     def combine(x, y):
         return jnp.maximum(x[0], y[0]), jnp.minimum(x[1], y[1])
 
-    return chunked_contraction(chunk, combine, [p, n], w, (-jnp.inf, jnp.inf))
+    return chunked_contraction(chunk, combine, [p, n], w, (-jnp.inf, jnp.inf), nc=nc)
 
 
-def maxabs(la, s, lw, sw):
-    """Lexicographic max of (log|g|, sign): la, s [B, M, C] with lw, sw [B, C, N]; outputs with
-    no candidate are (−inf, +1)."""
-    N = lw.shape[2]
+def maxabs(la, s, w, nc=False):
+    """Lexicographic max of (log|g|, sign): la, s [B, M, C] with raw weights w [B, C, N]
+    ([B, N, C] if ``nc``); outputs with no candidate are (−inf, +1)."""
+    N = w.shape[1] if nc else w.shape[2]
+    ax = 1 if nc else 2
 
     def chunk(vs, wk):
-        return numerics.lexmax_reduce(vs[0] + wk[..., :N, :], vs[1] * wk[..., N:, :], (-1,))
+        # a 0̄ entry meets no weight (−inf + inf would be NaN)
+        cand = jnp.where(vs[0] > -jnp.inf, vs[0] + wk[..., :N, :], -jnp.inf)
+        return numerics.lexmax_reduce(cand, vs[1] * wk[..., N:, :], (-1,))
 
     def combine(x, y):
         return numerics.lexmax(x[0], x[1], y[0], y[1])
 
-    # log|w| and sign(w) travel as one [B, C, 2N] array through the chunking.
-    la, s = chunked_contraction(chunk, combine, [la, s], jnp.concatenate([lw, sw], axis=2),
-                                (-jnp.inf, 1.0), chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2)
+    # log|w| and sign(w) travel as one array (2N columns) through the chunking.
+    both = jnp.concatenate([numerics.log_abs(w), numerics.sign1(w)], axis=ax)
+    la, s = chunked_contraction(chunk, combine, [la, s], both, (-jnp.inf, 1.0),
+                                chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2, nc=nc)
     return la, jnp.where(la == -jnp.inf, jnp.ones_like(s), s)
 
 
-def maxproduct_arg(p, n, w):
+def maxproduct_arg(p, n, w, nc=False):
     """:func:`maxproduct` plus, per output, the first winning candidate as 2·c + chain (0: it
-    came from top_pos, 1: from top_neg), −1 where there is none."""
+    came from top_pos, 1: from top_neg), −1 where there is none, and per chain the winning
+    candidate's edge weight (0 where there is none)."""
     B, M, C = p.shape
     cidx = jnp.broadcast_to(jnp.arange(C, dtype=jnp.int32), (B, M, C))
-    take = lambda x, i: jnp.take_along_axis(x, i, -1)[..., 0]
+    none = jnp.iinfo(jnp.int32).max
 
     def chunk(vs, wk):
+        # One variadic reduce per chunk (value, candidate code, edge weight for both chains):
+        # XLA CPU compiles a kernel per reduction, and argmax + gathers cost several.
         pk, nk, ck = vs                      # [B, M, 1, c]
         hi, lo = numerics.signed_scale(wk, pk, nk)   # [B, M, N, c]
-        neg = jnp.broadcast_to(wk < 0, hi.shape)
-        ck = jnp.broadcast_to(ck, hi.shape)
-        ip = jnp.argmax(hi, axis=-1)[..., None]
-        in_ = jnp.argmin(lo, axis=-1)[..., None]
-        vp, vn = take(hi, ip), take(lo, in_)
-        ap = jnp.where(vp > -jnp.inf, 2 * take(ck, ip) + take(neg, ip), -1)
-        an = jnp.where(vn < jnp.inf, 2 * take(ck, in_) + 1 - take(neg, in_), -1)
-        return vp, vn, ap.astype(jnp.int32), an.astype(jnp.int32)
+        neg = (wk < 0).astype(jnp.int32)
+        shape = hi.shape
+        wb = jnp.broadcast_to(wk, shape)
+        code_p = jnp.broadcast_to(2 * ck + neg, shape)
+        code_n = jnp.broadcast_to(2 * ck + 1 - neg, shape)
+
+        def better(a, b):
+            vp_a, cp_a, ep_a, vn_a, cn_a, en_a = a
+            vp_b, cp_b, ep_b, vn_b, cn_b, en_b = b
+            bp = (vp_b > vp_a) | ((vp_b == vp_a) & (cp_b < cp_a))
+            bn = (vn_b < vn_a) | ((vn_b == vn_a) & (cn_b < cn_a))
+            pick = lambda c, x, y: jnp.where(c, y, x)
+            return (pick(bp, vp_a, vp_b), pick(bp, cp_a, cp_b), pick(bp, ep_a, ep_b),
+                    pick(bn, vn_a, vn_b), pick(bn, cn_a, cn_b), pick(bn, en_a, en_b))
+
+        dt = hi.dtype
+        init = (jnp.array(-jnp.inf, dt), jnp.int32(none), jnp.array(0, dt),
+                jnp.array(jnp.inf, dt), jnp.int32(none), jnp.array(0, dt))
+        vp, ap, ep, vn, an, en = lax.reduce((hi, code_p, wb, lo, code_n, wb), init, better,
+                                            (hi.ndim - 1,))
+        livep, liven = vp > -jnp.inf, vn < jnp.inf
+        return (vp, vn, jnp.where(livep, ap, -1), jnp.where(liven, an, -1),
+                jnp.where(livep, ep, 0), jnp.where(liven, en, 0))
 
     def combine(x, y):
         bp, bn = y[0] > x[0], y[1] < x[1]   # ties keep the earlier chunk (first index wins)
         return (jnp.where(bp, y[0], x[0]), jnp.where(bn, y[1], x[1]),
-                jnp.where(bp, y[2], x[2]), jnp.where(bn, y[3], x[3]))
+                jnp.where(bp, y[2], x[2]), jnp.where(bn, y[3], x[3]),
+                jnp.where(bp, y[4], x[4]), jnp.where(bn, y[5], x[5]))
 
-    return chunked_contraction(chunk, combine, [p, n, cidx], w, (-jnp.inf, jnp.inf, -1))
+    return chunked_contraction(chunk, combine, [p, n, cidx], w, (-jnp.inf, jnp.inf, -1), nc=nc)

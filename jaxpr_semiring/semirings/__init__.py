@@ -6,7 +6,9 @@
 * :mod:`.tropical` — ``MaxProduct``, ``MaxAbs`` (max-type, with a contraction ``kernel``);
 * :mod:`.topk` — ``TopK(k)``;
 * :mod:`.pointer` — ``PointerMaxProduct`` (max-product carrying next-node pointers: top paths);
-* :mod:`.tagged` — ``Tagged(S)``: S split into component channels (component flows).
+* :mod:`.tagged` — ``Tagged(S)``: S split into component channels (component flows);
+* :mod:`.product` — ``Product(S1, S2, …)``: several semirings in one pass
+  (``semiring_grad(f, (S1, S2))``).
 
 >>> from jaxpr_semiring.semirings import Entropy
 >>> Entropy().name
@@ -16,6 +18,7 @@ from .base import IndexMap, Semiring, Value, value_dtype
 from .linear import Boolean, Expectation, ExpectationValue, Real
 from .logspace import Counting, Entropy, EntropyValue, Log
 from .pointer import PointerMaxProduct, PointerValue
+from .product import Product
 from .tagged import Tagged, TaggedValue
 from .topk import TopK, TopKValue
 from .tropical import MaxAbs, MaxAbsValue, MaxProduct, MaxProductValue, Tropical
@@ -23,4 +26,4 @@ from .tropical import MaxAbs, MaxAbsValue, MaxProduct, MaxProductValue, Tropical
 __all__ = ["Semiring", "IndexMap", "Value", "value_dtype", "Real", "Expectation",
            "ExpectationValue", "Boolean", "Log", "Counting", "Entropy", "EntropyValue",
            "Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue", "TopK",
-           "TopKValue", "PointerMaxProduct", "PointerValue", "Tagged", "TaggedValue"]
+           "TopKValue", "PointerMaxProduct", "PointerValue", "Tagged", "TaggedValue", "Product"]

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from .. import kernels
-from ..numerics import abs_xlogx, broadcast_to, finite_or_zero, log_abs, logaddexp, logsumexp
+from ..numerics import (abs_xlogx, broadcast_to, finite_or_zero, first_share, log_abs, logaddexp,
+                        logsumexp, opaque)
 from .base import Semiring
 
 __all__ = ["Log", "Counting", "Entropy", "EntropyValue"]
@@ -42,7 +43,7 @@ class Log(Semiring):
         return jnp.full(shape, -jnp.inf, self.dtype(dtype))
 
     def ones(self, shape, dtype):
-        return jnp.zeros(shape, self.dtype(dtype))
+        return opaque(jnp.zeros(shape, self.dtype(dtype)))
 
     def add(self, a, b):
         return logaddexp(a, b)
@@ -117,15 +118,14 @@ class Entropy(Semiring):
 
     def ones(self, shape, dtype):
         dt = self.dtype(dtype)
-        return EntropyValue(jnp.zeros(shape, dt), jnp.zeros(shape, dt))
+        return EntropyValue(*opaque((jnp.zeros(shape, dt), jnp.zeros(shape, dt))))
 
     def add(self, a, b):
-        # one shared shift: the weights of the two means are the exps inside the logaddexp
-        ref = finite_or_zero(jnp.maximum(a.log_z, b.log_z))
-        wa, wb = jnp.exp(a.log_z - ref), jnp.exp(b.log_z - ref)
-        total = wa + wb
-        mean = (wa * a.mean_log_abs + wb * b.mean_log_abs) / jnp.where(total > 0, total, 1)
-        return EntropyValue(jnp.log(total) + ref, mean)
+        # the mean moves towards a's by a's share of Z; each field from the inputs alone (one
+        # fusion each, no shared intermediate)
+        share = first_share(a.log_z, b.log_z)
+        mean = b.mean_log_abs + (a.mean_log_abs - b.mean_log_abs) * share
+        return EntropyValue(logaddexp(a.log_z, b.log_z), mean)
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)

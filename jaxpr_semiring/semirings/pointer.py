@@ -113,22 +113,22 @@ class PointerMaxProduct(Tropical):
                             w * jnp.where(pos, v.neg_w, v.pos_w))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        w = w.astype(v.top_pos.dtype)
-        canon_v, cw, out_shape = kernels.canonical(v.top_pos, w, dimension_numbers)
-        p, n, ap, an = tropical.maxproduct_arg(canon_v(v.top_pos), canon_v(v.top_neg), cw,
-                                               self.kernel)
+        canon_v, w3, nc, out_shape = kernels.layout(v.top_pos, w.astype(v.top_pos.dtype),
+                                                    dimension_numbers)
+        p, n, ap, an, wp, wn = tropical.maxproduct_arg(canon_v(v.top_pos), canon_v(v.top_neg),
+                                                       w3, nc, self.kernel)
 
-        def follow(arg):
+        def follow(arg, edge):
             """(pointer, weight) of the winning candidates: arg = 2·c + chain taken at c."""
             c = jnp.maximum(arg // 2, 0)
             from_neg = arg % 2 == 1
             at = lambda x: jnp.take_along_axis(canon_v(x), c, axis=2)
             ptr = jnp.where(from_neg, at(v.neg_ptr), at(v.pos_ptr))
-            weight = jnp.take_along_axis(cw, c, axis=1) * jnp.where(from_neg, at(v.neg_w), at(v.pos_w))
+            weight = edge * jnp.where(from_neg, at(v.neg_w), at(v.pos_w))
             return jnp.where(arg >= 0, ptr, _NO), weight
 
-        pp, pw = follow(ap)
-        np_, nw = follow(an)
+        pp, pw = follow(ap, wp)
+        np_, nw = follow(an, wn)
         return PointerValue(*(x.reshape(out_shape) for x in (p, n, pp, np_, pw, nw)))
 
     def scatter(self, v, index_map):

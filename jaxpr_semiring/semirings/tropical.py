@@ -14,9 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import kernels
 from ..kernels import tropical
-from ..numerics import lexmax, lexmax_reduce, log_abs, sign1, signed_scale
+from ..numerics import lexmax, lexmax_reduce, log_abs, opaque, sign1, signed_scale
 from .base import Semiring
 
 __all__ = ["Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue"]
@@ -63,7 +62,7 @@ class MaxProduct(Tropical):
 
     def ones(self, shape, dtype):
         dt = self.dtype(dtype)
-        return MaxProductValue(jnp.ones(shape, dt), jnp.ones(shape, dt))
+        return MaxProductValue(*opaque((jnp.ones(shape, dt), jnp.ones(shape, dt))))
 
     def add(self, a, b):
         return MaxProductValue(jnp.maximum(a.top_pos, b.top_pos), jnp.minimum(a.top_neg, b.top_neg))
@@ -77,10 +76,8 @@ class MaxProduct(Tropical):
         return MaxProductValue(*signed_scale(w.astype(v.top_pos.dtype), v.top_pos, v.top_neg))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, cw, out_shape = kernels.canonical(v.top_pos, w.astype(v.top_pos.dtype),
-                                                   dimension_numbers)
-        p, n = tropical.maxproduct(canon_v(v.top_pos), canon_v(v.top_neg), cw, self.kernel)
-        return MaxProductValue(p.reshape(out_shape), n.reshape(out_shape))
+        return MaxProductValue(*tropical.maxproduct_dot(v.top_pos, v.top_neg, w,
+                                                        dimension_numbers, self.kernel))
 
     def scatter(self, v, index_map):
         return MaxProductValue(index_map.max(v.top_pos), index_map.min(v.top_neg))
@@ -112,7 +109,7 @@ class MaxAbs(Tropical):
 
     def ones(self, shape, dtype):
         dt = self.dtype(dtype)
-        return MaxAbsValue(jnp.zeros(shape, dt), jnp.ones(shape, dt))
+        return MaxAbsValue(*opaque((jnp.zeros(shape, dt), jnp.ones(shape, dt))))
 
     def add(self, a, b):
         return MaxAbsValue(*lexmax(a.log_abs, a.sign, b.log_abs, b.sign))
@@ -125,11 +122,8 @@ class MaxAbs(Tropical):
         return MaxAbsValue(v.log_abs + log_abs(w), v.sign * sign1(w))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        w = w.astype(v.log_abs.dtype)
-        canon_v, cw, out_shape = kernels.canonical(v.log_abs, w, dimension_numbers)
-        la, s = tropical.maxabs(canon_v(v.log_abs), canon_v(v.sign), log_abs(cw), sign1(cw),
-                                self.kernel)
-        return MaxAbsValue(la.reshape(out_shape), s.reshape(out_shape))
+        return MaxAbsValue(*tropical.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers,
+                                                self.kernel))
 
     def scatter(self, v, index_map):
         la = index_map.max(v.log_abs)

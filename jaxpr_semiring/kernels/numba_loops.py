@@ -1,0 +1,424 @@
+"""The numba code of the CPU kernels (imported only when numba is installed): the tropical
+contraction loops, and the readers of an ``XLA_FFI_CallFrame`` that run them on XLA's buffers
+in place (:mod:`.ffi` registers those). One module because numba's on-disk cache is
+invalidated per source file: a reader cached in another file would keep a stale copy of the
+loops it calls.
+
+Loops. Each parallel task takes one block of ``BLOCK_N`` output columns (and a share of the
+rows): it copies the live rows of that block of the weights once into a buffer that stays in
+cache, transposing on the way when the weights are stored [N, C] (a dense layer's kernel read
+backwards), then streams every row's contraction through it. The weights are never transposed
+or copied whole, and each live one is read from memory once per call.
+
+Frame readers. A frame is an address; fields are loaded at the byte offsets of :mod:`.ffi_abi`.
+Every buffer is viewed as [prod(leading axes), rows, cols] (XLA's default row-major layout);
+the leading axes that ``vmap`` adds (size 1 for an unbatched operand) are broadcast per output
+batch element through index arrays, as :func:`.cpu.batch_index` does on the host. Each
+``run_*`` returns 0, or 1 for operands that are neither float32 nor float64.
+
+>>> parallel(PARALLEL_MIN_CANDIDATES), parallel(1000)
+(True, False)
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .ffi_abi import (ARGS, ATTRS, BUF_DATA, BUF_DIMS, BUF_DTYPE, BUF_RANK, F32, F64, RETS,
+                      SCALAR_VALUE)
+
+__all__ = ["BLOCK_N", "PARALLEL_MIN_CANDIDATES", "LOOPS", "RUNNERS", "parallel", "candidates"]
+
+# Output columns per task (a [C, 128] float32 weight block is 1 MiB at C = 2048): 64, 128, 256
+# and 512 measured within 10 % of each other on BERT shapes; 128 was the fastest.
+BLOCK_N = 128
+# Tasks per parallel loop: a few per thread (cached code keeps the value it was compiled with).
+TASKS = 4 * numba.config.NUMBA_NUM_THREADS
+# Calls with fewer candidate products (B·M·C·N) run on the calling thread only.
+PARALLEL_MIN_CANDIDATES = 1 << 20
+
+
+@numba.njit(cache=True, inline="always")
+def split(M, N, Pw):
+    """(blocks along N, row chunks, rows per chunk): about ``TASKS`` tasks; each copies its
+    block of the weights once."""
+    nblk = (N + BLOCK_N - 1) // BLOCK_N
+    have = max(1, Pw * nblk)
+    chunks = min(max(M, 1), max(1, (TASKS + have - 1) // have))
+    return nblk, chunks, (M + chunks - 1) // chunks
+
+
+@numba.njit(cache=True)
+def alive_columns(v, iv, iw, Pw, chunks, rows):
+    """[Pw, chunks, C]: whether contraction index c has a live entry (v > −inf) in some row of
+    the chunk (for the batch elements using weight batch bw). Only those weight rows are
+    copied and visited: a masked-LM target leaves most of them 0̄."""
+    C = v.shape[2]
+    alive = np.zeros((Pw, chunks, C), np.bool_)
+    for b in range(iv.size):
+        for ch in range(chunks):
+            out = alive[iw[b], ch]
+            for m in range(ch * rows, min(v.shape[1], (ch + 1) * rows)):
+                row = v[iv[b], m]
+                for c in range(C):
+                    out[c] |= row[c] > -np.inf
+    return alive
+
+
+@numba.njit(cache=True, inline="always")
+def fill(w, nc, bw, j0, nb, cs, blk, log_sign, sblk):
+    """blk[k, j] = w[bw, cs[k], j0 + j] (or w[bw, j0 + j, cs[k]] when ``nc``); with
+    ``log_sign`` blk gets log|w| (log 0 = −inf) and sblk the sign (+1 for 0)."""
+    K = cs.size
+    if nc:  # transpose in 8-row tiles: the 8 written cache lines stay in L1 across j
+        for k0 in range(0, K, 8):
+            for j in range(nb):
+                row = w[bw, j0 + j]
+                for k in range(k0, min(K, k0 + 8)):
+                    blk[k, j] = row[cs[k]]
+    else:
+        for k in range(K):
+            row = w[bw, cs[k]]
+            for j in range(nb):
+                blk[k, j] = row[j0 + j]
+    if log_sign:
+        for k in range(K):
+            for j in range(nb):
+                x = blk[k, j]
+                sblk[k, j] = -1.0 if x < 0 else 1.0
+                blk[k, j] = np.log(abs(x)) if x != 0 else -np.inf
+
+
+@numba.njit(cache=True, inline="always")
+def winners(acc, cs, blk, arg, wt):
+    """Arg-max 2·k + chain over the copied rows → 2·c + chain (−1: none), and the edge weight
+    of the winning candidate (0: none)."""
+    for j in range(acc.size):
+        k = acc[j] // 2
+        arg[j] = 2 * cs[k] + acc[j] % 2 if acc[j] >= 0 else -1
+        wt[j] = blk[k, j] if acc[j] >= 0 else 0
+
+
+@numba.njit(cache=True, inline="always")
+def task_range(t, M, N, nblk, chunks, rows):
+    """Task t → (weight batch, first column, columns, first row, end row)."""
+    j0 = ((t // chunks) % nblk) * BLOCK_N
+    m0 = (t % chunks) * rows
+    return t // (nblk * chunks), j0, min(BLOCK_N, N - j0), m0, min(M, m0 + rows)
+
+
+def maxproduct_task(with_arg):
+    # For a weight w < 0 the larger of w·p and w·n is w·n (sign-aware scaling without a
+    # max). With ``with_arg`` (a compile-time constant: the branches are pruned) also the
+    # arg-max: 2·c + chain (0: from top_pos, 1: from top_neg) of the first winning
+    # candidate, −1 for none, and that candidate's edge weight.
+    @numba.njit(cache=True)
+    def task(t, p, n, w, nc, iv, iw, out_p, out_n, arg_p, arg_n, wt_p, wt_n, alive, split_):
+        nblk, chunks, rows = split_
+        bw, j0, nb, m0, m1 = task_range(t, out_p.shape[1], out_p.shape[2], nblk, chunks, rows)
+        cs = np.nonzero(alive[bw, t % chunks])[0]
+        blk = np.empty((cs.size, nb), w.dtype)
+        fill(w, nc, bw, j0, nb, cs, blk, False, blk)
+        accp = np.empty(nb, out_p.dtype)
+        accn = np.empty(nb, out_p.dtype)
+        ap = np.empty(nb if with_arg else 0, np.int32)
+        an = np.empty(nb if with_arg else 0, np.int32)
+        for b in range(iv.size):
+            if iw[b] != bw:
+                continue
+            bv = iv[b]
+            for m in range(m0, m1):
+                accp[:] = -np.inf
+                accn[:] = np.inf
+                if with_arg:
+                    ap[:] = -1
+                    an[:] = -1
+                prow, nrow = p[bv, m], n[bv, m]
+                for k in range(cs.size):
+                    pc = prow[cs[k]]
+                    if not (pc > -np.inf):
+                        continue
+                    ncv = nrow[cs[k]]
+                    for j in range(nb):
+                        wj = blk[k, j]
+                        neg = wj < 0
+                        hi = wj * (ncv if neg else pc)
+                        lo = wj * (pc if neg else ncv)
+                        if with_arg:
+                            if hi > accp[j] or ap[j] < 0:
+                                accp[j] = hi
+                                ap[j] = 2 * k + (1 if neg else 0)
+                            if lo < accn[j] or an[j] < 0:
+                                accn[j] = lo
+                                an[j] = 2 * k + (0 if neg else 1)
+                        else:
+                            accp[j] = np.maximum(accp[j], hi)
+                            accn[j] = np.minimum(accn[j], lo)
+                out_p[b, m, j0:j0 + nb] = accp
+                out_n[b, m, j0:j0 + nb] = accn
+                if with_arg:
+                    winners(ap, cs, blk, arg_p[b, m, j0:j0 + nb], wt_p[b, m, j0:j0 + nb])
+                    winners(an, cs, blk, arg_n[b, m, j0:j0 + nb], wt_n[b, m, j0:j0 + nb])
+    return task
+
+
+@numba.njit(cache=True)
+def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
+    # lexicographic max of (log|g|, sign): the larger log|g| wins, ties keep the larger sign;
+    # log|w| and sign(w) are computed once per weight block
+    nblk, chunks, rows = split_
+    bw, j0, nb, m0, m1 = task_range(t, out_la.shape[1], out_la.shape[2], nblk, chunks, rows)
+    cs = np.nonzero(alive[bw, t % chunks])[0]
+    lblk = np.empty((cs.size, nb), out_la.dtype)
+    sblk = np.empty((cs.size, nb), out_la.dtype)
+    fill(w, nc, bw, j0, nb, cs, lblk, True, sblk)
+    accl = np.empty(nb, out_la.dtype)
+    accs = np.empty(nb, out_la.dtype)
+    for b in range(iv.size):
+        if iw[b] != bw:
+            continue
+        bv = iv[b]
+        for m in range(m0, m1):
+            accl[:] = -np.inf
+            accs[:] = -1.0
+            for k in range(cs.size):
+                lc = la[bv, m, cs[k]]
+                if not (lc > -np.inf):
+                    continue
+                sc = s[bv, m, cs[k]]
+                lrow = lblk[k]
+                srow = sblk[k]
+                for j in range(nb):
+                    cand = lc + lrow[j]
+                    sg = sc * srow[j]
+                    x = accl[j]
+                    y = accs[j]
+                    accl[j] = np.maximum(x, cand)
+                    accs[j] = sg if cand > x else (np.maximum(y, sg) if cand == x else y)
+            for j in range(nb):  # no candidate: 0̄ = (−inf, +1)
+                out_la[b, m, j0 + j] = accl[j]
+                out_s[b, m, j0 + j] = 1.0 if accl[j] == -np.inf else accs[j]
+
+
+def driver(task, parallel):
+    """``loop(v0, v1, w, nc, iv, iw, *outs)``: every task of the call, on numba's threads
+    (``parallel``) or on the calling thread (small calls: no thread-team wake-up)."""
+    @numba.njit(parallel=parallel, cache=True)
+    def loop(v0, v1, w, nc, iv, iw, *outs):
+        split_ = split(outs[0].shape[1], outs[0].shape[2], w.shape[0])
+        alive = alive_columns(v0, iv, iw, w.shape[0], split_[1], split_[2])
+        for t in numba.prange(w.shape[0] * split_[0] * split_[1]):
+            task(t, v0, v1, w, nc, iv, iw, *outs, alive, split_)
+    return loop
+
+
+_TASKS = dict(maxproduct=maxproduct_task(False), maxproduct_arg=maxproduct_task(True),
+              maxabs=maxabs_task)
+# LOOPS[name][parallel]: the driver of each kernel, serial (False) and parallel (True)
+LOOPS = {name: {par: driver(task, par) for par in (False, True)} for name, task in _TASKS.items()}
+maxproduct_serial, maxproduct_parallel = LOOPS["maxproduct"][False], LOOPS["maxproduct"][True]
+maxproduct_arg_serial, maxproduct_arg_parallel = (LOOPS["maxproduct_arg"][False],
+                                                  LOOPS["maxproduct_arg"][True])
+maxabs_serial, maxabs_parallel = LOOPS["maxabs"][False], LOOPS["maxabs"][True]
+
+
+def parallel(candidates: int) -> bool:
+    """Whether a call with this many candidate products runs on numba's threads: waking the
+    thread team costs more than a small loop."""
+    return candidates >= PARALLEL_MIN_CANDIDATES
+
+
+# --- XLA FFI call frames
+
+@intrinsic
+def _load_i64(typingctx, addr):
+    def codegen(context, builder, sig, args):
+        return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()))
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _load_i32(typingctx, addr):
+    def codegen(context, builder, sig, args):
+        value = builder.load(builder.inttoptr(args[0], ir.IntType(32).as_pointer()))
+        return builder.sext(value, ir.IntType(64))
+    return types.int64(types.int64), codegen
+
+
+@intrinsic
+def _pointer(typingctx, addr, like):
+    """``addr`` as a pointer to elements of ``like``'s type."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+    return types.CPointer(like)(types.int64, like), codegen
+
+
+@numba.njit(cache=True)
+def _item(frame, offset, i):
+    """The i-th pointer of the array at ``frame + offset`` (args, rets or attrs)."""
+    return _load_i64(_load_i64(frame + offset) + 8 * i)
+
+
+@numba.njit(cache=True)
+def _dim(buf, k):
+    return _load_i64(_load_i64(buf + BUF_DIMS) + 8 * k)
+
+
+@numba.njit(cache=True)
+def _view(buf, like):
+    """A buffer as a C-contiguous [prod(leading axes), rows, cols] array."""
+    rank = _load_i64(buf + BUF_RANK)
+    lead = 1
+    for k in range(rank - 2):
+        lead *= _dim(buf, k)
+    shape = (lead, _dim(buf, rank - 2), _dim(buf, rank - 1))
+    return numba.carray(_pointer(_load_i64(buf + BUF_DATA), like), shape)
+
+
+@numba.njit(cache=True)
+def _batch(out, v, w):
+    """Per output batch element, the flat batch index into ``v`` and ``w`` (size-1 leading
+    axes broadcast; axes aligned from the right)."""
+    L = _load_i64(out + BUF_RANK) - 2
+    Lv = _load_i64(v + BUF_RANK) - 2
+    Lw = _load_i64(w + BUF_RANK) - 2
+    B = 1
+    for k in range(L):
+        B *= _dim(out, k)
+    iv = np.zeros(B, np.int64)
+    iw = np.zeros(B, np.int64)
+    for b in range(B):
+        rem, sv, sw = b, 1, 1
+        for k in range(L - 1, -1, -1):
+            i = rem % _dim(out, k)
+            rem //= _dim(out, k)
+            kv, kw = k - (L - Lv), k - (L - Lw)
+            if kv >= 0:
+                d = _dim(v, kv)
+                iv[b] += (0 if d == 1 else i) * sv
+                sv *= d
+            if kw >= 0:
+                d = _dim(w, kw)
+                iw[b] += (0 if d == 1 else i) * sw
+                sw *= d
+    return iv, iw
+
+
+@numba.njit(cache=True)
+def candidates(frame):
+    """Candidate products of the call (output elements × contraction length)."""
+    out, v = _item(frame, RETS, 0), _item(frame, ARGS, 0)
+    n = _dim(v, _load_i64(v + BUF_RANK) - 1)
+    for k in range(_load_i64(out + BUF_RANK)):
+        n *= _dim(out, k)
+    return n
+
+
+@numba.njit(cache=True)
+def _nc(frame):
+    """The ``nc`` attribute (an int32 scalar, the only attribute): weights stored [N, C]."""
+    return _load_i32(_load_i64(_item(frame, ATTRS, 0) + SCALAR_VALUE)) != 0
+
+
+@numba.njit(cache=True)
+def _operands(frame, like):
+    """(v0, v1, w, nc, iv, iw, out0, out1) of a call, viewed as arrays of ``like``'s type."""
+    a0, a1, a2 = _item(frame, ARGS, 0), _item(frame, ARGS, 1), _item(frame, ARGS, 2)
+    r0 = _item(frame, RETS, 0)
+    iv, iw = _batch(r0, a0, a2)
+    return (_view(a0, like), _view(a1, like), _view(a2, like), _nc(frame), iv, iw,
+            _view(r0, like), _view(_item(frame, RETS, 1), like))
+
+
+@numba.njit(cache=True)
+def _no_args(like):
+    """Empty arg-max outputs: the plain MaxProduct loop computes none."""
+    return (np.empty((0, 0, 0), np.int32), np.empty((0, 0, 0), np.int32),
+            np.empty((0, 0, 0), np.asarray(like).dtype), np.empty((0, 0, 0), np.asarray(like).dtype))
+
+
+@numba.njit(cache=True)
+def _args(frame, like):
+    """The arg-max outputs (arg_pos, arg_neg, w_pos, w_neg) of a maxproduct_arg call."""
+    return (_view(_item(frame, RETS, 2), np.int32(0)), _view(_item(frame, RETS, 3), np.int32(0)),
+            _view(_item(frame, RETS, 4), like), _view(_item(frame, RETS, 5), like))
+
+
+@numba.njit(cache=True)
+def _dtype(frame):
+    return _load_i32(_item(frame, ARGS, 0) + BUF_DTYPE)
+
+
+# One runner per (kernel, serial or parallel), each calling its loop directly: a runner that
+# merely contained the parallel loop (not taken) ran 10-20× slower half of the time, and a loop
+# passed as an argument, or closed over by a runner factory, is not cacheable (numba keys a
+# closure's cache entry on its pickled cells; a dispatcher pickles with a per-process id).
+# Written out, each runner is loaded from the cache with its loops inlined. The trampoline
+# picks the runner.
+@numba.njit(cache=True)
+def run_maxproduct_serial(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxproduct_serial(*_operands(frame, np.float32(0)), *_no_args(np.float32(0)))
+    elif dt == F64:
+        maxproduct_serial(*_operands(frame, np.float64(0)), *_no_args(np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_maxproduct_parallel(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxproduct_parallel(*_operands(frame, np.float32(0)), *_no_args(np.float32(0)))
+    elif dt == F64:
+        maxproduct_parallel(*_operands(frame, np.float64(0)), *_no_args(np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_maxproduct_arg_serial(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxproduct_arg_serial(*_operands(frame, np.float32(0)), *_args(frame, np.float32(0)))
+    elif dt == F64:
+        maxproduct_arg_serial(*_operands(frame, np.float64(0)), *_args(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_maxproduct_arg_parallel(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxproduct_arg_parallel(*_operands(frame, np.float32(0)), *_args(frame, np.float32(0)))
+    elif dt == F64:
+        maxproduct_arg_parallel(*_operands(frame, np.float64(0)), *_args(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_maxabs_serial(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxabs_serial(*_operands(frame, np.float32(0)))
+    elif dt == F64:
+        maxabs_serial(*_operands(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_maxabs_parallel(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        maxabs_parallel(*_operands(frame, np.float32(0)))
+    elif dt == F64:
+        maxabs_parallel(*_operands(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+# RUNNERS[name][parallel](frame) -> 0, or 1 for operands neither float32 nor float64
+RUNNERS = dict(maxproduct={False: run_maxproduct_serial, True: run_maxproduct_parallel},
+               maxproduct_arg={False: run_maxproduct_arg_serial, True: run_maxproduct_arg_parallel},
+               maxabs={False: run_maxabs_serial, True: run_maxabs_parallel})

@@ -1,0 +1,93 @@
+"""The import direction is part of the design: api → interpreter → rules → semirings →
+kernels / numerics, nothing in the core imports what sits above it, no module imports another
+module's private name, and there are no cycles (lazy imports included)."""
+import ast
+import pathlib
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / "jaxpr_semiring"
+# Lower layers must not import any module of a higher one (prefix match on dotted names).
+LAYERS = ["jaxpr_semiring._compat", "jaxpr_semiring.numerics", "jaxpr_semiring.kernels", "jaxpr_semiring.semirings",
+          "jaxpr_semiring.rules", "jaxpr_semiring.interpreter", "jaxpr_semiring.api"]
+
+
+def _modules():
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        name = ".".join(("jaxpr_semiring",) + p.relative_to(PKG).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = p
+    return mods
+
+
+def _imports(mods):
+    """{module: [(imported module, imported name or None)]}, every import statement anywhere."""
+    out = {}
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        edges = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")
+                    parts = parts[:len(parts) - (node.level - 1)]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                for a in node.names:
+                    full = f"{base}.{a.name}"
+                    edges.append((full, None) if full in mods else (base, a.name))
+            elif isinstance(node, ast.Import):
+                edges += [(a.name, None) for a in node.names]
+        out[name] = [(m, n) for m, n in edges if m in mods]
+    return out
+
+
+MODS = _modules()
+IMPORTS = _imports(MODS)
+
+
+def _layer(mod):
+    for i, prefix in enumerate(LAYERS):
+        if mod == prefix or mod.startswith(prefix + "."):
+            return i
+    return len(LAYERS)   # above the core
+
+
+def test_core_imports_only_downwards():
+    bad = [(m, t) for m, edges in IMPORTS.items() for t, _ in edges
+           if _layer(m) < len(LAYERS) and _layer(t) > _layer(m)]
+    assert not bad, f"core modules importing upwards: {bad}"
+
+
+def test_no_private_cross_module_imports():
+    bad = [(m, t, n) for m, edges in IMPORTS.items() for t, n in edges
+           if n and n.startswith("_") and not n.startswith("__") and t != m]
+    bad += [(m, t, None) for m, edges in IMPORTS.items() for t, _ in edges
+            if t.rsplit(".", 1)[-1].startswith("_") and not t.endswith("__init__")
+            and t.rsplit(".", 1)[-1] != "_compat" and t.rsplit(".", 1)[0] != m.rsplit(".", 1)[0]]
+    assert not bad, f"private names imported across modules: {bad}"
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _ in edges if t != m and not m.startswith(t + ".")}
+             for m, edges in IMPORTS.items()}
+    state, cycles = {}, []
+
+    def visit(m, stack):
+        state[m] = 1
+        for t in graph.get(m, ()):
+            if state.get(t) == 1:
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+@pytest.mark.parametrize("mod", ["jaxpr_semiring.interpreter", "jaxpr_semiring.semirings.tropical"])
+def test_checker_sees_imports(mod):
+    assert IMPORTS[mod], "the checker found no imports: it would pass vacuously"
