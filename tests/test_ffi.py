@@ -319,6 +319,40 @@ def test_shard_map_on_two_devices():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+_FIRST_USE_IN_TRACE_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jaxpr_semiring as js
+from jaxpr_semiring import kernels
+kernels.tropical.MIN_KERNEL_CANDIDATES = 0
+w = jnp.asarray(np.random.default_rng(0).standard_normal((8, 5)), jnp.float32)
+f = lambda x: jnp.sum(jnp.tanh(x @ w))
+mesh = jax.make_mesh((2,), ("x",))
+each = jax.vmap(lambda x: js.semiring_grad(f, js.MaxProduct())(x).top_pos)
+g = jax.jit(jax.shard_map(each, mesh=mesh, in_specs=P("x"), out_specs=P("x"), check_vma=False))
+xs = jax.device_put(jnp.ones((4, 8)), NamedSharding(mesh, P("x")))
+text = g.lower(xs).as_text()   # the FFI probe runs for the first time inside this trace
+assert "jaxpr_semiring_max" in text and "callback" not in text, text[-2000:]
+assert kernels.describe()["cpu"] == "numba-ffi"
+np.testing.assert_array_equal(np.asarray(g(xs)), np.asarray(jax.jit(each)(jnp.ones((4, 8)))))
+print("ok")
+"""
+
+
+def test_first_use_inside_a_sharded_trace_still_uses_the_ffi():
+    """The FFI probe runs on first use, usually while a caller traces: it must not become
+    part of that trace (it did, failed, and left the pure_callback fallback on for the
+    process, which deadlocked sharded runs over 4 host devices)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                                      + " --xla_force_host_platform_device_count=2").strip())
+    out = subprocess.run([sys.executable, "-c", _FIRST_USE_IN_TRACE_SCRIPT], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 _REFUSED_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 import jaxpr_semiring as js

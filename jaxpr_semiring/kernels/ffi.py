@@ -82,12 +82,18 @@ def _register():
 
 def _probe() -> bool:
     """One small call through the registered target on the CPU device, checked against its
-    known result: the handshake and the buffer layout work with this jaxlib."""
-    cpu_device = jax.devices("cpu")[0]
-    p, w = (jax.device_put(np.array(a, np.float32), cpu_device)
-            for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]]))
-    out = jax.jit(maxproduct).lower(p, p, w).compile()(p, p, w)
-    return [float(x[0, 0, 0]) for x in out] == [3.0, -8.0]
+    known result: the handshake and the buffer layout work with this jaxlib.
+
+    It usually runs while a caller is tracing (the first contraction of a jitted or
+    ``shard_map``-ped function): ``ensure_compile_time_eval`` makes it run now, on concrete
+    arrays, instead of becoming part of that trace (which failed, and silently fell back to
+    ``pure_callback``)."""
+    with jax.ensure_compile_time_eval():
+        cpu_device = jax.devices("cpu")[0]
+        p, w = (jax.device_put(np.array(a, np.float32), cpu_device)
+                for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]]))
+        out = jax.jit(maxproduct).lower(p, p, w).compile()(p, p, w)
+        return [float(x[0, 0, 0]) for x in out] == [3.0, -8.0]
 
 
 def available() -> bool:
