@@ -209,6 +209,7 @@ def run(args):
     print(f"# model built in {time.perf_counter() - t0:.1f}s; backend {jax.default_backend()}, "
           f"device {jax.devices()[0].device_kind}", flush=True)
 
+    meta = _meta(cfg, seq_len)
     rng = np.random.default_rng(0)
     rows = []
     for b in batches:
@@ -238,8 +239,8 @@ def run(args):
                   + (f"  ({r['maxproduct_ratio']:.2f}x MaxProduct)" if "maxproduct_ratio" in r else ""),
                   flush=True)
             if args.json:   # after every row, atomically: a crash keeps what was measured
-                _write_json(args.json, _meta(cfg, seq_len), rows)
-    return _meta(cfg, seq_len), rows
+                _write_json(args.json, meta, rows)
+    return meta, rows
 
 
 def _write_json(path, meta, rows):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = ["opaque", "finite_or_zero", "logaddexp", "first_share", "logsumexp", "log_abs", "xlogx",
-           "abs_xlogx", "sign1", "signed_scale", "lexmax", "lexmax_reduce", "broadcast_to"]
+           "abs_xlogx", "sign1", "signed_scale", "lexmax", "lexmax_reduce", "first_best_reduce", "broadcast_to"]
 
 
 def opaque(x):
@@ -125,3 +125,21 @@ def lexmax_reduce(la, s, axes):
     best = jnp.max(la, axis=axes, keepdims=True, initial=-jnp.inf)
     sign = jnp.max(jnp.where(la == best, s, -jnp.ones_like(s)), axis=axes, initial=-1.0)
     return jnp.squeeze(best, axes), sign
+
+
+def first_best_reduce(pos, neg, axes):
+    """Reduce two chains of (value, int32 code, payload) over ``axes`` in one variadic reduce:
+    ``pos`` keeps its largest value, ``neg`` its smallest, ties going to the smaller code
+    (the first candidate). A lexicographic order, so the reduction order does not matter;
+    argmax + gathers compile several times slower on XLA CPU. With nothing to reduce a chain is
+    (∓inf, int32 max, 0)."""
+    def better(a, b):
+        bp = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+        bn = (b[3] < a[3]) | ((b[3] == a[3]) & (b[4] < a[4]))
+        return tuple(jnp.where(bp if i < 3 else bn, y, x) for i, (x, y) in enumerate(zip(a, b)))
+
+    dt = pos[0].dtype
+    big = jnp.int32(jnp.iinfo(jnp.int32).max)
+    init = (jnp.array(-jnp.inf, dt), big, jnp.array(0, pos[2].dtype),
+            jnp.array(jnp.inf, dt), big, jnp.array(0, neg[2].dtype))
+    return lax.reduce(tuple(pos) + tuple(neg), init, better, tuple(axes))

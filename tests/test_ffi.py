@@ -191,16 +191,22 @@ def test_float64(cpu_path):
             np.testing.assert_array_equal(np.asarray(out.top_neg), rn)
 
 
+def arg_case(rng, b, m, c, n_out, nc):
+    """Small-integer max-product operands (many ties), 30 % of the entries 0̄: p, n [b, m, c]
+    and weights [b, c, n_out] ([b, n_out, c] if ``nc``)."""
+    p = rng.integers(-2, 3, size=(b, m, c)).astype(np.float32)
+    n = p - rng.integers(0, 2, size=p.shape)
+    dead = rng.random(p.shape) < 0.3
+    p[dead], n[dead] = -np.inf, np.inf
+    w = rng.integers(-2, 3, size=(b, n_out, c) if nc else (b, c, n_out)).astype(np.float32)
+    return p, n, w
+
+
 @pytest.mark.parametrize("nc", [False, True])
 def test_maxproduct_arg_matches_fallback(nc, cpu_path):
     """Arg-max (first winning candidate, 2·c + chain) and the winning edge weight, as the XLA
     formulation computes them; ties (small integers) resolve to the first index."""
-    rng = np.random.default_rng(9 + nc)
-    p = rng.integers(-2, 3, size=(2, 5, 9)).astype(np.float32)
-    n = p - rng.integers(0, 2, size=p.shape)
-    dead = rng.random(p.shape) < 0.3
-    p[dead], n[dead] = -np.inf, np.inf
-    w = rng.integers(-2, 3, size=(2, 6, 9) if nc else (2, 9, 6)).astype(np.float32)
+    p, n, w = arg_case(np.random.default_rng(9 + nc), 2, 5, 9, 6, nc)
     got = jax.jit(lambda *a: kernels.tropical.maxproduct_arg(*a, nc=nc))(p, n, w)
     want = jax.jit(lambda *a: kernels.xla.maxproduct_arg(*a, nc=nc))(p, n, w)
     for g, x in zip(got, want):
@@ -214,14 +220,8 @@ def test_maxproduct_arg_matches_fallback(nc, cpu_path):
 def test_maxproduct_arg_xla_chunks_match_host_loop(nc, monkeypatch):
     """The XLA arg-max split into many chunks over the contraction (ties across chunk borders
     keep the first index) equals the host loop."""
-    pytest.importorskip("numba", reason="needs numba: pip install 'jaxpr_semiring[cpu]'")
     monkeypatch.setattr(kernels.xla, "TROPICAL_CHUNK_ELEMENTS", 40)
-    rng = np.random.default_rng(21 + nc)
-    p = rng.integers(-2, 3, size=(1, 4, 11)).astype(np.float32)
-    n = p - rng.integers(0, 2, size=p.shape)
-    dead = rng.random(p.shape) < 0.3
-    p[dead], n[dead] = -np.inf, np.inf
-    w = rng.integers(-2, 3, size=(1, 5, 11) if nc else (1, 11, 5)).astype(np.float32)
+    p, n, w = arg_case(np.random.default_rng(21 + nc), 1, 4, 11, 5, nc)
     got = kernels.xla.maxproduct_arg(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w), nc=nc)
     for g, x in zip(got, kernels.cpu.maxproduct_arg_numpy(p, n, w, nc=nc)):
         np.testing.assert_array_equal(np.asarray(g), x)

@@ -142,7 +142,6 @@ def maxproduct_arg(p, n, w, nc=False):
     candidate's edge weight (0 where there is none)."""
     B, M, C = p.shape
     cidx = jnp.broadcast_to(jnp.arange(C, dtype=jnp.int32), (B, M, C))
-    none = jnp.iinfo(jnp.int32).max
 
     def chunk(vs, wk):
         # One variadic reduce per chunk (value, candidate code, edge weight for both chains):
@@ -155,20 +154,8 @@ def maxproduct_arg(p, n, w, nc=False):
         code_p = jnp.broadcast_to(2 * ck + neg, shape)
         code_n = jnp.broadcast_to(2 * ck + 1 - neg, shape)
 
-        def better(a, b):
-            vp_a, cp_a, ep_a, vn_a, cn_a, en_a = a
-            vp_b, cp_b, ep_b, vn_b, cn_b, en_b = b
-            bp = (vp_b > vp_a) | ((vp_b == vp_a) & (cp_b < cp_a))
-            bn = (vn_b < vn_a) | ((vn_b == vn_a) & (cn_b < cn_a))
-            pick = lambda c, x, y: jnp.where(c, y, x)
-            return (pick(bp, vp_a, vp_b), pick(bp, cp_a, cp_b), pick(bp, ep_a, ep_b),
-                    pick(bn, vn_a, vn_b), pick(bn, cn_a, cn_b), pick(bn, en_a, en_b))
-
-        dt = hi.dtype
-        init = (jnp.array(-jnp.inf, dt), jnp.int32(none), jnp.array(0, dt),
-                jnp.array(jnp.inf, dt), jnp.int32(none), jnp.array(0, dt))
-        vp, ap, ep, vn, an, en = lax.reduce((hi, code_p, wb, lo, code_n, wb), init, better,
-                                            (hi.ndim - 1,))
+        vp, ap, ep, vn, an, en = numerics.first_best_reduce((hi, code_p, wb), (lo, code_n, wb),
+                                                            (hi.ndim - 1,))
         livep, liven = vp > -jnp.inf, vn < jnp.inf
         return (vp, vn, jnp.where(livep, ap, -1), jnp.where(liven, an, -1),
                 jnp.where(livep, ep, 0), jnp.where(liven, en, 0))

@@ -25,11 +25,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from .. import kernels
 from ..kernels import tropical
-from ..numerics import signed_scale
+from ..numerics import first_best_reduce, signed_scale
 from .tropical import MaxProductValue, Tropical
 
 __all__ = ["PointerMaxProduct", "PointerValue"]
@@ -93,18 +92,9 @@ class PointerMaxProduct(Tropical):
             shape = tuple(n for d, n in enumerate(v.top_pos.shape) if d not in axes)
             return self.zeros(shape, v.top_pos.dtype)
 
-        # One variadic reduce over (value, pointer, weight) of both chains: the lexicographic max
-        # of (value, −pointer) is associative, and argmin + gathers compile several times slower.
-        def better(a, b):
-            bp = _better(a[0], a[1], b[0], b[1], True)
-            bn = _better(a[3], a[4], b[3], b[4], False)
-            return tuple(jnp.where(bp if i < 3 else bn, y, x) for i, (x, y) in enumerate(zip(a, b)))
-
-        dt = v.top_pos.dtype
-        init = (jnp.array(-jnp.inf, dt), jnp.int32(_BIG), jnp.array(0, dt),
-                jnp.array(jnp.inf, dt), jnp.int32(_BIG), jnp.array(0, dt))
-        p, pp, pw, n, np_, nw = lax.reduce(
-            (v.top_pos, v.pos_ptr, v.pos_w, v.top_neg, v.neg_ptr, v.neg_w), init, better, axes)
+        # Max (value, −pointer) per chain, the same order as ⊕, in one variadic reduce.
+        p, pp, pw, n, np_, nw = first_best_reduce((v.top_pos, v.pos_ptr, v.pos_w),
+                                                  (v.top_neg, v.neg_ptr, v.neg_w), axes)
         return PointerValue(p, n, pp, np_, pw, nw)
 
     def scale(self, w, v):
