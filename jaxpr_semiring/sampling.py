@@ -21,9 +21,11 @@ Exact, in two parts:
    equation with a one-hot tangent at e. The product of these choices along a path is
    |product|/Z(start): the sampled distribution is the path distribution exactly.
 
-A sample sweeps the graph's equations in order (a static loop of ``lax.cond``: a sample only
-evaluates the equations on its path, about one forward pass); ``lax.map`` runs the ``n``
-samples (``batch_size`` vmaps them in groups, where conds become selects). Jittable and
+A sample follows its path in a ``lax.while_loop``: each step evaluates the one equation on the
+path (about one forward pass per sample), through a ``lax.switch`` with one branch per distinct
+equation signature (repeated layers share theirs: compile time follows the distinct
+equations); ``lax.map`` runs the ``n`` samples (``batch_size`` vmaps them in groups, where the
+switch evaluates every branch). Jittable and
 vmappable. Zero-weight edges have probability 0. A ``scan``/``cond`` cannot be crossed (its
 JVP sums signed inner paths): make it :func:`~jaxpr_semiring.atomic` (then it is one step with
 its total derivative) or unroll it.
@@ -218,18 +220,44 @@ def _var_labels(graph, index) -> tuple[list, list]:
     return labels, [producer[k] for k in index.keys]
 
 
-class _Sampler:
-    """One sample: a static sweep over the equations (see the module docstring)."""
+def _type(x):
+    a = getattr(x, "aval", None) or jax.typeof(x)
+    return tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False))
 
-    def __init__(self, b, flows, index, start_vars):
-        self.g, self.env, self.index = b.graph, b.env, index
+
+def _const_key(v):
+    """Scalar constants (literals) must be equal to share a step; arrays only typed alike."""
+    return (_type(v), np.asarray(v).item() if np.ndim(v) == 0 else None)
+
+
+def _signature(node, numbered_in, numbered_out):
+    """Equations with equal signatures (primitive, parameters, operand and result types, which
+    slots are path variables) share one compiled crossing step; unhashable parameters make an
+    equation its own group."""
+    key = (node.primitive, tuple(sorted(node.params.items())),
+           tuple(_const_key(a.value) if isinstance(a, Const) else _type(a) for a in node.invars),
+           tuple(_type(r) for r in node.outvars),
+           tuple(numbered_in), tuple(numbered_out))
+    try:
+        hash(key)
+        return key
+    except TypeError:
+        return id(node)
+
+
+class _Sampler:
+    """One sample: a ``while_loop`` that follows the path, one crossing step per equation on it
+    (see the module docstring). Equations of one signature (a transformer's layers repeat
+    theirs) share one branch of a ``lax.switch`` over their stacked operands, so compile time
+    follows the number of distinct equations, not their count."""
+
+    def __init__(self, b, flows, index, start_vars, dtype):
+        self.g, self.env, self.index, self.dtype = b.graph, b.env, index, dtype
         self.var_of = {k: v for v, k in enumerate(index.keys)}
-        self.out_key = self.g.outvars[0].key
         self.logz = {k: b.cotangents[k] for k in index.keys if k in b.cotangents}
-        self.flows = flows
         self.n_steps = max(1, len(self.g.nodes))
         live = reachable(self.g, [self.g.invars[index.leaf_of[v]] for v in start_vars])
-        self.crossable = []
+        groups: dict = {}
         for t, node in enumerate(self.g.nodes):
             ins = [a for a in node.invars
                    if isinstance(a, Ref) and a.key in self.var_of and a.key in live]
@@ -242,72 +270,129 @@ class _Sampler:
                     f"signed paths inside, and sampling needs each inner path's |product|. Make it "
                     f"one step with jaxpr_semiring.atomic (its total derivative as the edge "
                     f"weights), or unroll it.")
-            self.crossable.append(t)
+            numbered_in = [self._numbered(a) for a in node.invars]
+            numbered_out = [r.key in self.var_of for r in node.outvars]
+            if any(numbered_out):   # else no path continues through it: never chosen
+                groups.setdefault(_signature(node, numbered_in, numbered_out), []).append(t)
+        self.groups = list(groups.values())
+        # equations off every path go to a last branch that ends the path as dead
+        group_of = np.full(len(self.g.nodes) or 1, len(self.groups), np.int32)
+        member_of = np.zeros(len(self.g.nodes) or 1, np.int32)
+        for gi, ts in enumerate(self.groups):
+            group_of[ts], member_of[ts] = gi, np.arange(len(ts))
+        self.group_of, self.member_of = jnp.asarray(group_of), jnp.asarray(member_of)
+        self.steps = [self._step(ts) for ts in self.groups] + [self._dead]
+        self._consumer_tables(flows)
 
-    def consumers(self, key):
-        """(node indices, Log masses) of a variable's consumers, the output's stop included."""
-        d = self.flows.get(key, {})
-        js_ = sorted(d)
-        return js_, [d[j] for j in js_]
+    def _numbered(self, a) -> bool:
+        return isinstance(a, Ref) and a.key in self.var_of
 
-    def choose_next(self, rng, var, elem, candidates):
+    def _dead(self, m, var, elem, rng):
+        return jnp.bool_(False), var, elem, jnp.zeros((), self.dtype)
+
+    def _step(self, ts):
+        """``step(member, var, elem, rng) -> (alive, var, elem, weight)``: the next element,
+        drawn ∝ |w_ek|·Z(k) over the equation's outputs (its members' operands stacked)."""
+        nodes = [self.g.nodes[t] for t in ts]
+        node = nodes[0]
+
+        def stacked(values):   # built once, outside the loop; read per member inside it
+            if all(v is values[0] for v in values) or np.ndim(values[0]) == 0 and all(
+                    not isinstance(v, jax.Array) for v in values):
+                return lambda m: values[0]   # one member, or one literal
+            st = jnp.stack([jnp.asarray(v, jnp.result_type(values[0])) for v in values])
+            return lambda m: st[m]
+
+        args = [stacked([value_of(self.env, n.invars[s]) for n in nodes])
+                for s in range(len(node.invars))]
+        slots = [s for s, a in enumerate(node.invars) if self._numbered(a)]
+        outs = [i for i, r in enumerate(node.outvars) if r.key in self.var_of]
+        slot_var = {s: jnp.asarray([self.var_of[n.invars[s].key] for n in nodes], jnp.int32)
+                    for s in slots}
+        out_var = jnp.asarray([[self.var_of[n.outvars[i].key] for n in nodes] for i in outs],
+                              jnp.int32)                                   # [outputs, members]
+        logz = [stacked([self.logz.get(n.outvars[i].key,
+                                       jnp.full(n.outvars[i].aval.shape, -jnp.inf,
+                                                n.outvars[i].aval.dtype)) for n in nodes])
+                for i in outs]
+        seg_out = [j for _ in slots for j in range(len(outs))]
+        sizes = [int(np.prod(node.outvars[outs[j]].aval.shape, dtype=np.int64)) for j in seg_out]
+        seg_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+
+        def step(m, var, elem, rng):
+            vals = [a(m) for a in args]
+            logits, weights = [], []
+            for s in slots:
+                here = var == slot_var[s][m]
+                x = vals[s]
+                onehot = ((jnp.arange(x.size) == elem) & here).reshape(x.shape).astype(x.dtype)
+                tangents = node_jvp(node, vals, s, onehot)
+                for j, i in enumerate(outs):
+                    w = tangents[i].reshape(-1)
+                    lz = logz[j](m).reshape(-1).astype(w.dtype)
+                    logits.append(jnp.where(here, log_abs(w) + lz, -jnp.inf))
+                    weights.append(w.astype(self.dtype))
+            logits, weights = jnp.concatenate(logits), jnp.concatenate(weights)
+            c = jax.random.categorical(rng, logits)
+            seg = jnp.searchsorted(jnp.asarray(seg_off[:-1]), c, side="right") - 1
+            new_var = out_var[jnp.asarray(seg_out, jnp.int32)[seg], m]
+            new_elem = (c - jnp.asarray(seg_off)[seg]).astype(jnp.int32)
+            return jnp.max(logits) > -jnp.inf, new_var, new_elem, weights[c]
+
+        return step
+
+    def _consumer_tables(self, flows):
+        """Flat tables of every variable's consumers (equation numbers, the output's stop
+        included) and their Log masses per element, so one piece of code picks the next
+        equation from any variable."""
+        count, node, node_base, mass_base, masses = [], [], [], [], []
+        off = 0
+        for k in self.index.keys:
+            d = flows.get(k, {})
+            js_ = sorted(d)
+            node_base.append(len(node))
+            mass_base.append(off)
+            count.append(len(js_))
+            node.extend(js_)
+            for j in js_:
+                masses.append(jnp.asarray(d[j], self.dtype).reshape(-1))
+                off += masses[-1].size
+        self.m_max = max([1] + count)
+        self.count, self.node = jnp.asarray(count, jnp.int32), jnp.asarray(node or [_DEAD], jnp.int32)
+        self.node_base, self.mass_base = jnp.asarray(node_base, jnp.int32), jnp.asarray(mass_base, jnp.int32)
+        self.masses = jnp.concatenate(masses) if masses else jnp.full((1,), -jnp.inf, self.dtype)
+        self.sizes = jnp.asarray(np.diff(self.index.offsets), jnp.int32)
+
+    def choose_next(self, rng, var, elem):
         """The equation the path enters next from (var, elem): ∝ its consumers' masses."""
-        nxt = jnp.int32(_DEAD)
-        for v in candidates:
-            js_, masses = self.consumers(self.index.keys[v])
-            if not js_:
-                continue
-            logits = jnp.stack([m.reshape(-1)[jnp.clip(elem, 0, m.size - 1)] for m in masses])
-            pick = jnp.asarray(js_, jnp.int32)[jax.random.categorical(rng, logits)]
-            pick = jnp.where(jnp.max(logits) > -jnp.inf, pick, _DEAD)
-            nxt = jnp.where(var == v, pick, nxt)
-        return nxt
+        slot = jnp.arange(self.m_max, dtype=jnp.int32)
+        pos = self.mass_base[var] + slot * self.sizes[var] + elem
+        logits = jnp.where(slot < self.count[var],
+                           self.masses[jnp.clip(pos, 0, self.masses.size - 1)], -jnp.inf)
+        pick = jax.random.categorical(rng, logits)
+        nxt = self.node[jnp.clip(self.node_base[var] + pick, 0, self.node.size - 1)]
+        return jnp.where(jnp.max(logits) > -jnp.inf, nxt, _DEAD)
 
-    def cross(self, t, state):
-        nxt, var, elem, k, ids, ws, rng = state
-        node = self.g.nodes[t]
-        args = [value_of(self.env, a) for a in node.invars]
-        outs = [(i, r) for i, r in enumerate(node.outvars) if r.key in self.var_of]
-        logits, weights, seg_var, seg_off = [], [], [], []
-        for s, a in enumerate(node.invars):
-            if not (isinstance(a, Ref) and a.key in self.var_of):
-                continue
-            here = var == self.var_of[a.key]
-            x = args[s]
-            onehot = ((jnp.arange(x.size) == elem) & here).reshape(x.shape).astype(x.dtype)
-            tangents = node_jvp(node, args, s, onehot)
-            for i, r in outs:
-                w = tangents[i].reshape(-1)
-                lz = self.logz.get(r.key)
-                lz = (jnp.full(w.shape, -jnp.inf, w.dtype) if lz is None
-                      else lz.reshape(-1).astype(w.dtype))
-                seg_off.append(sum(int(u.size) for u in weights))
-                seg_var.append(self.var_of[r.key])
-                logits.append(jnp.where(here, log_abs(w) + lz, -jnp.inf))
-                weights.append(w)
-        rng, r1, r2 = jax.random.split(rng, 3)
-        logits, weights = jnp.concatenate(logits), jnp.concatenate(weights)
-        c = jax.random.categorical(r1, logits)
-        seg = jnp.searchsorted(jnp.asarray(seg_off), c, side="right") - 1
-        new_var = jnp.asarray(seg_var, jnp.int32)[seg]
-        new_elem = (c - jnp.asarray(seg_off)[seg]).astype(jnp.int32)
-        alive = jnp.max(logits) > -jnp.inf
-        gid = jnp.asarray(self.index.offsets[:-1], jnp.int32)[new_var] + new_elem
-        ids = ids.at[k].set(jnp.where(alive, 2 * gid, -1))
-        ws = ws.at[k].set(jnp.where(alive, weights[c], jnp.nan))
-        nxt = self.choose_next(r2, new_var, new_elem, sorted(set(seg_var)))
-        return jnp.where(alive, nxt, _DEAD), new_var, new_elem, k + 1, ids, ws, rng
-
-    def one(self, rng, start_gid, start_vars, dtype):
+    def one(self, rng, start_gid):
         offs = jnp.asarray(self.index.offsets, jnp.int32)
         var = (jnp.searchsorted(offs, start_gid, side="right") - 1).astype(jnp.int32)
         elem = (start_gid - offs[var]).astype(jnp.int32)
         rng, r0 = jax.random.split(rng)
-        nxt = self.choose_next(r0, var, elem, start_vars)
-        state = (nxt, var, elem, jnp.int32(0), jnp.full((self.n_steps,), -1, jnp.int32),
-                 jnp.ones((self.n_steps,), dtype), rng)
-        for t in self.crossable:
-            state = lax.cond(state[0] == t, lambda s, t=t: self.cross(t, s), lambda s: s, state)
+        state = (self.choose_next(r0, var, elem), var, elem, jnp.int32(0),
+                 jnp.full((self.n_steps,), -1, jnp.int32), jnp.ones((self.n_steps,), self.dtype),
+                 rng)
+
+        def body(state):
+            nxt, var, elem, k, ids, ws, rng = state
+            rng, r1, r2 = jax.random.split(rng, 3)
+            alive, var, elem, w = lax.switch(self.group_of[nxt], self.steps, self.member_of[nxt],
+                                             var, elem, r1)
+            ids = ids.at[k].set(jnp.where(alive, 2 * (offs[var] + elem), -1))
+            ws = ws.at[k].set(jnp.where(alive, w, jnp.nan))
+            nxt = jnp.where(alive, self.choose_next(r2, var, elem), _DEAD)
+            return nxt, var, elem, k + 1, ids, ws, rng
+
+        state = lax.while_loop(lambda s: (s[0] >= 0) & (s[3] < self.n_steps), body, state)
         nxt, _, _, _, ids, ws, _ = state
         # a path that hit an inconsistency (no mass where the Log pass saw some) is marked NaN
         ws = jnp.where(nxt == _DEAD, jnp.nan, ws)
@@ -368,9 +453,8 @@ def sample_paths(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None
                      [len(observer.flows.get(k, {})) for k in index.keys])
         if dead:
             SampledPaths(None, None, start, None, log_z, meta)._check()
-        sampler = _Sampler(b, observer.flows, index, start_vars)
-        dtype = jnp.result_type(log_z)
-        ids, ws = lax.map(lambda r: sampler.one(r, start, start_vars, dtype),
+        sampler = _Sampler(b, observer.flows, index, start_vars, jnp.result_type(log_z))
+        ids, ws = lax.map(lambda r: sampler.one(r, start),
                           jax.random.split(key, int(n)), batch_size=batch_size)
         products = jnp.prod(jnp.where(ids >= 0, ws, 1), axis=1) * jnp.where(
             jnp.any(jnp.isnan(ws), axis=1), jnp.nan, 1)

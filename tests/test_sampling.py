@@ -32,6 +32,13 @@ def relu_mix(x):  # some paths have product 0 (a dead ReLU): probability 0
 
 
 X = jnp.asarray(RNG.normal(size=(3,)), jnp.float32)
+W3 = [jnp.asarray(RNG.normal(size=(3, 3)), jnp.float32) for _ in range(3)]
+
+
+def layers(x):  # equations of one signature, other operands: they share one compiled step
+    for w in W3:
+        x = jnp.tanh(x @ w) + x
+    return jnp.sum(x * jnp.array([1.0, -2.0, 0.5]))
 
 
 def _groups(products, rel=1e-4):
@@ -58,7 +65,7 @@ def _chi2_pvalue(counts, probs, n):
     return stats.chisquare(obs[keep], exp[keep]).pvalue
 
 
-@pytest.mark.parametrize("f", [mlp, with_block, relu_mix], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("f", [mlp, with_block, relu_mix, layers], ids=lambda f: f.__name__)
 def test_sampled_paths_follow_the_brute_force_distribution(f):
     at, n = 1, 3000
     brute = [p for p, _ in enumerate_paths(f, X)[at]]
@@ -144,3 +151,10 @@ def test_scan_cannot_be_crossed_unless_atomic():
     g = lambda x: js.atomic(f)(x)
     s = js.sample_paths(g, at=0, n=2000, key=KEY)(X)
     assert np.allclose(s.products, jax.grad(f)(X)[0])            # one edge: the total derivative
+
+
+def test_samples_vmapped_in_groups_equal_one_at_a_time():
+    one = js.sample_paths(layers, at=0, n=12, key=KEY)(X)
+    grouped = js.sample_paths(layers, at=0, n=12, key=KEY, batch_size=4)(X)
+    assert np.array_equal(one.ids, grouped.ids)
+    np.testing.assert_allclose(one.products, grouped.products, rtol=1e-6)
