@@ -380,3 +380,23 @@ def test_refused_handshake_falls_back():
     out = subprocess.run([sys.executable, "-c", _REFUSED_SCRIPT], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("nc", [False, True])
+def test_parallel_loops_equal_serial_and_xla(nc, force_kernel, monkeypatch):
+    """The threaded loops (several column blocks and row chunks per task split, ties and 0̄
+    entries) give what the serial loops and the XLA formulation give, bit for bit."""
+    loops = kernels.cpu.module()
+    p, n, w = arg_case(np.random.default_rng(21 + nc), 3, 7, 40, 300, nc)
+    with np.errstate(divide="ignore"):          # log 0 = −inf; 0̄ entries stay −inf
+        la = np.where(np.isinf(p), -np.inf, np.log(np.abs(p))).astype(np.float32)
+    s = np.where(p < 0, -1.0, 1.0).astype(np.float32)
+    run = jax.jit(lambda *a: (kernels.tropical.maxproduct_arg(*a[:3], nc=nc),
+                              kernels.tropical.maxabs(*a[3:], nc=nc)))
+    want = jax.jit(lambda *a: (kernels.xla.maxproduct_arg(*a[:3], nc=nc),
+                               kernels.xla.maxabs(*a[3:], nc=nc)))(p, n, w, la, s, w)
+    for threshold in (0, 1 << 62):       # every call threaded / none
+        monkeypatch.setattr(loops, "PARALLEL_MIN_CANDIDATES", threshold)
+        got = run(p, n, w, la, s, w)
+        for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(x))
