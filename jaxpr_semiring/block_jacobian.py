@@ -123,9 +123,12 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block):
     if lay.n_dense:
         per = max(1, min(lay.n_dense, CHUNK_ENTRIES // max(1, R * sum(lay.sizes))))
         masked = count_fwd is not None and not _all_edges(lay, reach, per)
-        dense_J = None if masked else low_rank(g, env, lay, wanted, live, primals_in, per)
-        parts.append(("dense", _contract_dense(S, lay, ct_rows, dense_J or probe_outputs,
-                                               reach if masked else None, per, dense_J is not None)))
+        lr = None if masked else low_rank(g, env, lay, wanted, live, primals_in, per)
+        dense = None if lr is None else S.low_rank_dot(ct_rows, lr.U, lr.V, lr.G, lr.owner)
+        if dense is None:   # the Jacobian stored chunk by chunk
+            dense = _contract_dense(S, lay, ct_rows, lr.jacobian if lr else probe_outputs,
+                                    reach if masked else None, per, lr is not None)
+        parts.append(("dense", dense))
     if lay.n_probes > lay.n_dense:
         n_sp = lay.n_probes - lay.n_dense
         J = probe_outputs(lay.n_dense, n_sp).reshape(-1)

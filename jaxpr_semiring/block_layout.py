@@ -24,7 +24,7 @@ narrow element per row). J is then built chunk by chunk in one fused elementwise
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ from .interpreter import Graph, Ref, backward, forward, reachable, value_of
 from .rules import is_float
 from .semirings.structure import LabelRange
 
-__all__ = ["Layout", "layout", "low_rank", "narrow_exits", "is_concrete", "NARROW"]
+__all__ = ["Layout", "LowRank", "layout", "low_rank", "narrow_exits", "is_concrete", "NARROW"]
 
 NARROW = 4               # a per-row statistic has at most this many elements per row
 
@@ -233,11 +233,21 @@ def narrow_exits(g, env, lay, live) -> list:
     return list(exits.values())
 
 
+class LowRank(NamedTuple):
+    """A block's dense Jacobian as factors: ``jacobian(first, n)`` gives the entries
+    [n, R, a_out] of dense probes first..first+n−1; entry (row r, probe j, output k) is
+    Σ_i U[i, r, k]·V[i, r, j] + Σ_c [owner[c, r, k] = j]·G[c, r, k]."""
+    jacobian: Callable
+    U: Any       # [b, R, a_out]
+    V: Any       # [b, R, n_dense]
+    G: Any       # [C, R, a_out]
+    owner: Any   # [C, R, a_out] int32: the dense probe owning each G entry, −1 for none
+
+
 def low_rank(g, env, lay, wanted, live, primals_in, per):
-    """``jacobian(first, n)``: the Jacobian entries [n, R, a_out] of dense probes
-    first..first+n−1 built as G_x + U·V (module docstring); None when the block has no narrow
-    exits, too few dense probes to gain, or G_x is not one position per element. ``per``: the
-    largest n asked for."""
+    """The block's dense Jacobian built as G_x + U·V (module docstring), a :class:`LowRank`;
+    None when the block has no narrow exits, too few dense probes to gain, or G_x is not one
+    position per element. ``per``: the largest n asked for."""
     if lay.traced or lay.n_dense <= 4 * NARROW:
         return None
     exits = narrow_exits(g, env, lay, live)
@@ -314,9 +324,10 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
     for vx, p, rw in zip(Vx, lay.probe, lay.row):
         sel = ((p >= 0) & (p < lay.n_dense)).reshape(-1)
         V = V.at[:, jnp.asarray((rw * lay.n_dense + p).reshape(-1)[sel])].set(vx.reshape(b, -1)[:, sel])
+    factors = (U, V.reshape(b, R, lay.n_dense), Yg, jnp.asarray(owner_pos, jnp.int32))
     n_pad = -(-lay.n_dense // per) * per - lay.n_dense   # lax.map's last chunk reads past the end
     V = jnp.pad(jnp.moveaxis(V.reshape(b, R, lay.n_dense), 2, 0), ((0, n_pad), (0, 0), (0, 0)))
-    owner_pos = jnp.asarray(owner_pos, jnp.int32)
+    owner_pos = factors[3]
 
     def jacobian(first, n):   # one fused elementwise pass: [n, R, a_out]
         p = (first + jnp.arange(n)).reshape(n, 1, 1)
@@ -324,4 +335,4 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
         Vn = lax.dynamic_slice_in_dim(V, first, n, axis=0)
         return Jg + sum(U[j][None] * Vn[:, j, :, None] for j in range(b))
 
-    return jacobian
+    return LowRank(jacobian, *factors)

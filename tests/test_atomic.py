@@ -213,6 +213,28 @@ def test_low_rank_and_probe_chunks_give_the_same_result(monkeypatch):
             np.testing.assert_allclose(a, c, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(not js.kernels.ffi.available(), reason="the CPU loop needs numba and jax.ffi")
+def test_max_product_low_rank_loop_equals_stored_jacobian(monkeypatch):
+    """MaxProduct contracts a LayerNorm block's factors in the CPU loop without storing the
+    Jacobian: the stored chunks' values (to rounding), under jit and vmap."""
+    monkeypatch.setattr(js.kernels.tropical, "MIN_KERNEL_CANDIDATES", 0)
+    s, b = rand(40), rand(40)
+    f = lambda x: jnp.sum(js.atomic(layer_norm)(x, s, b) * jnp.arange(120.0).reshape(3, 40))
+    xs = rand(2, 3, 40)
+    calls = []
+    dot = js.MaxProduct.low_rank_dot
+    monkeypatch.setattr(js.MaxProduct, "low_rank_dot",
+                        lambda *a: calls.append(dot(*a)) or calls[-1])
+    fused = [js.semiring_grad(f, js.MaxProduct())(xs[0]),
+             jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs)]
+    assert calls and all(c is not None for c in calls)
+    monkeypatch.setattr(js.MaxProduct, "low_rank_dot", lambda *a: None)
+    stored = [js.semiring_grad(f, js.MaxProduct())(xs[0]),
+              jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs)]
+    for a, c in zip(jax.tree.leaves(fused), jax.tree.leaves(stored)):   # XLA may fuse a·b + c
+        np.testing.assert_allclose(a, c, rtol=1e-6, atol=0)
+
+
 # -------------------------------------------------------------------- jit, vmap, top paths
 
 def test_jit_and_vmap():

@@ -11,7 +11,7 @@ MODULES = [
     "jaxpr_semiring.semirings.tropical", "jaxpr_semiring.semirings.topk",
     "jaxpr_semiring.semirings.pointer", "jaxpr_semiring.kernels.tropical",
     "jaxpr_semiring.kernels.xla", "jaxpr_semiring.kernels.cpu", "jaxpr_semiring.kernels.gpu",
-    "jaxpr_semiring.kernels.lifted", "jaxpr_semiring.kernels.ffi", "jaxpr_semiring.kernels.ffi_abi",
+    "jaxpr_semiring.kernels.lifted", "jaxpr_semiring.kernels.lowrank", "jaxpr_semiring.kernels.ffi", "jaxpr_semiring.kernels.ffi_abi",
     "jaxpr_semiring.semirings.product", "jaxpr_semiring.taps", "jaxpr_semiring.paths",
     "jaxpr_semiring.models.hf_bert", "jaxpr_semiring.models.transformer", "jaxpr_semiring.report",
     "jaxpr_semiring.tasks", "jaxpr_semiring.tasks.training", "jaxpr_semiring.tasks.batching",

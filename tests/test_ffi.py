@@ -62,7 +62,8 @@ def test_implementations_names_the_ffi_path(monkeypatch):
     assert kernels.implementations("xla")["cpu"] == "xla"
     assert kernels.describe()["cpu"] == "numba-ffi"
     assert set(kernels.ffi.targets()) == {"jaxpr_semiring_maxproduct",
-                                          "jaxpr_semiring_maxproduct_arg", "jaxpr_semiring_maxabs"}
+                                          "jaxpr_semiring_maxproduct_arg", "jaxpr_semiring_maxabs",
+                                          "jaxpr_semiring_maxproduct_lowrank"}
     monkeypatch.setattr(kernels.ffi, "available", lambda: False)
     assert kernels.implementations("auto")["cpu"] == "numba-callback"
 
@@ -400,3 +401,58 @@ def test_parallel_loops_equal_serial_and_xla(nc, force_kernel, monkeypatch):
         got = run(p, n, w, la, s, w)
         for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(x))
+
+
+def _lowrank_case(rng, R=3, A=40, N=300, b=2, C=2, dtype=np.float32):
+    """Small-integer factors (exact products), 20 % of the rows' entries 0̄, owners with −1 and
+    probes in every column block."""
+    p = rng.integers(-3, 4, size=(R, A)).astype(dtype)
+    n = p - rng.integers(0, 2, size=p.shape)
+    dead = rng.random(p.shape) < 0.2
+    p[dead], n[dead] = -np.inf, np.inf
+    U = rng.integers(-3, 4, size=(b, R, A)).astype(dtype)
+    V = rng.integers(-3, 4, size=(b, R, N)).astype(dtype)
+    G = rng.integers(-3, 4, size=(C, R, A)).astype(dtype)
+    owner = rng.integers(-1, N, size=(C, R, A)).astype(np.int32)
+    return p, n, U, V, G, owner
+
+
+def _lowrank_reference(p, n, U, V, G, owner):
+    """The weights stored ([R, A, N], the block rule's fallback order of sums) through the XLA
+    contraction."""
+    J = np.einsum("irk,irj->rkj", U, V).astype(p.dtype)
+    N = V.shape[-1]
+    for c in range(G.shape[0]):
+        hit = owner[c][:, :, None] == np.arange(N)
+        J = np.where(hit, G[c][:, :, None] + J, J)
+    return kernels.xla.maxproduct(p[:, None], n[:, None], J)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_lowrank_loop_equals_stored_weights(threaded, force_kernel, monkeypatch):
+    """Weights built from factors inside the loop == the same weights stored and contracted by
+    XLA (several column blocks, 0̄ rows, owners outside the row); float64 too; under vmap with
+    factors batched or shared."""
+    from conftest import x64
+    monkeypatch.setattr(kernels.cpu.module(), "PARALLEL_MIN_CANDIDATES", 0 if threaded else 1 << 62)
+    rng = np.random.default_rng(31 + threaded)
+    case = _lowrank_case(rng)
+    got = jax.jit(kernels.lowrank.maxproduct)(*case)
+    for g, x in zip(got, _lowrank_reference(*case)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(x)[:, 0])
+    cases = [_lowrank_case(rng) for _ in range(2)]
+    stacked = [np.stack(a) for a in zip(*cases)]
+    both = jax.jit(jax.vmap(kernels.lowrank.maxproduct))(*stacked)
+    shared = jax.jit(jax.vmap(kernels.lowrank.maxproduct, in_axes=(0, 0) + (None,) * 4))(
+        *stacked[:2], *cases[0][2:])
+    for i in range(2):
+        for g, x in zip(both, _lowrank_reference(*cases[i])):
+            np.testing.assert_array_equal(np.asarray(g[i]), np.asarray(x)[:, 0])
+        for g, x in zip(shared, _lowrank_reference(cases[i][0], cases[i][1], *cases[0][2:])):
+            np.testing.assert_array_equal(np.asarray(g[i]), np.asarray(x)[:, 0])
+    with x64():
+        case = _lowrank_case(rng, dtype=np.float64)
+        got = jax.jit(kernels.lowrank.maxproduct)(*case)
+        assert got[0].dtype == jnp.float64
+        for g, x in zip(got, _lowrank_reference(*case)):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(x)[:, 0])

@@ -6,16 +6,18 @@
   FFI; :mod:`.ffi_abi` mirrors the C structs), :mod:`.cpu` (the same loops on host arrays and
   behind ``pure_callback``), :mod:`.gpu` (Pallas) and :mod:`.xla` (the chunked broadcast-reduce
   fallback that runs everywhere);
-* :mod:`.lifted` — log-type contractions as real matmuls against lifted weights.
+* :mod:`.lifted` — log-type contractions as real matmuls against lifted weights;
+* :mod:`.lowrank` — contractions with factored weights (atomic blocks' Jacobians), built where
+  they are used by the CPU loop instead of stored.
 
 Nothing here knows about semirings: inputs are canonical arrays ([B, M, C] values, [B, C, N]
 weights) and the results are arrays.
 """
-from . import cpu, ffi, gpu, lifted, tropical, xla
+from . import cpu, ffi, gpu, lifted, lowrank, tropical, xla
 from .lifted import lifted_dots, log_shift, scheduled_after
 from .tropical import KERNELS, check_kernel, describe, implementations
 from .xla import canonical, chunked_contraction, layout
 
-__all__ = ["cpu", "ffi", "gpu", "lifted", "tropical", "xla", "lifted_dots", "log_shift",
+__all__ = ["cpu", "ffi", "gpu", "lifted", "lowrank", "tropical", "xla", "lifted_dots", "log_shift",
            "scheduled_after", "KERNELS", "check_kernel", "describe", "implementations",
            "canonical", "chunked_contraction", "layout"]

@@ -24,12 +24,13 @@ from __future__ import annotations
 import ctypes
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import cpu, ffi_abi
 from .ffi_abi import CallFrame, ErrorCreateArgs, ExtensionBase, MetadataExtension
 
-__all__ = ["available", "targets", "maxproduct", "maxproduct_arg", "maxabs"]
+__all__ = ["available", "targets", "maxproduct", "maxproduct_arg", "maxabs", "maxproduct_lowrank"]
 
 _PREFIX = "jaxpr_semiring_"
 _STATE: dict = {}  # "ok": bool once registration was tried; "callbacks": keeps them alive
@@ -145,3 +146,22 @@ def maxproduct_arg(p, n, w, nc=False):
 def maxabs(la, s, w, nc=False):
     """MaxAbs contraction (raw weights ``w``): → (log_abs, sign) [B, M, N]."""
     return _call("maxabs", [(_out_shape(la, w, nc), la.dtype)] * 2, la, s, w, nc=nc)
+
+
+
+def _flat(x, dtype):
+    return x.astype(dtype).reshape(x.shape[0], -1)
+
+
+def maxproduct_lowrank(p, n, U, V, G, owner):
+    """MaxProduct contraction with weights given by factors, never stored: p, n [R, A]; weight
+    of row r, probe j, output k = Σ_i U[i, r, k]·V[i, r, j] + Σ_c [owner[c, r, k] = j]·G[c, r, k];
+    U [b, R, A], V [b, R, N], G and owner (int32) [C, R, A] → (top_pos, top_neg) [R, N]."""
+    available()
+    if G.shape[0] == 0:   # no sparse entries: one that no probe owns (zero-size buffers divide by 0)
+        G, owner = jnp.zeros((1,) + p.shape, p.dtype), jnp.full((1,) + p.shape, -1, jnp.int32)
+    spec = jax.ShapeDtypeStruct((p.shape[0], V.shape[-1]), p.dtype)
+    return jax.ffi.ffi_call(_PREFIX + "maxproduct_lowrank", (spec, spec),
+                            vmap_method="broadcast_all")(
+        p, n, _flat(U, p.dtype), _flat(V, p.dtype), _flat(G, p.dtype), _flat(owner, np.int32))
+

@@ -10,6 +10,10 @@ cache, transposing on the way when the weights are stored [N, C] (a dense layer'
 backwards), then streams every row's contraction through it. The weights are never transposed
 or copied whole, and each live one is read from memory once per call.
 
+The low-rank loop (:func:`lowrank_task`) contracts an atomic block's Jacobian that is never
+stored: each task builds the entries of one row and block of probes from the factors where it
+uses them (:mod:`.lowrank`).
+
 Frame readers. A frame is an address; fields are loaded at the byte offsets of :mod:`.ffi_abi`.
 Every buffer is viewed as [prod(leading axes), rows, cols] (XLA's default row-major layout);
 the leading axes that ``vmap`` adds (size 1 for an unbatched operand) are broadcast per output
@@ -203,6 +207,65 @@ def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
             for j in range(nb):  # no candidate: 0̄ = (−inf, +1)
                 out_la[b, m, j0 + j] = accl[j]
                 out_s[b, m, j0 + j] = 1.0 if accl[j] == -np.inf else accs[j]
+
+
+@numba.njit(cache=True, inline="always")
+def factor_row(wrow, U, V, G, owner, b, r, k, j0, A, N):
+    """wrow[j] = the weight of (row r, probe j0 + j, output k): Σ_i U[i, r, k]·V[i, r, j0 + j],
+    plus G[c, r, k] where owner[c, r, k] = j0 + j. An atomic block's Jacobian entry built from
+    its factors, summed in the stored formulation's order (:func:`..block_layout.low_rank`)."""
+    nb = wrow.size
+    wrow[:] = 0
+    for i in range(U.shape[1]):
+        u = U[b, i, r * A + k]
+        vrow = V[b, i]
+        for j in range(nb):
+            wrow[j] += u * vrow[r * N + j0 + j]
+    for c in range(G.shape[1]):
+        o = owner[b, c, r * A + k] - j0
+        if 0 <= o < nb:
+            wrow[o] = G[b, c, r * A + k] + wrow[o]
+
+
+@numba.njit(cache=True)
+def lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk):
+    # MaxProduct with weights that are never stored: task t (row r of batch b, a block of
+    # probes) builds them per output k (:func:`factor_row`).
+    rb, j0 = t // nblk, (t % nblk) * BLOCK_N
+    b, r = rb // p.shape[1], rb % p.shape[1]
+    A, N = p.shape[2], out_p.shape[2]
+    nb = min(BLOCK_N, N - j0)
+    wrow = np.empty(nb, out_p.dtype)
+    accp = np.full(nb, -np.inf, out_p.dtype)
+    accn = np.full(nb, np.inf, out_p.dtype)
+    for k in range(A):
+        pc = p[b, r, k]
+        if not (pc > -np.inf):
+            continue
+        ncv = n[b, r, k]
+        factor_row(wrow, U, V, G, owner, b, r, k, j0, A, N)
+        for j in range(nb):
+            wj = wrow[j]
+            neg = wj < 0
+            accp[j] = np.maximum(accp[j], wj * (ncv if neg else pc))
+            accn[j] = np.minimum(accn[j], wj * (pc if neg else ncv))
+    out_p[b, r, j0:j0 + nb] = accp
+    out_n[b, r, j0:j0 + nb] = accn
+
+
+# the two loops written out (not made by :func:`driver`): see the runners' note below
+@numba.njit(cache=True)
+def lowrank_serial(p, n, U, V, G, owner, out_p, out_n):
+    nblk = (out_p.shape[2] + BLOCK_N - 1) // BLOCK_N
+    for t in range(p.shape[0] * p.shape[1] * nblk):
+        lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk)
+
+
+@numba.njit(parallel=True, cache=True)
+def lowrank_parallel(p, n, U, V, G, owner, out_p, out_n):
+    nblk = (out_p.shape[2] + BLOCK_N - 1) // BLOCK_N
+    for t in numba.prange(p.shape[0] * p.shape[1] * nblk):
+        lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk)
 
 
 def driver(task, parallel):
@@ -420,7 +483,38 @@ def run_maxabs_parallel(frame):
     return 0 if dt == F32 or dt == F64 else 1
 
 
+@numba.njit(cache=True)
+def _lowrank_operands(frame, like):
+    """(p, n, U, V, G, owner, out_p, out_n) of a MaxProduct low-rank call, each viewed
+    [batch, rows, cols]."""
+    a = [_item(frame, ARGS, i) for i in range(6)]
+    return (_view(a[0], like), _view(a[1], like), _view(a[2], like), _view(a[3], like),
+            _view(a[4], like), _view(a[5], np.int32(0)), _view(_item(frame, RETS, 0), like),
+            _view(_item(frame, RETS, 1), like))
+
+
+@numba.njit(cache=True)
+def run_lowrank_serial(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        lowrank_serial(*_lowrank_operands(frame, np.float32(0)))
+    elif dt == F64:
+        lowrank_serial(*_lowrank_operands(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
+@numba.njit(cache=True)
+def run_lowrank_parallel(frame):
+    dt = _dtype(frame)
+    if dt == F32:
+        lowrank_parallel(*_lowrank_operands(frame, np.float32(0)))
+    elif dt == F64:
+        lowrank_parallel(*_lowrank_operands(frame, np.float64(0)))
+    return 0 if dt == F32 or dt == F64 else 1
+
+
 # RUNNERS[name][parallel](frame) -> 0, or 1 for operands neither float32 nor float64
 RUNNERS = dict(maxproduct={False: run_maxproduct_serial, True: run_maxproduct_parallel},
                maxproduct_arg={False: run_maxproduct_arg_serial, True: run_maxproduct_arg_parallel},
-               maxabs={False: run_maxabs_serial, True: run_maxabs_parallel})
+               maxabs={False: run_maxabs_serial, True: run_maxabs_parallel},
+               maxproduct_lowrank={False: run_lowrank_serial, True: run_lowrank_parallel})

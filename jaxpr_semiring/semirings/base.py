@@ -124,6 +124,13 @@ class Semiring:
         and the caller builds them from the methods above."""
         return None
 
+    def low_rank_dot(self, v: Value, U, V, G, owner) -> Value | None:
+        """⊕_k lift(J[r, j, k]) ⊗ v[r, k] → [R, N] for v [R, A] and weights given by factors,
+        J[r, j, k] = Σ_i U[i, r, k]·V[i, r, j] + Σ_c [owner[c, r, k] = j]·G[c, r, k] (an atomic
+        block's Jacobian), when a kernel does it without storing J; None otherwise, and the
+        caller stores J in chunks for :meth:`dot_general`."""
+        return None
+
     # --- generic helpers
     def map(self, fn: Callable, *values: Value) -> Value:
         """Apply ``fn`` (written for primal-shaped arrays) to corresponding leaves."""

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..kernels import tropical
+from ..kernels import lowrank, tropical
 from ..numerics import lexmax, lexmax_reduce, log_abs, opaque, sign1, signed_scale
 from .base import Semiring
 
@@ -78,6 +78,10 @@ class MaxProduct(Tropical):
     def dot_general(self, v, w, dimension_numbers, precision=None):
         return MaxProductValue(*tropical.maxproduct_dot(v.top_pos, v.top_neg, w,
                                                         dimension_numbers, self.kernel))
+
+    def low_rank_dot(self, v, U, V, G, owner):
+        out = lowrank.maxproduct(v.top_pos, v.top_neg, U, V, G, owner, self.kernel)
+        return None if out is None else MaxProductValue(*out)
 
     def scatter(self, v, index_map):
         return MaxProductValue(index_map.max(v.top_pos), index_map.min(v.top_neg))
