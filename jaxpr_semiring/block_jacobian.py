@@ -126,7 +126,7 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block):
         lr = None if masked else low_rank(g, env, lay, wanted, live, primals_in, per)
         dense = None if lr is None else S.low_rank_dot(ct_rows, lr.U, lr.V, lr.G, lr.owner)
         if dense is None:   # the Jacobian stored chunk by chunk
-            dense = _contract_dense(S, lay, ct_rows, lr.jacobian if lr else probe_outputs,
+            dense = _contract_dense(S, lay, ct_rows, lr.jacobian if lr is not None else probe_outputs,
                                     reach if masked else None, per, lr is not None)
         parts.append(("dense", dense))
     if lay.n_probes > lay.n_dense:

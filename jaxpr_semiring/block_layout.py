@@ -324,10 +324,10 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
     for vx, p, rw in zip(Vx, lay.probe, lay.row):
         sel = ((p >= 0) & (p < lay.n_dense)).reshape(-1)
         V = V.at[:, jnp.asarray((rw * lay.n_dense + p).reshape(-1)[sel])].set(vx.reshape(b, -1)[:, sel])
-    factors = (U, V.reshape(b, R, lay.n_dense), Yg, jnp.asarray(owner_pos, jnp.int32))
+    V_rows = V.reshape(b, R, lay.n_dense)                # [j, row, dense probe]
+    owner_pos = jnp.asarray(owner_pos, jnp.int32)
     n_pad = -(-lay.n_dense // per) * per - lay.n_dense   # lax.map's last chunk reads past the end
-    V = jnp.pad(jnp.moveaxis(V.reshape(b, R, lay.n_dense), 2, 0), ((0, n_pad), (0, 0), (0, 0)))
-    owner_pos = factors[3]
+    V = jnp.pad(jnp.moveaxis(V_rows, 2, 0), ((0, n_pad), (0, 0), (0, 0)))
 
     def jacobian(first, n):   # one fused elementwise pass: [n, R, a_out]
         p = (first + jnp.arange(n)).reshape(n, 1, 1)
@@ -335,4 +335,4 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
         Vn = lax.dynamic_slice_in_dim(V, first, n, axis=0)
         return Jg + sum(U[j][None] * Vn[:, j, :, None] for j in range(b))
 
-    return LowRank(jacobian, *factors)
+    return LowRank(jacobian, U, V_rows, Yg, owner_pos)

@@ -297,8 +297,9 @@ class _Sampler:
         node = nodes[0]
 
         def stacked(values):   # built once, outside the loop; read per member inside it
-            if all(v is values[0] for v in values) or np.ndim(values[0]) == 0 and all(
-                    not isinstance(v, jax.Array) for v in values):
+            one_literal = np.ndim(values[0]) == 0 and not any(isinstance(v, jax.Array)
+                                                              for v in values)
+            if one_literal or all(v is values[0] for v in values):
                 return lambda m: values[0]   # one member, or one literal
             st = jnp.stack([jnp.asarray(v, jnp.result_type(values[0])) for v in values])
             return lambda m: st[m]

@@ -148,7 +148,6 @@ def maxabs(la, s, w, nc=False):
     return _call("maxabs", [(_out_shape(la, w, nc), la.dtype)] * 2, la, s, w, nc=nc)
 
 
-
 def _flat(x, dtype):
     return x.astype(dtype).reshape(x.shape[0], -1)
 
@@ -164,4 +163,3 @@ def maxproduct_lowrank(p, n, U, V, G, owner):
     return jax.ffi.ffi_call(_PREFIX + "maxproduct_lowrank", (spec, spec),
                             vmap_method="broadcast_all")(
         p, n, _flat(U, p.dtype), _flat(V, p.dtype), _flat(G, p.dtype), _flat(owner, np.int32))
-

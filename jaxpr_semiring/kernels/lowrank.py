@@ -38,4 +38,3 @@ def maxproduct(p, n, U, V, G, owner, kernel: str = "auto", min_candidates: int |
             or tropical.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"):
         return None
     return ffi.maxproduct_lowrank(p, n, U, V, G, owner)
-
