@@ -8,7 +8,7 @@ shapes, the cost of the real-valued contraction. Every kernel's output is compar
 path's (exactly: products of float32 values and max/min are exact) before it is timed. Inputs
 are random with 0̄ entries (−inf, +inf) and zero weights; never all zeros.
 
-Shapes (DESIGN.md): one BERT-6L FFN layer, [M×2048]·[2048×512] and [M×512]·[512×2048], for
+Shapes: one BERT-6L FFN layer, [M×2048]·[2048×512] and [M×512]·[512×2048], for
 M = 2048, 256, 32 rows (64, 8, 1 sentences of ~30 tokens; the largest first). Results are written to ``--json``
 after every measurement (atomically), so a run stopped by ``--budget-s`` or a time limit keeps
 what it measured.
@@ -38,7 +38,7 @@ from jaxpr_semiring import kernels
 
 SHAPES = [(1, m, c, n) for c, n in ((2048, 512), (512, 2048)) for m in (2048, 256, 32)]
 TINY_SHAPES = [(1, 30, 64, 48), (2, 33, 40, 70)]
-# Pallas tiles (block_m, block_n, block_c): DESIGN.md saw bm ≥ 64 10–50× slower on an H100
+# Pallas tiles (block_m, block_n, block_c): the design study saw bm ≥ 64 10–50× slower on an H100
 SWEEP = [dict(block_m=m, block_n=n, block_c=c)
          for m, n, c in itertools.product((16, 32, 64), (32, 64, 128), (4, 8, 16))]
 QUICK_SWEEP = [dict(block_m=32, block_n=64, block_c=8), dict(block_m=16, block_n=64, block_c=8),

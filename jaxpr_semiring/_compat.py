@@ -23,12 +23,20 @@ _CALL_BODY_PARAM = {
     "custom_jvp_call": "call_jaxpr",
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "eval_jaxpr": "call_jaxpr",  # jax >= 0.11: a call parameterized by an open jaxpr
     "custom_lin": None,  # only inside AD; never in a user's jaxpr
 }
 
-# Identity primitives (value passes through unchanged, one edge of weight 1 per element).
-IDENTITY_PRIMITIVES = ("name", "copy", "copy_p", "device_put", "optimization_barrier",
-                       "sharding_constraint", "mesh_cast", "reshard", "pvary", "tap")
+# ``custom_jvp`` functions of JAX whose primal body subtracts a running maximum only for
+# numerical stability (the function is invariant to that shift). Releases differ in whether the
+# body wraps the maximum in ``stop_gradient`` (jax 0.10: yes; 0.12 ``jax.nn.softmax``: no), which
+# would add or remove paths through the maximum. The graph is the same on every release: inside
+# these bodies the maximum is a constant (docs/semantics.md, "Library functions").
+# name (the function name in the body's debug info, as jaxprs print it) → primitives whose outputs are the shift.
+SHIFT_INVARIANT_BODIES = {
+    "_softmax": ("reduce_max",),          # jax.nn.softmax, jax >= 0.12
+    "_logsumexp_impl": ("reduce_max",),   # jax.nn.logsumexp / jax.scipy.special.logsumexp
+}
 
 
 class Body(NamedTuple):
@@ -62,8 +70,25 @@ class ScanParams(NamedTuple):
 
 
 def scan_params(params) -> ScanParams:
-    return ScanParams(as_body(params["jaxpr"]), params["num_consts"], params["num_carry"],
-                      params["length"], params["reverse"])
+    """Scan's parameters in one spelling. jax >= 0.11.2 replaced ``num_consts``/``num_carry``
+    by flat trees ``ft_in = (consts, carry, xs)``; their leaf counts are the same numbers."""
+    body = as_body(params["jaxpr"])
+    if "num_consts" in params:
+        nc, ncar = params["num_consts"], params["num_carry"]
+    else:
+        consts, carry, _ = params["ft_in"].update(list(range(len(body.jaxpr.invars)))).unpack()
+        nc, ncar = len(list(consts)), len(list(carry))
+    return ScanParams(body, nc, ncar, params["length"], params["reverse"])
+
+
+def shift_primitives(eqn) -> tuple[str, ...]:
+    """For a ``custom_jvp_call`` of a shift-invariant JAX function (see
+    ``SHIFT_INVARIANT_BODIES``), the primitives whose outputs are its stability shift."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return ()
+    body = eqn.params.get("call_jaxpr")
+    info = getattr(getattr(body, "jaxpr", body), "debug_info", None)
+    return SHIFT_INVARIANT_BODIES.get(str(getattr(info, "func_name", "")), ())
 
 
 def cond_branches(params) -> list[Body]:

@@ -65,7 +65,7 @@ def _tangents(probe_ids, dtypes, first, n):
             for p, dt in zip(probe_ids, dtypes)]
 
 
-def block_rule(ctx, primals_in, primals_out, cts_out, *, block):
+def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
     S = ctx.semiring
     g = block.graph
     wanted = [i for i, (a, w) in enumerate(zip(g.invars, ctx.wanted)) if w and is_float(a.aval)]

@@ -26,6 +26,7 @@ import itertools
 from typing import Any, NamedTuple, Sequence
 
 import jax
+from jax import lax
 from jax.extend import core as jcore
 
 from . import _compat
@@ -95,7 +96,9 @@ def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "") -> Graph:
     return Graph(nodes, in_atoms, out_atoms)
 
 
-def _inline(jaxpr, consts, in_atoms, prefix, nodes):
+def _inline(jaxpr, consts, in_atoms, prefix, nodes, shift=()):
+    """``shift``: primitives whose outputs are a stability shift in this body (a constant, as if
+    wrapped in ``stop_gradient``: see ``_compat.SHIFT_INVARIANT_BODIES``)."""
     env: dict = {}
     for v, c in zip(jaxpr.constvars, consts):
         env[v] = Const(c)
@@ -110,13 +113,22 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes):
         path = _compat.join_path(prefix, _compat.name_stack(eqn))
         body = _compat.call_body(eqn)
         if body is not None:
-            outs = _inline(body.jaxpr, body.consts, ins[len(ins) - len(body.jaxpr.invars):], path, nodes)
+            outs = _inline(body.jaxpr, body.consts, ins[len(ins) - len(body.jaxpr.invars):], path,
+                           nodes, shift + _compat.shift_primitives(eqn))
         else:
             outs = [Ref(next(_fresh), v.aval) for v in eqn.outvars]
             nodes.append(Node(eqn.primitive, dict(eqn.params), tuple(ins), tuple(outs), path))
+            if eqn.primitive.name in shift:
+                outs = [_stop_gradient(o, path, nodes) for o in outs]
         for v, a in zip(eqn.outvars, outs):
             env[v] = a
     return [read(v) for v in jaxpr.outvars]
+
+
+def _stop_gradient(ref, path, nodes):
+    out = Ref(next(_fresh), ref.aval)
+    nodes.append(Node(lax.stop_gradient_p, {}, (ref,), (out,), path))
+    return out
 
 
 def value_of(env: dict, atom) -> Any:

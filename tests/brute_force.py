@@ -1,11 +1,13 @@
 """Brute-force oracle for semiring gradients: explicit path enumeration.
 
 INDEPENDENT of ``jaxpr_semiring`` (never imports it).  The gradient graph is built
-from the jaxpr of ``f`` exactly as ``shared/DESIGN.md`` ("Semantics") defines it:
+from the jaxpr of ``f`` exactly as ``docs/semantics.md`` ("The graph") defines it:
 
 * nodes are (variable, flat element) pairs; call-like equations (``jit``/``pjit``,
   ``closed_call``, ``core_call``, ``remat``/``checkpoint``, ``custom_jvp_call``,
-  ``custom_vjp_call``) are inlined, ``name`` (checkpoint_name) is an alias,
+  ``custom_vjp_call``, ``eval_jaxpr``) are inlined, ``name`` (checkpoint_name) is an alias,
+  inside the bodies of JAX's shift-invariant ``custom_jvp`` functions (softmax, logsumexp) the
+  stability maximum (``reduce_max``) has no edges, whatever the JAX release wrote there,
   ``scan`` is unrolled, ``cond`` inlines the taken branch, ``while`` is unrolled;
 * for each leaf equation, each floating operand POSITION that is a graph node and each
   floating output, the local Jacobian ``jax.jacfwd`` of that single primitive (w.r.t. that
@@ -100,8 +102,10 @@ def _no_ids(shape):
 
 _CALL_LIKE = {
     "jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
+    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "eval_jaxpr",
 }
+# custom_jvp bodies (by function name) whose reduce_max is a stability shift: no edges
+_SHIFT_BODIES = {"_softmax", "_logsumexp_impl"}
 _ALIAS = {"name"}
 _NO_EDGES = {"stop_gradient"}
 _ELEMENTWISE_KINK = {"max", "min", "clamp", "rem"}
@@ -375,7 +379,13 @@ def _atomic_block(graph, jaxpr, first, last, read, build):
 
 # ----------------------------------------------------------------- the interpreter
 
-def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True):
+def _body_name(eqn):
+    j = eqn.params.get("call_jaxpr")
+    info = getattr(getattr(j, "jaxpr", j), "debug_info", None)
+    return getattr(info, "func_name", None)
+
+
+def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True, shift=False):
     env: dict[Any, tuple[Any, np.ndarray]] = {}
 
     def read(v):
@@ -410,7 +420,9 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True):
 
         if name in _CALL_LIKE:
             body, bconsts = _sub_jaxpr(eqn)
-            outs = _run(graph, body, bconsts, invals, inids, build)
+            inner_shift = shift or (name == "custom_jvp_call" and _body_name(eqn) in _SHIFT_BODIES)
+            outs = _run(graph, body, bconsts, invals[len(invals) - len(body.invars):],
+                        inids[len(inids) - len(body.invars):], build, shift=inner_shift)
         elif name in _ALIAS:
             outs = list(ins) if eqn.primitive.multiple_results else [ins[0]]
         elif name == "scan":
@@ -434,7 +446,7 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True):
                     out_ids.append(graph.new_ids(_shape(v.aval)))
                 else:
                     out_ids.append(_no_ids(_shape(v.aval)))
-            if build:
+            if build and not (shift and name == "reduce_max"):
                 _local_edges(graph, eqn, eqn.primitive, subfuns, bparams, invals, inids, out_ids)
             outs = list(zip(res, out_ids))
         for v, (val, ids) in zip(eqn.outvars, outs):
@@ -446,7 +458,12 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True):
 def _scan(graph, eqn, invals, inids, build):
     p = eqn.params
     body = p["jaxpr"]
-    nc, ncar, length = p["num_consts"], p["num_carry"], p["length"]
+    length = p["length"]
+    if "num_consts" in p:
+        nc, ncar = p["num_consts"], p["num_carry"]
+    else:  # jax >= 0.11.2: flat trees (consts, carry, xs)
+        c, k, _ = p["ft_in"].update(list(range(len(body.jaxpr.invars)))).unpack()
+        nc, ncar = len(list(c)), len(list(k))
     consts = list(zip(invals[:nc], inids[:nc]))
     carry = list(zip(invals[nc:nc + ncar], inids[nc:nc + ncar]))
     xs = list(zip(invals[nc + ncar:], inids[nc + ncar:]))
@@ -691,7 +708,7 @@ def _fold_one(name, ps, k):
 
 
 def fold(semiring, products, k=None):
-    """Fold path products into the semiring's value fields (see DESIGN.md "Semirings").
+    """Fold path products into the semiring's value fields (see docs/semantics.md, "The semirings and their values").
 
     ``products`` is either a list of floats (one node) -> dict of numpy scalars (TopK: (k,)
     arrays), or a numpy object array of such lists -> dict of float64 arrays shaped like it

@@ -81,7 +81,7 @@ def test_all_semirings_brute_force(name):
 
 
 def test_nextafter_has_no_edges():
-    """jax.grad cannot differentiate nextafter; per DESIGN it adds no edges."""
+    """jax.grad cannot differentiate nextafter; per docs/semantics.md it adds no edges."""
     f = lambda x: jnp.sum(jnp.nextafter(x, 0.0) * x[0] + x)
     with pytest.raises(NotImplementedError):
         jax.grad(f)(X)

@@ -6,8 +6,15 @@ here is a small ``ctypes`` trampoline: it answers XLA's metadata query (which FF
 the handler speaks: the installed jaxlib's own), then passes the address of the
 ``XLA_FFI_CallFrame`` to a numba function that reads the buffers' data pointers and dimensions
 straight from the frame, views them as arrays, and runs the loop in place: on numba's threads
-for large calls, on XLA's calling thread for small ones. The trampoline holds the GIL, so two
-loops never run at once (numba's thread pool is not reentrant).
+for large calls, on XLA's calling thread for small ones. The trampoline holds the GIL, but a
+threaded loop releases it while its threads run: with several devices in one process (a
+``shard_map`` over host devices) their loops run at once, which numba's ``omp`` and ``tbb``
+threading layers allow (its ``workqueue`` layer aborts the process instead).
+
+Inside ``shard_map`` each device's call sees its own block, and its results are typed as
+varying over the manual mesh axes the operands vary over (:func:`placement`), as XLA's
+contraction's are; under ``jit`` over operands sharded on Explicit mesh axes the dispatch
+(:mod:`.tropical`) runs the XLA contraction instead.
 
 :func:`available` says whether this path works here (numba installed, jax with ``jax.ffi``,
 and one probe call through it gives the right result; the handler refuses a call frame of
@@ -22,6 +29,7 @@ to ``pure_callback`` and then XLA otherwise.
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +38,8 @@ import numpy as np
 from . import cpu, ffi_abi
 from .ffi_abi import CallFrame, ErrorCreateArgs, ExtensionBase, MetadataExtension
 
-__all__ = ["available", "targets", "maxproduct", "maxproduct_arg", "maxabs", "maxproduct_lowrank"]
+__all__ = ["available", "targets", "placement", "maxproduct", "maxproduct_arg", "maxabs",
+           "maxproduct_lowrank"]
 
 _PREFIX = "jaxpr_semiring_"
 _STATE: dict = {}  # "ok": bool once registration was tried; "callbacks": keeps them alive
@@ -86,15 +95,25 @@ def _probe() -> bool:
     known result: the handshake and the buffer layout work with this jaxlib.
 
     It usually runs while a caller is tracing (the first contraction of a jitted or
-    ``shard_map``-ped function): ``ensure_compile_time_eval`` makes it run now, on concrete
-    arrays, instead of becoming part of that trace (which failed, and silently fell back to
-    ``pure_callback``)."""
-    with jax.ensure_compile_time_eval():
-        cpu_device = jax.devices("cpu")[0]
-        p, w = (jax.device_put(np.array(a, np.float32), cpu_device)
-                for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]]))
-        out = jax.jit(maxproduct).lower(p, p, w).compile()(p, p, w)
-        return [float(x[0, 0, 0]) for x in out] == [3.0, -8.0]
+    ``shard_map``-ped function). It must not become part of that trace (which failed, and
+    silently fell back to ``pure_callback`` for the process): it runs on a thread of its own,
+    where JAX's (thread-local) trace state is empty. ``ensure_compile_time_eval`` was not
+    enough: an eager ``shard_map`` refuses its ``device_put``."""
+    def run(result):
+        try:
+            cpu_device = jax.devices("cpu")[0]
+            p, w = (jax.device_put(np.array(a, np.float32), cpu_device)
+                    for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]]))
+            out = jax.jit(maxproduct).lower(p, p, w).compile()(p, p, w)
+            result.append([float(x[0, 0, 0]) for x in out] == [3.0, -8.0])
+        except Exception:  # an incompatible jaxlib: the pure_callback fallback runs
+            result.append(False)
+
+    result: list = []
+    thread = threading.Thread(target=run, args=(result,), name="jaxpr_semiring-ffi-probe")
+    thread.start()
+    thread.join()
+    return result == [True]
 
 
 def available() -> bool:
@@ -117,9 +136,50 @@ def targets() -> list[str]:
     return [_PREFIX + n for n in _STATE.get("callbacks", {})] if available() else []
 
 
+def placement(*operands):
+    """``(result, varying, spread)``: what JAX's types say about where a host call's
+    ``operands`` live. The one place in the kernels that reads it, and JAX-version specific:
+    ``aval.mat.varying``, ``ShapeDtypeStruct(manual_axis_type=)`` and
+    ``aval.sharding.mesh.axis_types`` as in jax 0.10 to 0.12 (older releases spelled the
+    first two ``aval.vma`` and ``vma=``).
+
+    * ``result(shape, dtype)``: the ``ShapeDtypeStruct`` of an FFI call's result that varies
+      over every manual (``shard_map``) mesh axis some operand varies over, as XLA's own
+      contraction's does. The call computes on each device's own block; typed device-invariant
+      (what a bare ``ShapeDtypeStruct`` says), its result let ``shard_map`` take one device's
+      block for all (``out_specs=P()`` accepted it silently; the XLA contraction's is refused).
+    * ``varying``: whether some operand varies over a manual mesh axis. ``pure_callback``
+      types its results from shape and dtype alone, so the dispatch does not use it there.
+    * ``spread``: whether an operand's type places it on a mesh with Explicit axes, outside
+      ``shard_map``'s manual ones (``jit`` over arrays sharded on a ``jax.make_mesh`` mesh). A
+      custom call has no sharding rule: XLA gathers every operand to each device, and ``vmap``
+      over an Explicit axis fails to trace (ffi_call's batching rule drops that axis from its
+      results' type). The dispatch runs the XLA contraction there (:func:`.tropical.describe`
+      says so). Auto axes leave no trace in the types; XLA gathers the operands, correctly.
+
+    >>> result, varying, spread = placement(np.ones((2, 3)))
+    >>> result((2, 4), np.float32).shape, varying, spread
+    ((2, 4), False, False)
+    """
+    avals = [jax.typeof(x) for x in operands]
+    varying = [a for a in avals if getattr(a, "mat", None) is not None and a.mat.varying]
+    kw = {}
+    if varying:   # the type names the (manual) mesh of its varying axes
+        kw = dict(sharding=jax.sharding.NamedSharding(varying[0].sharding.mesh,
+                                                      jax.sharding.PartitionSpec()),
+                  manual_axis_type=type(varying[0].mat)(
+                      varying=frozenset().union(*(a.mat.varying for a in varying))))
+    explicit = jax.sharding.AxisType.Explicit
+    spread = any(size > 1 and kind == explicit
+                 for a in avals if getattr(a, "sharding", None) is not None
+                 for size, kind in zip(a.sharding.mesh.axis_sizes, a.sharding.mesh.axis_types))
+    return (lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, **kw)), bool(varying), spread
+
+
 def _call(name, outs, *args, nc):
     available()
-    specs = tuple(jax.ShapeDtypeStruct(s, d) for s, d in outs)
+    result = placement(*args)[0]   # per-device results vary like the operands
+    specs = tuple(result(s, d) for s, d in outs)
     return jax.ffi.ffi_call(_PREFIX + name, specs, vmap_method="expand_dims")(
         *args, nc=np.int32(bool(nc)))
 
@@ -159,7 +219,7 @@ def maxproduct_lowrank(p, n, U, V, G, owner):
     available()
     if G.shape[0] == 0:   # no sparse entries: one that no probe owns (zero-size buffers divide by 0)
         G, owner = jnp.zeros((1,) + p.shape, p.dtype), jnp.full((1,) + p.shape, -1, jnp.int32)
-    spec = jax.ShapeDtypeStruct((p.shape[0], V.shape[-1]), p.dtype)
+    args = (p, n, _flat(U, p.dtype), _flat(V, p.dtype), _flat(G, p.dtype), _flat(owner, np.int32))
+    spec = placement(*args)[0]((p.shape[0], V.shape[-1]), p.dtype)
     return jax.ffi.ffi_call(_PREFIX + "maxproduct_lowrank", (spec, spec),
-                            vmap_method="broadcast_all")(
-        p, n, _flat(U, p.dtype), _flat(V, p.dtype), _flat(G, p.dtype), _flat(owner, np.int32))
+                            vmap_method="broadcast_all")(*args)

@@ -9,8 +9,8 @@ no faster than XLA's fused construction and matmul (54 vs 50 ms), and the entrop
 logarithm per entry, which XLA vectorizes and numba does not.
 
 The function returns None where the loop does not run (no numba or no FFI, another backend,
-a small call): the caller then stores the weights chunk by chunk and contracts them with the
-semiring's ``dot_general``.
+a small call, operands sharded over Explicit mesh axes outside ``shard_map``): the caller then
+stores the weights chunk by chunk and contracts them with the semiring's ``dot_general``.
 
 >>> import jax.numpy as jnp
 >>> p = jnp.ones((1, 2)); U = jnp.array([[[1.0, -2.0]]]); V = jnp.array([[[3.0]]])
@@ -35,6 +35,7 @@ def maxproduct(p, n, U, V, G, owner, kernel: str = "auto", min_candidates: int |
     R, A = p.shape
     least = tropical.MIN_KERNEL_CANDIDATES if min_candidates is None else min_candidates
     if (R * A * V.shape[-1] < least or set(backend.backends()) != {"cpu"}
-            or tropical.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"):
+            or tropical.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"
+            or ffi.placement(p, n, U, V, G, owner)[2]):
         return None
     return ffi.maxproduct_lowrank(p, n, U, V, G, owner)

@@ -46,6 +46,13 @@ TASKS = 4 * numba.config.NUMBA_NUM_THREADS
 # faster and an atomic BERT LayerNorm's (1M per chunk) 1.9×; BERT-6L's calls are all larger.
 PARALLEL_MIN_CANDIDATES = 1 << 17
 
+# Start numba's threading layer now, before any runner runs: a runner loaded from the on-disk
+# cache can call into it even when it is a serial one. A serial runner compiled in a process
+# that had compiled the parallel runner first was cached referring to the layer's symbols; loaded
+# first in a fresh process (layer not started, symbols unresolved) it crashed with a segfault
+# (measured for run_maxabs_serial: BERT-sized calls then a small one, then a small one alone).
+numba.get_num_threads()
+
 
 @numba.njit(cache=True, inline="always")
 def split(M, N, Pw):

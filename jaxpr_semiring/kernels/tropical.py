@@ -11,7 +11,13 @@ The max-type semirings (``MaxProduct``, ``MaxAbs``, and the pointer max-product 
 
 On CPU the loop is called zero-copy through XLA's FFI (``"numba-ffi"``, :mod:`.ffi`), or, where
 that cannot be registered, behind ``jax.pure_callback`` (``"numba-callback"``, which copies its
-operands). :func:`implementations` says what runs where for a setting.
+operands). Under ``jit`` over operands sharded on a mesh with Explicit axes (outside
+``shard_map``, whose manual axes the FFI loop serves per device) the CPU choice is the XLA
+contraction, which XLA partitions (a custom call has no sharding rule); and inside a
+``shard_map`` that checks types (``check_vma``) the ``pure_callback`` loop gives way to it,
+since JAX types that loop's results device-invariant (:func:`.ffi.placement`).
+:func:`implementations` says what runs where for a setting, :func:`describe` also what runs
+in those two places.
 
 >>> implementations("xla")["cpu"]
 'xla'
@@ -58,8 +64,19 @@ def implementations(kernel: str = "auto", dtype=np.float32) -> dict:
 
 
 def describe(kernel: str = "auto") -> dict:
-    """:func:`implementations` plus library versions (for benchmark reports)."""
-    return dict(kernel=kernel, numba=cpu.version(), **implementations(kernel))
+    """:func:`implementations` plus library versions (for benchmark reports), and what runs on
+    CPU for sharded operands: ``cpu_shard_map`` inside ``shard_map`` (the ``numba-ffi`` loop on
+    each device's block; ``xla`` instead of ``numba-callback`` where ``check_vma`` types the
+    operands as varying), ``cpu_explicit_sharding`` under ``jit`` over operands sharded on
+    Explicit mesh axes (always ``xla``, which XLA partitions).
+
+    >>> d = describe("xla"); d["cpu_shard_map"], d["cpu_explicit_sharding"]
+    ('xla', 'xla')
+    """
+    impl = implementations(kernel)
+    return dict(kernel=kernel, numba=cpu.version(), **impl,
+                cpu_shard_map="xla" if impl["cpu"] == "numba-callback" else impl["cpu"],
+                cpu_explicit_sharding="xla")
 
 
 def _dispatch(kernel, dtype, size, fns, *args):
@@ -72,6 +89,10 @@ def _dispatch(kernel, dtype, size, fns, *args):
     if size < MIN_KERNEL_CANDIDATES:
         return fns["xla"](*args)
     impl = implementations(kernel, dtype)
+    if impl["cpu"] != "xla":
+        _, varying, spread = ffi.placement(*args)
+        if spread or (varying and impl["cpu"] == "numba-callback"):   # see ffi.placement
+            impl = dict(impl, cpu="xla")
     branches = {platform: fns[impl[name]] for platform, name in (("cpu", "cpu"), ("cuda", "gpu"))
                 if impl[name] != "xla" and impl[name] in fns}
     if not branches:

@@ -86,8 +86,11 @@ register(
     "bessel_i0e", "bessel_i1e", "cbrt", "clamp", "cos", "cosh", "digamma", "div", "erf",
     "erf_inv", "erfc", "exp", "exp2", "expm1", "igamma", "igammac", "igamma_grad_a",
     "integer_pow", "lgamma", "log", "log1p", "logistic", "max", "min", "mul", "neg",
-    "polygamma", "pow", "random_gamma_grad", "reduce_precision", "regularized_incomplete_beta",
+    "polygamma", "pow", "random_gamma", "random_gamma_grad", "reduce_precision", "regularized_incomplete_beta",
     "rem", "rsqrt", "sin", "sinh", "sqrt", "square", "sub", "tan", "tanh", "zeta",
+    # jax >= 0.11
+    "acospi", "asinpi", "atan2pi", "atanpi", "cospi", "sinpi", "tanpi", "exp2m1", "log2",
+    "log2p1", "fma", "fmuladd", "one_minus_square", "polynomial",
 )(elementwise)
 
 register(
@@ -96,7 +99,8 @@ register(
     "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz",
     "random_bits", "random_seed", "random_wrap", "random_unwrap", "random_fold_in",
     "random_split", "threefry2x32", "rng_bit_generator", "rng_uniform", "bitcast_convert_type",
-    "reduce_and", "reduce_or", "reduce_xor", "axis_index", "platform_index",
+    "reduce_and", "reduce_or", "reduce_xor", "axis_index", "platform_index", "mulhi",
+    "eq_to", "le_to", "lt_to",
 )(no_edges)
 
 register("name", "copy", "copy_p", "device_put", "optimization_barrier", "sharding_constraint",

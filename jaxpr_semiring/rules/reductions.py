@@ -26,11 +26,11 @@ def single_consumer_reduction(ctx, primals_in, primals_out, cts_out, *, axes, **
 
 
 @register("cummax", "cummin", "cumprod", "cumlogsumexp")
-def cumulative(ctx, primals_in, primals_out, cts_out, *, axis, reverse):
+def cumulative(ctx, primals_in, primals_out, cts_out, *, axis, reverse, **params):
     x, = primals_in
     S = ctx.semiring
     n = x.shape[axis]
-    prim = lambda a: ctx.primitive.bind(a, axis=axis, reverse=reverse)
+    prim = lambda a: ctx.primitive.bind(a, axis=axis, reverse=reverse, **params)
     # w[i, ..., j] = ∂out[j]/∂x[i] with the scanned axis moved last: n JVPs, one per position.
     one_hot = jnp.eye(n, dtype=x.dtype).reshape((n,) + (1,) * axis + (n,) + (1,) * (x.ndim - axis - 1))
     basis = jnp.broadcast_to(one_hot, (n,) + x.shape)
@@ -52,6 +52,6 @@ def reduce_sum(ctx, primals_in, primals_out, cts_out, *, axes, **_):
 
 
 @register("cumsum")
-def cumsum(ctx, primals_in, primals_out, cts_out, *, axis, reverse):
+def cumsum(ctx, primals_in, primals_out, cts_out, *, axis, reverse, **_):
     # ct_x[i] = ⊕_{j ≥ i} ct[j]: a cumulative ⊕ running the other way.
     return [lax.associative_scan(ctx.semiring.add, cts_out[0], reverse=not reverse, axis=axis)]

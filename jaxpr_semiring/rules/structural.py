@@ -33,13 +33,13 @@ def reshape(ctx, primals_in, primals_out, cts_out, **params):
 
 
 @register("transpose")
-def transpose(ctx, primals_in, primals_out, cts_out, *, permutation):
+def transpose(ctx, primals_in, primals_out, cts_out, *, permutation, **_):
     inverse = tuple(int(i) for i in np.argsort(permutation))
     return [ctx.semiring.map(lambda a: jnp.transpose(a, inverse), cts_out[0])]
 
 
 @register("rev")
-def rev(ctx, primals_in, primals_out, cts_out, *, dimensions):
+def rev(ctx, primals_in, primals_out, cts_out, *, dimensions, **_):
     return [ctx.semiring.map(lambda a: lax.rev(a, dimensions), cts_out[0])]
 
 
@@ -66,7 +66,7 @@ def convert_element_type(ctx, primals_in, primals_out, cts_out, **params):
 
 
 @register("slice")
-def slice_(ctx, primals_in, primals_out, cts_out, *, start_indices, limit_indices, strides):
+def slice_(ctx, primals_in, primals_out, cts_out, *, start_indices, limit_indices, strides, **_):
     x, = primals_in
     S, ct = ctx.semiring, cts_out[0]
     out_shape = primals_out[0].shape
@@ -80,7 +80,7 @@ def slice_(ctx, primals_in, primals_out, cts_out, *, start_indices, limit_indice
 
 
 @register("pad")
-def pad(ctx, primals_in, primals_out, cts_out, *, padding_config):
+def pad(ctx, primals_in, primals_out, cts_out, *, padding_config, **_):
     x, padding_value = primals_in
     S, ct = ctx.semiring, cts_out[0]
     cts = [None, None]
@@ -100,7 +100,7 @@ def pad(ctx, primals_in, primals_out, cts_out, *, padding_config):
 
 
 @register("concatenate")
-def concatenate(ctx, primals_in, primals_out, cts_out, *, dimension):
+def concatenate(ctx, primals_in, primals_out, cts_out, *, dimension, **_):
     S, ct = ctx.semiring, cts_out[0]
     cts, start = [], 0
     for x, wanted in zip(primals_in, ctx.wanted):
@@ -114,7 +114,7 @@ def concatenate(ctx, primals_in, primals_out, cts_out, *, dimension):
 
 
 @register("split")
-def split(ctx, primals_in, primals_out, cts_out, *, sizes, axis):
+def split(ctx, primals_in, primals_out, cts_out, *, sizes, axis, **_):
     S = ctx.semiring
     pieces = [ct if ct is not None else _zeros_like(S, y) for ct, y in zip(cts_out, primals_out)]
     return [S.map(lambda *a: jnp.concatenate(a, axis=axis), *pieces)]
@@ -147,7 +147,7 @@ def tile(ctx, primals_in, primals_out, cts_out, *, reps, **_):
 
 
 @register("select_n")
-def select_n(ctx, primals_in, primals_out, cts_out):
+def select_n(ctx, primals_in, primals_out, cts_out, **_):
     pred, *cases = primals_in
     S, ct = ctx.semiring, cts_out[0]
     which = lax.convert_element_type(pred, np.int32)
@@ -235,7 +235,7 @@ class GatherMap:
 
 @register("gather")
 def gather(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, slice_sizes,
-           indices_are_sorted, unique_indices, mode, fill_value):
+           indices_are_sorted, unique_indices, mode, fill_value, **_):
     x, indices = primals_in
     m = GatherMap(x.shape, indices, dimension_numbers, slice_sizes, mode, indices_are_sorted,
                   unique_indices)
@@ -255,6 +255,18 @@ def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, ind
     S, ct = ctx.semiring, cts_out[0]
     m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
     ct_u = m.gather_value(S, ct, updates.dtype) if ctx.wanted[2] else None
+    return [ct, None, ct_u]
+
+
+@register("scatter-sub", "scatter_sub")
+def scatter_sub(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
+                unique_indices, mode, **_):
+    """``x.at[i].subtract(u)``: as ``scatter-add``, with weight −1 on the update edges."""
+    x, indices, updates = primals_in
+    S, ct = ctx.semiring, cts_out[0]
+    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    ct_u = (S.scale(jnp.asarray(-1, updates.dtype), m.gather_value(S, ct, updates.dtype))
+            if ctx.wanted[2] else None)
     return [ct, None, ct_u]
 
 
