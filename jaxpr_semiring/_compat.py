@@ -112,10 +112,9 @@ def bind(primitive, args: Sequence, params: dict) -> list:
     bind_params = primitive.get_bind_params(params)
     if isinstance(bind_params, tuple):  # jax < 0.9: (subfuns, params)
         subfuns, bind_params = bind_params
-    else:
-        bind_params = dict(bind_params)
-        subfuns = bind_params.pop("subfuns", ())
-    outs = primitive.bind(*subfuns, *args, **bind_params)
+        outs = primitive.bind(*subfuns, *args, **bind_params)
+    else:  # as jax.core.eval_jaxpr does: ``subfuns`` (custom_jvp/vjp calls) stay a parameter
+        outs = primitive.bind(*args, **bind_params)
     return list(outs) if primitive.multiple_results else [outs]
 
 

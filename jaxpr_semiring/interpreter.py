@@ -112,7 +112,7 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes, shift=()):
         ins = [read(x) for x in eqn.invars]
         path = _compat.join_path(prefix, _compat.name_stack(eqn))
         body = _compat.call_body(eqn)
-        if body is not None:
+        if body is not None and not _opaque_elementwise(eqn, body):
             outs = _inline(body.jaxpr, body.consts, ins[len(ins) - len(body.jaxpr.invars):], path,
                            nodes, shift + _compat.shift_primitives(eqn))
         else:
@@ -123,6 +123,29 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes, shift=()):
         for v, a in zip(eqn.outvars, outs):
             env[v] = a
     return [read(v) for v in jaxpr.outvars]
+
+
+def _reinterprets_bits(jaxpr) -> bool:
+    """Whether a body computes floats from the bits of values (``bitcast_convert_type``), in it
+    or in a nested call: its equations then hide the real dependency (integers carry no path)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "bitcast_convert_type" and is_float(eqn.outvars[0].aval):
+            return True
+        inner = _compat.call_body(eqn)
+        if inner is not None and _reinterprets_bits(inner.jaxpr):
+            return True
+    return False
+
+
+def _opaque_elementwise(eqn, body) -> bool:
+    """A ``custom_jvp`` function computed by bit manipulation (jax 0.12's ``gamma``) is one
+    elementwise node whose edge weights come from its own JVP rule, as ``jax.grad``'s do; its
+    body has no path structure (docs/semantics.md, "Library functions")."""
+    if eqn.primitive.name != "custom_jvp_call" or not _reinterprets_bits(body.jaxpr):
+        return False
+    shape = eqn.outvars[0].aval.shape
+    return all(v.aval.shape == shape for v in eqn.outvars) and all(
+        len(v.aval.shape) in (0, len(shape)) for v in eqn.invars)
 
 
 def _stop_gradient(ref, path, nodes):

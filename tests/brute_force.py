@@ -7,7 +7,8 @@ from the jaxpr of ``f`` exactly as ``docs/semantics.md`` ("The graph") defines i
   ``closed_call``, ``core_call``, ``remat``/``checkpoint``, ``custom_jvp_call``,
   ``custom_vjp_call``, ``eval_jaxpr``) are inlined, ``name`` (checkpoint_name) is an alias,
   inside the bodies of JAX's shift-invariant ``custom_jvp`` functions (softmax, logsumexp) the
-  stability maximum (``reduce_max``) has no edges, whatever the JAX release wrote there,
+  stability maximum (``reduce_max``) has no edges, whatever the JAX release wrote there, and a
+  ``custom_jvp`` whose body builds floats from integer bits is one equation (its own JVP),
   ``scan`` is unrolled, ``cond`` inlines the taken branch, ``while`` is unrolled;
 * for each leaf equation, each floating operand POSITION that is a graph node and each
   floating output, the local Jacobian ``jax.jacfwd`` of that single primitive (w.r.t. that
@@ -379,6 +380,22 @@ def _atomic_block(graph, jaxpr, first, last, read, build):
 
 # ----------------------------------------------------------------- the interpreter
 
+def _bit_level_custom_jvp(eqn):
+    """A custom_jvp whose body builds floats from integer bits anywhere inside (jax 0.12's
+    gamma) is one equation: edges from its own JVP (docs/semantics.md)."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return False
+
+    def bits(j):
+        for e in j.eqns:
+            if e.primitive.name == "bitcast_convert_type" and _is_float(e.outvars[0].aval):
+                return True
+            if e.primitive.name in _CALL_LIKE and bits(_sub_jaxpr(e)[0]):
+                return True
+        return False
+    return bits(_sub_jaxpr(eqn)[0])
+
+
 def _body_name(eqn):
     j = eqn.params.get("call_jaxpr")
     info = getattr(getattr(j, "jaxpr", j), "debug_info", None)
@@ -418,7 +435,7 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True, shift=F
         inids = [b for _, b in ins]
         name = eqn.primitive.name
 
-        if name in _CALL_LIKE:
+        if name in _CALL_LIKE and not _bit_level_custom_jvp(eqn):
             body, bconsts = _sub_jaxpr(eqn)
             inner_shift = shift or (name == "custom_jvp_call" and _body_name(eqn) in _SHIFT_BODIES)
             outs = _run(graph, body, bconsts, invals[len(invals) - len(body.invars):],

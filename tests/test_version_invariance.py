@@ -65,6 +65,8 @@ FUNCTIONS = {
     "logsumexp": lambda x: jnp.sum(jax.nn.logsumexp(x, axis=-1) * W[:, 0]),
     "gelu_tanh": lambda x: readout(jax.nn.gelu(x)),
     "gelu_erf": lambda x: readout(jax.nn.gelu(x, approximate=False)),
+    # jax 0.12: a custom_jvp computed by bit manipulation (one elementwise node)
+    "gamma": lambda x: readout(jax.scipy.special.gamma(1.0 + 0.5 * x * x)),
     "dot_product_attention": lambda x: readout(
         jax.nn.dot_product_attention(x.reshape(1, 3, 2, 4), x.reshape(1, 3, 2, 4) * 0.5,
                                      x.reshape(1, 3, 2, 4)).reshape(3, 8)),

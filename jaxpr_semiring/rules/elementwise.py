@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .. import _compat
 from . import register
 
 
@@ -27,13 +28,14 @@ CLOSED_FORM = {
 
 
 def local_derivative(prim, params, primals_in, i):
-    """∂out/∂in_i elementwise (shaped like the output) by one JVP of the primitive."""
+    """∂out/∂in_i elementwise (shaped like the output) by one JVP of the primitive (a
+    ``custom_jvp_call`` node: by its own JVP rule)."""
     x = primals_in[i]
 
     def along_i(xi):
         args = list(primals_in)
         args[i] = xi
-        return prim.bind(*args, **params)
+        return _compat.bind(prim, args, params)[0]
 
     _, w = jax.jvp(along_i, (x,), (jnp.ones_like(x),))
     return w
@@ -91,6 +93,8 @@ register(
     # jax >= 0.11
     "acospi", "asinpi", "atan2pi", "atanpi", "cospi", "sinpi", "tanpi", "exp2m1", "log2",
     "log2p1", "fma", "fmuladd", "one_minus_square", "polynomial",
+    # a custom_jvp function computed by bit manipulation stays one node (interpreter.flatten)
+    "custom_jvp_call",
 )(elementwise)
 
 register(
