@@ -34,6 +34,12 @@ def normalize_argnums(argnums) -> tuple[tuple[int, ...], bool]:
 
 
 def _check_input(x):
+    key_dtype = getattr(x, "dtype", None)
+    if key_dtype is not None and jnp.issubdtype(key_dtype, jax.dtypes.prng_key):
+        raise TypeError(
+            f"semiring_grad cannot differentiate a PRNG key (dtype {x.dtype}): a key is randomness, "
+            f"not data; pass it through a non-differentiated argnum (e.g. argnums=1 for f(key, x)) "
+            f"or close over it, as you would with jax.grad.")
     dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
         raise TypeError(
@@ -104,6 +110,26 @@ class Backprop(NamedTuple):
     env: dict         # every variable's primal, by Ref key
 
 
+def _instance_hint(cls: type) -> str:
+    """``"TopK(k)"``: how to call a semiring class (its required arguments by name)."""
+    import inspect
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        params = []
+    need = [p.name for p in params if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return f"{cls.__name__}({', '.join(need)})"
+
+
+def _check_semiring(semiring) -> None:
+    """A semiring class where an instance belongs (``js.MaxProduct``): a one-line TypeError."""
+    for s in semiring if isinstance(semiring, (tuple, list)) else (semiring,):
+        if isinstance(s, type) and issubclass(s, Semiring):
+            raise TypeError(f"got the semiring class {s.__name__}, not a semiring: pass an "
+                            f"instance: {_instance_hint(s)}.")
+
+
 def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = None,
              argnums: int | Sequence[int] = 0, has_aux: bool = False,
              observer: interpreter.Observer | None = None) -> Callable[..., Backprop]:
@@ -118,6 +144,7 @@ def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = Non
     >>> float(b.value), b.grads.tolist()
     (5.0, [2.0, 4.0])
     """
+    _check_semiring(semiring)
     S = Real() if semiring is None else as_semiring(semiring)
     argnums_t, single = normalize_argnums(argnums)
 
@@ -141,6 +168,9 @@ def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = Non
 def _decorator_or(fun, semiring, make):
     """``make(fun, semiring)``, or a decorator applying it when ``fun`` is omitted (also when a
     semiring is passed in ``fun``'s place)."""
+    _check_semiring(semiring)
+    if isinstance(fun, type) and issubclass(fun, Semiring):
+        _check_semiring(fun)
     if isinstance(fun, Semiring) or (isinstance(fun, (tuple, list)) and fun
                                      and all(isinstance(s, Semiring) for s in fun)):
         fun, semiring = None, fun

@@ -12,7 +12,11 @@ sentence encoder). ``flows`` prints a table (layers × components per token) and
 JSON document (schema: ``docs/components.md``), a heatmap PNG and an HTML report; with
 ``--file inputs.txt --out-dir results/`` it runs a data set (:mod:`jaxpr_semiring.dataset_cli`).
 ``top-path`` prints the top gradient path from a token to the target. Bad input is a one-line
-error and exit code 2.
+error and exit code 2, reported before the model loads wherever it can be (arguments, target
+syntax, output paths). Output files follow :mod:`jaxpr_semiring.outputs` (``-`` is stdout, and
+the table then goes to stderr; a regular file is replaced atomically; a FIFO, a device or
+``/dev/stdout`` is written through); no code from a model directory ever runs, and stdin is
+never read (docs/guarantees.md).
 
 Library use: :class:`FlowsRunner` loads nothing itself; it takes a loaded model and turns texts
 into JSON documents, reusing one jitted flows function; :func:`document` builds the document
@@ -24,18 +28,21 @@ TopK(3)
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from . import dataset_cli, report
+from . import dataset_cli, outputs, report
 from .api import semiring_grad
 from .models import loading
 from .models.components import component_flows_fn, embedding_target
 from .models.loading import Loaded, UsageError
+from .outputs import OutputError
 from .paths import top_path
 from .semirings import Counting, Entropy, Log, MaxAbs, MaxProduct, Real, Semiring, TopK
 
@@ -93,6 +100,9 @@ class FlowsRunner:
     def __init__(self, loaded: Loaded, semiring: Semiring | str = "max-product",
                  target: str | None = None, heads: bool = False):
         self.loaded, self.target, self.heads = loaded, target, heads
+        if isinstance(semiring, type):
+            raise TypeError(f"FlowsRunner got the class {semiring.__name__}, not a semiring: "
+                            f"pass an instance: {semiring.__name__}().")
         self.S = parse_semiring(semiring) if isinstance(semiring, str) else semiring
         self._fns: dict = {}  # target function -> jitted flows function
 
@@ -162,8 +172,16 @@ def top_path_document(loaded: Loaded, text: str, target: str | None = None,
 
 # ------------------------------------------------------------------------------ argparse
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``jaxpr-semiring flows: error: ... (see --help)``), exit
+    code 2 as always."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {outputs.shown(message)} (see {self.prog} --help).\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="jaxpr-semiring", description=(
+    ap = _Parser(prog="jaxpr-semiring", description=(
         "Where does the gradient flow: semiring backpropagation on Transformers."))
     sub = ap.add_subparsers(dest="command", required=True)
     target_help = ("what to explain: logit-diff:A,B[@POS] (masked LM: at the mask; causal LM: "
@@ -178,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="max-product (default), real, log, entropy, counting, max-abs, top-k:K "
                          "(with --file: several, comma separated)")
     fl.add_argument("--heads", action="store_true", help="split query/key/value per head")
-    fl.add_argument("--json", help="write the JSON document here")
+    fl.add_argument("--json", help="write the JSON document here ('-': stdout)")
     fl.add_argument("--out", help="write the heatmap PNG here")
     fl.add_argument("--html", help="write the HTML report here")
     fl.add_argument("--field", help="the value field the table and figures show")
@@ -188,47 +206,132 @@ def _parser() -> argparse.ArgumentParser:
     tp.add_argument("--text", required=True, help="the input text")
     tp.add_argument("--target", help=target_help)
     tp.add_argument("--token", type=int, help="start token index (default: the best one)")
-    tp.add_argument("--json", help="write the path as JSON here")
+    tp.add_argument("--json", help="write the path as JSON here ('-': stdout)")
     return ap
 
 
+_OUTPUTS = {"flows": ("json", "out", "html"), "top-path": ("json",)}
+
+
+def _check_outputs(args) -> None:
+    """Every output path writable, no two the same file, matplotlib there for --out: checked
+    before the model loads."""
+    named = [(f"--{k}", getattr(args, k)) for k in _OUTPUTS[args.command]
+             if getattr(args, k, None) is not None]
+    for option, path in named:
+        outputs.check_output_path(path, option)
+    real = {}
+    for option, path in named:
+        key = "-" if outputs.is_stdout(path) else os.path.realpath(path)
+        if key in real and not (key != "-" and os.path.exists(key) and not os.path.isfile(key)):
+            raise UsageError(f"{real[key]} and {option} name the same file "
+                             f"{outputs.shown(path)}: give each its own.")
+        real[key] = option
+    if getattr(args, "out", None) is not None:
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--out needs matplotlib: pip install \"jaxpr_semiring[examples]\" "
+                             "(or leave --out out).")
+
+
+def _check_text(text: str | None, command: str) -> None:
+    if not text:
+        raise UsageError(f"{command} needs --text \"a sentence\"" + (
+            " (or --file inputs.txt --out-dir results/ for a data set)." if command == "flows"
+            else "."))
+    if not text.strip():
+        raise UsageError("the text is empty: pass --text \"a sentence\".")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"--text is not valid Unicode (character {e.start}): pass UTF-8 "
+                         f"text.") from None
+
+
+def _human_stream(args):
+    """Where the table and messages go: stderr when an output file is standard output."""
+    paths = [getattr(args, k, None) for k in _OUTPUTS[args.command]]
+    return sys.stderr if any(outputs.is_stdout(p) for p in paths if p is not None) else sys.stdout
+
+
 def _flows(args) -> None:
-    if not args.text:
-        raise UsageError("flows needs --text \"a sentence\" (or --file inputs.txt --out-dir "
-                         "results/ for a data set).")
-    runner = FlowsRunner(loading.load(args.model), args.semiring, args.target, args.heads)
+    _check_text(args.text, "flows")
+    S = parse_semiring(args.semiring)
+    label = _semiring_label(S)
+    if args.field is not None and args.field not in report.describe_fields(label):
+        raise UsageError(f"--field {args.field!r} is not a field of {label}: use one of "
+                         f"{report.describe_fields(label)}.")
+    loading.check_target(args.target)
+    _check_outputs(args)
+    runner = FlowsRunner(loading.load(args.model), S, args.target, args.heads)
     doc = runner.document(args.text)
-    if args.field is not None and args.field not in doc["points"][0]["flows"]:
-        raise UsageError(f"--field {args.field!r} is not a field of {doc['semiring']}: use one of "
-                         f"{list(doc['points'][0]['flows'])}.")
-    print(report.format_table(doc, args.field))
-    for path, write in ((args.json, report.save_json), (args.out, report.save_heatmap),
-                        (args.html, report.save_html)):
-        if path:
+    stream = _human_stream(args)
+    print(report.format_table(doc, args.field), file=stream)
+    for option, write in (("json", report.save_json), ("out", report.save_heatmap),
+                          ("html", report.save_html)):
+        path = getattr(args, option)
+        if path is None:
+            continue
+        try:
             write(doc, path) if write is report.save_json else write(doc, path, field=args.field)
-            print(f"wrote {path}")
+        except OutputError as e:
+            raise OutputError(f"--{option} {e}") from None
+        print(f"wrote {outputs.shown(path)}", file=stream)
 
 
 def _top_path(args) -> None:
+    _check_text(args.text, "top-path")
+    loading.check_target(args.target)
+    _check_outputs(args)
     doc, path = top_path_document(loading.load(args.model), args.text, args.target, args.token)
-    print(f"model {doc['model']} ({doc['architecture']}) · target {doc['target']} = "
-          f"{doc['target_value']:.6g} · from token {doc['start']['token']} "
-          f"{doc['tokens'][doc['start']['token']]!r}")
-    print(path)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, ensure_ascii=False)
-        print(f"wrote {args.json}")
+    stream = _human_stream(args)
+    shown = outputs.shown
+    print(f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · target "
+          f"{shown(doc['target'])} = {doc['target_value']:.6g} · from token "
+          f"{doc['start']['token']} {doc['tokens'][doc['start']['token']]!r}", file=stream)
+    print(path, file=stream)
+    if args.json is not None:
+        outputs.write_output(args.json, json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
+                             option="--json")
+        print(f"wrote {shown(args.json)}", file=stream)
+
+
+def _error(message: str, stream=None) -> int:
+    """Print the one-line error (control characters escaped); the exit code 2."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        print(f"jaxpr-semiring: error: {outputs.shown(message)}", file=stream, flush=True)
+    except (OSError, ValueError):
+        pass
+    return 2
+
+
+def _silence_stdout() -> None:
+    """After a failed write to stdout, point its descriptor at /dev/null, so that the
+    interpreter's final flush does not print a second error."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for bad input)."""
+    """Run the command line; returns the exit code (2 for bad input). Never reads stdin."""
     args = _parser().parse_args(argv)
-    if args.command == "flows" and args.file:
-        return dataset_cli.run_file(args, parse_semiring, document)
     try:
+        if args.command == "flows" and args.file:
+            return dataset_cli.run_file(args, parse_semiring, document)
         (_flows if args.command == "flows" else _top_path)(args)
-    except UsageError as e:
-        print(f"jaxpr-semiring: error: {e}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()
+    except (UsageError, OutputError) as e:
+        return _error(str(e))
+    except OSError as e:   # printing the table: stdout is full, closed or gone
+        if e.filename is not None:
+            return _error(f"{e.filename}: {e.strerror or e}.")
+        _silence_stdout()
+        fix = "free some space" if e.errno == errno.ENOSPC else "check where stdout goes"
+        return _error(f"cannot write to standard output: {e.strerror or e}: {fix}.")
     return 0

@@ -12,7 +12,11 @@ with 2.
 
 The single-text side is injected (no import of the command line from here):
 ``run_file(args, parse_semiring, document)`` with ``document(loaded, semiring, flows, tokens,
-target) -> dict`` building one document from computed flows.
+target) -> dict`` building one document from computed flows. The per-input task and the run's
+fingerprint are the dataset layer's (:mod:`jaxpr_semiring.dataset.flows`: padding never
+changes a record; the model is identified by its files' content, tokenizer included). Every
+check that needs no model (options, target syntax, the input file, ``--out-dir``) is made
+before the model loads; a results directory that fails mid-run is one line naming it.
 
 >>> import argparse
 >>> ap = argparse.ArgumentParser(); add_arguments(ap)
@@ -23,23 +27,20 @@ target) -> dict`` building one document from computed flows.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import errno
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from . import report
-from .dataset import DatasetError, InputError, Prepared, init_distributed, run_dataset, unpad
+from . import outputs, report
+from .dataset import DatasetError, init_distributed, run_dataset
+from .dataset.flows import example_target, flows_task, model_digest, run_options
 from .models import loading
-from .models.components import ComponentFlows, PointFlows, component_flows_fn
 from .models.loading import UsageError
-from .semirings import Boolean, Counting
+from .outputs import OutputError
 
 __all__ = ["add_arguments", "parse_buckets", "run_file", "example_target", "model_digest",
-           "flows_task"]
-
-# these semirings count zero-weight paths, and padded keys add some: run them unpadded
-_COUNT_PATHS = (Counting, Boolean)
+           "flows_task", "run_options"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,78 +74,17 @@ def parse_buckets(spec: str | None) -> list[int] | str | None:
     return out
 
 
-def example_target(fields: dict, default: str | None, kind: str) -> str | None:
-    """The target spec of one JSON Lines input: its ``"target"``, or ``"good"``/``"bad"`` as
-    ``logit-diff:good,bad`` (``class-diff`` for a classifier), else ``default``.
-
-    >>> example_target({"good": "is", "bad": "are"}, None, "mlm")
-    'logit-diff:is,are'
-    """
-    if "target" in fields:
-        return str(fields["target"])
-    if "good" in fields or "bad" in fields:
-        if not ("good" in fields and "bad" in fields):
-            raise InputError('a JSON Lines input with a target needs both "good" and "bad".')
-        kind_name = "class-diff" if kind == "classifier" else "logit-diff"
-        return f"{kind_name}:{fields['good']},{fields['bad']}"
-    return default
-
-
-def model_digest(directory: str) -> str:
-    """sha256 over a model directory's config and weight files (what the results are of)."""
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(directory)):
-        if name == "config.json" or name.startswith(("flax_model", "model.safetensors")):
-            h.update(name.encode())
-            with open(os.path.join(directory, name), "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
-
-
-def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
-               document: Callable) -> tuple[Callable, Callable, Callable]:
-    """``(prepare, compute, record)`` for :func:`~jaxpr_semiring.dataset.run_dataset`: the
-    single-text checks and target per input, component flows for every semiring in one
-    jitted program, one document per semiring."""
-    model = loaded.model
-    chosen: list = []      # the target function: the first input's; every input must share it
-    fns: dict = {}
-
-    def prepare(ex):
-        try:
-            ids, tokens = loading.encode(loaded, ex.text)
-            tgt = loading.resolve_target(loaded, example_target(ex.fields, target, loaded.kind), ids)
-        except UsageError as e:
-            raise InputError(str(e)) from None
-        if chosen and tgt.fn is not chosen[0]:
-            raise InputError(f"target {tgt.description!r} is of another kind than this run's "
-                             f"first target; run it separately.")
-        chosen[:1] = [tgt.fn]
-        return Prepared({"input_ids": ids}, {f"target_{i}": a for i, a in enumerate(tgt.args)},
-                        (tokens, tgt))
-
-    def compute(params, row):
-        fn = chosen[0]
-        if fn not in fns:
-            fns[fn] = [component_flows_fn(model, fn, S, heads=heads, preset=loaded.preset)
-                       for S in semirings]
-        inputs = {"input_ids": row["input_ids"], "attention_mask": row["attention_mask"]}
-        args = [row[f"target_{i}"] for i in range(sum(k.startswith("target_") for k in row))]
-        return tuple(f(params, inputs, *args) for f in fns[fn])
-
-    def record(ex, prep, outs):
-        tokens, tgt = prep.info
-        n = prep.length
-        docs = []
-        for S, cf in zip(semirings, outs):
-            points = [PointFlows(p.layer, p.point, p.components, unpad(p.flows, n), unpad(p.total, n))
-                      for p in cf.points]
-            cut = ComponentFlows(points, unpad(cf.embeddings, n), cf.value, cf.architecture, S)
-            docs.append(document(loaded, S, cut, tokens, tgt))
-        return docs
-
-    return prepare, compute, record
+def _write_failure(e: OSError, out_dir: str) -> DatasetError:
+    """A failed write during the run, as one line naming the results directory (never a
+    temporary file's name) and the fix."""
+    name = os.fsdecode(e.filename) if e.filename is not None else None
+    inside = name is None or os.path.abspath(name).startswith(os.path.abspath(out_dir) + os.sep)
+    where = outputs.shown(out_dir) if inside else outputs.shown(name)
+    fix = ("free some space" if e.errno == errno.ENOSPC else
+           "make it writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else
+           "check it")
+    return DatasetError(f"cannot write to {where}: {e.strerror or e}; {fix} and run the same "
+                        f"command again (finished inputs are kept and not recomputed).")
 
 
 def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
@@ -155,7 +95,8 @@ def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
     try:
         if not args.out_dir:
             raise UsageError("--file needs --out-dir (the results directory).")
-        single = [f"--{k}" for k in ("text", "json", "out", "html") if getattr(args, k, None)]
+        single = [f"--{k}" for k in ("text", "json", "out", "html", "field")
+                  if getattr(args, k, None) is not None]
         if single:
             raise UsageError(f"{', '.join(single)} is for one text; with --file the records go "
                              f"to --out-dir/flows.jsonl (render one with jaxpr_semiring.report).")
@@ -164,28 +105,26 @@ def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
         init_distributed(args.coordinator, args.num_processes, args.process_id)
         semirings = [parse_semiring(s.strip()) for s in args.semiring.split(",")]
         buckets = parse_buckets(args.buckets)
+        loading.check_target(args.target)
         try:                     # before the model loads: fail fast
             open(args.file, "rb").close()
         except OSError as e:
-            raise DatasetError(f"cannot read {args.file}: {e.strerror or e}.") from None
+            raise DatasetError(f"cannot read {outputs.shown(args.file)}: {e.strerror or e}.") from None
+        except ValueError:       # a NUL character
+            raise UsageError(f"--file {outputs.shown(args.file)}: not a file name.") from None
+        outputs.check_output_dir(args.out_dir, "--out-dir")
         loaded = loading.load(args.model)
-        counts = [type(S).__name__ for S in semirings if isinstance(S, _COUNT_PATHS)]
-        similarity = (args.target or "").startswith("similarity:")
-        if (counts or similarity) and buckets is None:
-            buckets = "exact"
-            why = f"{', '.join(counts)} counts paths through padding" if counts else \
-                "the similarity target pools over every position"
-            print(f"jaxpr-semiring: {why}: running unpadded (--buckets exact)", file=stream)
         prepare, compute, record = flows_task(loaded, semirings, args.target, args.heads, document)
-        directory = loading.minilm_dir() if args.model == "minilm" else args.model
-        options = {"model": args.model, "model_sha256": model_digest(directory),
-                   "semirings": [s.strip() for s in args.semiring.split(",")],
-                   "target": args.target, "heads": bool(args.heads)}
-        run_dataset(args.file, args.out_dir, prepare=prepare, compute=compute, record=record,
-                    params=loaded.model.params, options=options, batch_size=args.batch_size,
-                    buckets=buckets, format=args.format, encode=report.to_json,
-                    progress=not args.no_progress, stream=stream)
-    except (UsageError, DatasetError) as e:
-        print(f"jaxpr-semiring: error: {e}", file=stream)
+        options = run_options(loaded, args.semiring.split(","), args.target, args.heads)
+        try:
+            run_dataset(args.file, args.out_dir, prepare=prepare, compute=compute, record=record,
+                        params=loaded.model.params, options=options, batch_size=args.batch_size,
+                        buckets=buckets, format=args.format, encode=report.to_json,
+                        progress=not args.no_progress, stream=stream,
+                        about={"model": args.model})
+        except OSError as e:     # the results directory failed mid-run (read-only, full, gone)
+            raise _write_failure(e, args.out_dir) from None
+    except (UsageError, DatasetError, OutputError) as e:
+        print(f"jaxpr-semiring: error: {outputs.shown(e)}", file=stream)
         return 2
     return 0

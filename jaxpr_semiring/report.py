@@ -30,12 +30,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from .outputs import shown, write_output
 
 __all__ = ["describe_fields", "default_field", "validate", "to_json", "from_json", "save_json",
            "format_table", "save_heatmap", "save_html"]
@@ -177,25 +177,11 @@ def from_json(text: str) -> dict:
     return validate(_map_numbers(validate(json.loads(text)), _decode))
 
 
-def _write_atomic(path: str, data: bytes | Callable) -> None:
-    """Write to a temporary file beside ``path`` and rename: a crash leaves no half file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            data(fh) if callable(data) else fh.write(data)
-        umask = os.umask(0o22)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # as open() would have made it, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_json(doc: dict, path: str) -> None:
-    """:func:`to_json` written atomically to ``path``."""
-    _write_atomic(path, to_json(doc, indent=1).encode("utf-8"))
+    """:func:`to_json` written to ``path`` (``-``: stdout) by the rules of
+    :mod:`jaxpr_semiring.outputs`: a regular file atomically, a FIFO or device written through;
+    :class:`~jaxpr_semiring.outputs.OutputError` (one line) when it cannot be written."""
+    write_output(path, to_json(doc, indent=1).encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------ numbers
@@ -217,7 +203,7 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
     """Which component carries the most flow at this point: per token for max-type semirings
     (the winner), over all tokens (their ⊕) for the others."""
     spec = _doc_spec(doc)
-    comps = pt["components"]
+    comps = [shown(c) for c in pt["components"]]
     x = np.asarray(pt["flows"][spec.flow], np.float64).reshape(len(tokens), len(comps))
     if spec.combine == "max":
         alive = x.max(1, initial=-np.inf) > -np.inf
@@ -246,13 +232,15 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
 
 def _label(token: str, width: int = 32) -> str:
     """A token as one printable line (control characters escaped), at most ``width`` chars."""
-    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in token)
+    s = shown(token)
     return s if len(s) <= width else s[:width - 1] + "…"
 
 
 def _header(doc: dict, field: str) -> str:
-    return (f"model {doc['model']} ({doc['architecture']}) · semiring {doc['semiring']} · "
-            f"target {doc['target']} = {_fmt(float(doc['target_value']))} · field {field}")
+    """The title line; every string of the document escaped (no terminal control sequences)."""
+    return (f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · semiring "
+            f"{shown(doc['semiring'])} · target {shown(doc['target'])} = "
+            f"{_fmt(float(doc['target_value']))} · field {shown(field)}")
 
 
 def format_table(doc: dict, field: str | None = None) -> str:
@@ -263,7 +251,7 @@ def format_table(doc: dict, field: str | None = None) -> str:
     tokens = doc["tokens"]
     lines = [_header(doc, field)]
     for pt in doc["points"]:
-        head = ["#", "token"] + list(pt["components"]) + ["total"]
+        head = ["#", "token"] + [shown(c) for c in pt["components"]] + ["total"]
         rows = [[str(i), _label(t)] + [_fmt(float(v)) for v in pt["flows"][field][i]]
                 + [_fmt(float(pt["total"][field][i]))] for i, t in enumerate(tokens)]
         widths = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
@@ -389,7 +377,7 @@ def save_heatmap(doc: dict, path: str, field: str | None = None, dpi: int = 100)
             ax.set_ylabel("layer", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, label=field, shrink=0.9)
-    _write_atomic(path, lambda fh: fig.savefig(fh, format="png"))
+    write_output(path, lambda fh: fig.savefig(fh, format="png"))
 
 
 # ------------------------------------------------------------------------------ HTML
@@ -472,4 +460,4 @@ def save_html(doc: dict, path: str, field: str | None = None) -> None:
                        + cell(float(p["total"][field][i])) + "</tr>")
         out.append(f'</table><p class="sum">{esc(_summary(doc, p, tokens).strip())}</p>')
     out.append("</body></html>")
-    _write_atomic(path, "\n".join(out).encode("utf-8"))
+    write_output(path, "\n".join(out).encode("utf-8"))

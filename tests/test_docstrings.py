@@ -22,6 +22,7 @@ MODULES = [
     "jaxpr_semiring.dataset.inputs", "jaxpr_semiring.dataset.batching",
     "jaxpr_semiring.dataset.devices", "jaxpr_semiring.dataset.store", "jaxpr_semiring.dataset_cli",
     "jaxpr_semiring.atomic_blocks", "jaxpr_semiring.semirings.structure", "jaxpr_semiring.sampling",
+    "jaxpr_semiring.outputs", "jaxpr_semiring.dataset.flows",
 ]
 
 

@@ -36,13 +36,17 @@ class Prepared:
     tokens: name → array ``[length, ...]`` (padded along axis 0 to the bucket length).
     args: name → fixed-shape array or number per input (target token ids, a mask position…).
     info: anything the ``record`` callback needs back (e.g. the token strings).
+    pad: False when padding would change this input's result (a computation that pools over
+      every position, a semiring that counts zero-weight paths): it then runs at its own
+      length, whatever the buckets (one compilation per such length).
     """
 
     def __init__(self, tokens: Mapping[str, Any], args: Mapping[str, Any] | None = None,
-                 info: Any = None):
+                 info: Any = None, pad: bool = True):
         self.tokens = {k: np.asarray(v) for k, v in tokens.items()}
         self.args = {k: np.asarray(v) for k, v in (args or {}).items()}
         self.info = info
+        self.pad = bool(pad)
         lengths = {v.shape[0] if v.ndim else None for v in self.tokens.values()}
         if len(lengths) != 1 or None in lengths:
             raise ValueError(f"Prepared.tokens must be arrays sharing their first (token) axis, "
@@ -57,7 +61,8 @@ class Prepared:
             raise InputError("no tokens")
 
     def __repr__(self):
-        return f"Prepared(length={self.length}, tokens={list(self.tokens)}, args={list(self.args)})"
+        pad = "" if self.pad else ", pad=False"
+        return f"Prepared(length={self.length}, tokens={list(self.tokens)}, args={list(self.args)}{pad})"
 
 
 def bucket_lengths(lengths: Sequence[int], buckets: Sequence[int] | str | None) -> list[int]:

@@ -94,19 +94,25 @@ def _progress(total: int, enabled: bool, stream: TextIO, label: str):
 
 def _plan(data: Inputs, found: dict, prepare: Callable, buckets, process: int, processes: int,
           say: Callable) -> tuple[dict, list]:
-    """This process's share of the inputs not on disk yet, prepared and grouped by bucket
-    length; and the blocks of those that failed a check (reported through ``say``)."""
+    """This process's share of the inputs not computed yet, prepared and grouped by bucket
+    length; and the blocks of those that failed a check (reported through ``say``).
+
+    An input an earlier run skipped is checked again: the options a resume may change (the
+    buckets) can make it fit; if it fails the same way again nothing is said or written."""
     todo, skips = [], []
 
     def skip(index: int, text: str, error: InputError):
         message = str(error).splitlines()[0] if str(error) else "invalid input"
+        known = found.get(index)
+        if known is not None and known.skipped and known.skipped.get("error") == message:
+            return
         say(f"{data.name}:{index + 1} (index {index}): {message}; skipped")
         skips.append(Block(index, [], message, text))
 
     mine = share(sorted([(e.index, e) for e in data.examples] + [(i, None) for i in data.invalid]),
                  process, processes)
     for index, ex in mine:
-        if index in found:
+        if index in found and found[index].skipped is None:
             continue
         try:
             if ex is None:
@@ -117,11 +123,12 @@ def _plan(data: Inputs, found: dict, prepare: Callable, buckets, process: int, p
             todo.append((ex, prep))
         except InputError as e:
             skip(index, "" if ex is None else ex.text, e)
-    lengths = bucket_lengths([p.length for _, p in todo], buckets)
+    lengths = bucket_lengths([p.length for _, p in todo if p.pad], buckets)
     by_bucket: dict = {}
     for ex, prep in todo:
         try:
-            by_bucket.setdefault(bucket_of(prep.length, lengths), []).append((ex, prep))
+            length = bucket_of(prep.length, lengths) if prep.pad else prep.length
+            by_bucket.setdefault(length, []).append((ex, prep))
         except InputError as e:
             skip(ex.index, ex.text, e)
     return by_bucket, skips
@@ -134,19 +141,25 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
                 buckets: Sequence[int] | str | None = None, format: str = "auto",
                 name: str = "flows", encode: Callable[[dict], str] = to_json_line,
                 devices: int | Sequence | None = None, progress: bool = True,
-                stream: TextIO | None = None) -> Summary:
+                stream: TextIO | None = None, about: dict | None = None) -> Summary:
     """Compute every input of ``inputs`` (a file, one input per line, or a list of lines) and
     write ``out_dir/<name>.jsonl``: one or more records per input, in input order.
 
     ``options`` (JSON-able) and the input's content fingerprint the results: a directory
-    written with other ones is refused. Re-running resumes: inputs on disk are not
-    recomputed. ``batch_size`` is per device; ``buckets`` the padded lengths (default powers
-    of two from 8; ``"exact"``: every length its own bucket, no padding). With
+    written with other ones is refused. Put everything that changes a record in it (the
+    model's files by content, not its path); ``about`` (JSON-able, not compared) is written
+    into ``run.json`` by the run that creates it, for people. Re-running resumes: computed
+    inputs are not recomputed, skipped ones are checked again (larger buckets may fit them).
+    ``batch_size`` is per device; ``buckets`` the padded lengths (default powers of two from
+    8; ``"exact"``: every length its own bucket, no padding); an input whose
+    :class:`Prepared` says ``pad=False`` runs at its own length whatever the buckets. With
     ``jax.distributed`` started, each process computes its share on its own devices and
     writes its own part; the last to finish merges. ``encode`` turns a record into one JSON
     line. Messages (skipped lines, the summary) go to ``stream`` (default stderr). Raises
-    :class:`~jaxpr_semiring.dataset.DatasetError` for an unreadable input or results
-    directory. See the package docstring for an example.
+    :class:`~jaxpr_semiring.dataset.DatasetError` (one line) for an unreadable input, an
+    unusable results directory (another run's, unwritable, read-only or full mid-run: the
+    message names the file; re-running resumes) or one another process is writing (its pid).
+    See the package docstring for an example.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -159,7 +172,7 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
     expected = len(data.examples) + len(data.invalid)
     store = ResultStore(out_dir, {"options": options or {}, "expected": expected,
                                   "inputs": {"sha256": data.digest, "format": data.format,
-                                             "lines": data.lines}}, process, name)
+                                             "lines": data.lines}}, process, name, about)
     try:
         by_bucket, skips = _plan(data, store.scan(), prepare, buckets, process, processes, say)
         if skips:

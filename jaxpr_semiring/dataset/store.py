@@ -3,7 +3,8 @@
 Layout of ``out_dir``::
 
     run.json                 what the results are of: options, input digest, inputs expected
-    parts/part-00000.jsonl   one per process, appended batch by batch (write, flush, fsync)
+    parts/part-00000.jsonl   one per process, appended batch by batch (write, fsync)
+    process-00000.lock       held (``flock``) by the process writing part-00000.jsonl
     flows.jsonl              the merged records, in input order (written once all are there)
     skipped.jsonl            the inputs that failed a check: index, line, text, error
 
@@ -13,8 +14,14 @@ or a header ``{"index": i, "records": 0, "line": …, "text": …, "error": …}
 input. A block is complete when its header and all its record lines end in a newline; after a
 crash (``kill -9`` mid-write) the incomplete tail of a part is ignored, and cut off by its own
 process before it appends again. So an input is either fully on disk or recomputed; never
-half, never twice. ``run.json`` binds the directory to one set of options and one input: a
-run with different ones is refused, never mixed in.
+half, never twice. A later block of an input supersedes a *skipped* one (a resume that
+computes a line an earlier run skipped, or skips it for another reason); a computed block is
+final. ``run.json`` binds the directory to one set of options and one input: a run with
+different ones is refused, never mixed in. One writer per part: the process writing
+``parts/part-N.jsonl`` holds an advisory lock (``fcntl.flock``) on ``process-N.lock``; a
+second process for the same part is refused with the first's pid. A write that fails (a
+read-only or full file system) is a :class:`DatasetError` naming the file; what was on disk
+stays valid, so the same run resumes once the directory is writable.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -24,6 +31,11 @@ run with different ones is refused, never mixed in.
 ([0, 1], 'flows.jsonl')
 >>> open(s.merge()).read()
 '{"index": 1, "x": 2}\\n'
+>>> ResultStore(d, {"options": {"semiring": "max-product"}, "expected": 2})
+Traceback (most recent call last):
+...
+jaxpr_semiring.dataset.inputs.DatasetError: ... is in use by another run (pid ...); wait for it to finish, or use another --out-dir.
+>>> s.close()
 >>> ResultStore(d, {"options": {"semiring": "entropy"}, "expected": 2})
 Traceback (most recent call last):
 ...
@@ -31,9 +43,12 @@ jaxpr_semiring.dataset.inputs.DatasetError: ... holds results of another run (op
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
+import socket
 import tempfile
 from typing import Any, NamedTuple, Sequence
 
@@ -43,7 +58,8 @@ from .inputs import DatasetError
 
 __all__ = ["ResultStore", "Block", "Entry", "FORMAT", "to_json_line", "jsonable"]
 
-FORMAT = "jaxpr_semiring.dataset/1"
+# 2: a later block of an input supersedes a skipped one (version 1 kept the first block)
+FORMAT = "jaxpr_semiring.dataset/2"
 
 
 def jsonable(x: Any) -> Any:
@@ -110,6 +126,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _keep(found: dict, index: int, entry: Entry) -> None:
+    """Record ``entry`` for ``index`` unless a computed block is there already: a computed
+    block is final, a later block supersedes a skipped one."""
+    old = found.get(index)
+    if old is None or old.skipped is not None:
+        found[index] = entry
+
+
 def _scan_part(path: str) -> tuple[dict, int]:
     """The complete blocks of a part (index → :class:`Entry`) and where the complete part
     ends (the offset of an incomplete or damaged tail)."""
@@ -134,7 +158,7 @@ def _scan_part(path: str) -> tuple[dict, int]:
             skipped = None if count or "error" not in h else {
                 "index": index, "line": h.get("line", index + 1), "text": h.get("text", ""),
                 "error": h["error"]}
-            found.setdefault(index, Entry(path, start + len(header), size, count, skipped))
+            _keep(found, index, Entry(path, start + len(header), size, count, skipped))
             offset += size
             good = offset
     return found, good
@@ -145,35 +169,68 @@ class ResultStore:
 
     ``fingerprint``: JSON-able; everything that defines the results (the options, the input
     digest, ``"expected"``: how many inputs, valid or not, a complete run accounts for).
-    Raises :class:`DatasetError` when the directory cannot be written or holds another run.
+    ``about``: JSON-able notes for people (e.g. the model's path as given), written into
+    ``run.json`` by the run that creates it and never compared. Raises :class:`DatasetError`
+    when the directory cannot be written, holds another run, or another process is writing
+    this process's part. Close it (or use it as a context manager) to release the lock.
     """
 
     def __init__(self, out_dir: str | os.PathLike, fingerprint: dict, process: int = 0,
-                 name: str = "flows"):
+                 name: str = "flows", about: dict | None = None):
         self.dir = os.fspath(out_dir)
         self.name = name
         self.parts = os.path.join(self.dir, "parts")
         self.fingerprint = json.loads(json.dumps(dict(fingerprint, format=FORMAT, name=name)))
+        self.about = json.loads(json.dumps(about or {}))
         self.expected = int(fingerprint["expected"])
+        self.part = os.path.join(self.parts, f"part-{process:05d}.jsonl")
+        self.process = process
+        self._fd = self._lock_fd = None
         try:
-            os.makedirs(self.parts, exist_ok=True)
-            self._bind()
-            self.part = os.path.join(self.parts, f"part-{process:05d}.jsonl")
-            if os.path.exists(self.part):   # cut the incomplete tail a crash may have left
-                _, end = _scan_part(self.part)
-                if end < os.path.getsize(self.part):
-                    os.truncate(self.part, end)
-            self._fh = open(self.part, "ab")
-        except OSError as e:
-            raise DatasetError(f"cannot write to {self.dir}: {e.strerror or e}; choose a "
-                               f"writable --out-dir.") from None
+            try:
+                os.makedirs(self.parts, exist_ok=True)
+                self._lock(os.path.join(self.dir, f"process-{process:05d}.lock"))
+                self._bind()
+                if os.path.exists(self.part):   # cut the incomplete tail a crash may have left
+                    _, end = _scan_part(self.part)
+                    if end < os.path.getsize(self.part):
+                        os.truncate(self.part, end)
+                self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise DatasetError(f"cannot write to {self.dir}: {e.strerror or e}; choose a "
+                                   f"writable --out-dir.") from None
+        except BaseException:
+            self.close()
+            raise
         _fsync_dir(self.parts)
+
+    # -- one writer per part
+    def _lock(self, path: str) -> None:
+        """Hold an exclusive ``flock`` on ``path`` (this process's part's lock file) and write
+        our pid and host into it; DatasetError naming the holder's if another process has it."""
+        self._lock_fd = fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return          # no locks on this file system (ENOLCK, EOPNOTSUPP): go on
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 200).decode("utf-8", "replace").split()
+            who = (f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
+                   if holder else "pid unknown")
+            if self.process:
+                who += f", process {self.process}"
+            raise DatasetError(f"{self.dir} is in use by another run ({who}); wait for it to "
+                               f"finish, or use another --out-dir.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
 
     # -- binding the directory to one run
     def _bind(self) -> None:
         path = os.path.join(self.dir, "run.json")
-        text = json.dumps(self.fingerprint, indent=1, sort_keys=True) + "\n"
         if not os.path.exists(path):
+            text = json.dumps(dict(self.fingerprint, about=self.about), indent=1,
+                              sort_keys=True) + "\n"
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".run-")
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
@@ -194,23 +251,35 @@ class ResultStore:
                 there = json.load(fh)
         except ValueError:
             raise DatasetError(f"{path} is damaged; delete {self.dir} to start over.") from None
+        if isinstance(there, dict):
+            self.about = there.pop("about", self.about)
         if there != self.fingerprint:
             raise DatasetError(f"{self.dir} holds results of another run ({_difference(there, self.fingerprint)}); "
                                f"use another --out-dir, or delete it to start over.")
 
+    def _cannot(self, path: str, error: OSError) -> DatasetError:
+        """A failed write as one line: the file, the reason, the fix (then resume)."""
+        fix = (f"free space on {self.dir}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else
+               f"make {self.dir} writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+               else f"check {self.dir}")
+        return DatasetError(f"cannot write {path}: {error.strerror or error}; {fix} and re-run "
+                            f"the same command: it resumes, keeping every input on disk.")
+
     # -- reading
     def scan(self) -> dict:
-        """index → :class:`Entry` of every complete block in every process's part."""
+        """index → :class:`Entry` of every input's block in every process's part: its computed
+        block if there is one, else its latest skipped block."""
         found: dict = {}
         for name in sorted(os.listdir(self.parts)):
             if name.startswith("part-") and name.endswith(".jsonl"):
                 for index, entry in _scan_part(os.path.join(self.parts, name))[0].items():
-                    found.setdefault(index, entry)
+                    _keep(found, index, entry)
         return found
 
     # -- writing
     def append(self, blocks: Sequence[Block]) -> None:
-        """Append complete blocks durably (one write, flush, fsync)."""
+        """Append complete blocks durably (one write, fsync); :class:`DatasetError` naming
+        the part if the file system refuses (what was on disk before stays valid)."""
         out = []
         for b in blocks:
             if b.error is None:
@@ -221,38 +290,71 @@ class ResultStore:
                                        "text": b.text, "error": b.error}, ensure_ascii=False))
         if any("\n" in line for line in out):
             raise ValueError("a record must be one line of JSON (no newline characters).")
-        self._fh.write("".join(line + "\n" for line in out).encode("utf-8"))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = memoryview("".join(line + "\n" for line in out).encode("utf-8"))
+        if self._fd is None:
+            raise ValueError("this ResultStore is closed.")
+        start = None
+        try:
+            start = os.fstat(self._fd).st_size
+            while data:
+                data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
+        except OSError as e:
+            if start is not None:        # leave no torn block behind (a resume would cut it)
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
+            raise self._cannot(self.part, e) from None
 
     def merge(self, found: dict | None = None) -> str | None:
         """Write ``<name>.jsonl`` (records in input order) and ``skipped.jsonl`` atomically
-        when every expected input is accounted for; their path (None if some are missing)."""
+        when every expected input is accounted for; their path (None if some are missing).
+        :class:`DatasetError` naming the file if it cannot be written."""
         found = self.scan() if found is None else found
         if len(found) < self.expected:
             return None
         target = os.path.join(self.dir, self.name + ".jsonl")
+        writing = target
         handles: dict = {}
         try:
-            with _atomic(target) as out:
+            try:
+                with _atomic(target) as out:
+                    for index in sorted(found):
+                        e = found[index]
+                        if e.count:
+                            fh = handles.get(e.path) or handles.setdefault(e.path, open(e.path, "rb"))
+                            fh.seek(e.offset)
+                            out.write(fh.read(e.size))
+            finally:
+                for fh in handles.values():
+                    fh.close()
+            writing = os.path.join(self.dir, "skipped.jsonl")
+            with _atomic(writing) as out:
                 for index in sorted(found):
-                    e = found[index]
-                    if e.count:
-                        fh = handles.get(e.path) or handles.setdefault(e.path, open(e.path, "rb"))
-                        fh.seek(e.offset)
-                        out.write(fh.read(e.size))
-        finally:
-            for fh in handles.values():
-                fh.close()
-        with _atomic(os.path.join(self.dir, "skipped.jsonl")) as out:
-            for index in sorted(found):
-                if found[index].skipped:
-                    out.write((json.dumps(found[index].skipped, ensure_ascii=False) + "\n").encode())
+                    if found[index].skipped:
+                        out.write((json.dumps(found[index].skipped, ensure_ascii=False) + "\n").encode())
+        except OSError as e:
+            raise self._cannot(writing, e) from None
         _fsync_dir(self.dir)
         return target
 
     def close(self) -> None:
-        self._fh.close()
+        """Close the part and release the lock (idempotent)."""
+        for attr in ("_fd", "_lock_fd"):
+            fd = getattr(self, attr, None)
+            setattr(self, attr, None)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
 
 
 class _atomic:
@@ -267,17 +369,43 @@ class _atomic:
         return self.fh
 
     def __exit__(self, kind, *_):
+        done = False
         try:
             if kind is None:
                 self.fh.flush()
                 os.fsync(self.fh.fileno())
-        finally:
             self.fh.close()
             if kind is None:
                 os.chmod(self.tmp, 0o644)
                 os.replace(self.tmp, self.path)
-            else:
-                os.unlink(self.tmp)
+                done = True
+        finally:
+            if not done:                 # an error here or in the with-block: no stray file
+                try:
+                    self.fh.close()
+                except OSError:
+                    pass
+                try:
+                    os.unlink(self.tmp)
+                except OSError:
+                    pass
+
+
+def _short(x: Any) -> str:
+    """``repr(x)``, cut when long (a sha256 to its first 12 digits)."""
+    text = repr(x)
+    if len(text) <= 40:
+        return text
+    return (text[:13] if isinstance(x, str) else text[:37]) + "…" + text[-1]
+
+
+def _leaves(a: Any, b: Any, path: str):
+    """(path, a, b) of every place two JSON values differ (dicts compared key by key)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in dict.fromkeys(list(a) + list(b)):
+            yield from _leaves(a.get(k), b.get(k), f"{path}/{k}" if path else str(k))
+    elif a != b:
+        yield path, a, b
 
 
 def _difference(there: dict, here: dict) -> str:
@@ -286,10 +414,10 @@ def _difference(there: dict, here: dict) -> str:
         return f"written by another version: {there.get('format')}"
     if there.get("inputs") != here.get("inputs"):
         return "computed from a different input file"
-    a, b = there.get("options") or {}, here.get("options") or {}
-    keys = [k for k in dict.fromkeys(list(a) + list(b)) if a.get(k) != b.get(k)]
-    if keys:
-        return "options differ: " + "; ".join(f"{k} {a.get(k)!r} there, {b.get(k)!r} here"
-                                              for k in keys[:3])
+    diff = list(_leaves(there.get("options") or {}, here.get("options") or {}, ""))
+    if diff:
+        return "options differ: " + "; ".join(f"{k} {_short(a)} there, {_short(b)} here"
+                                              for k, a, b in diff[:3]) + (
+            f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
     keys = [k for k in dict.fromkeys(list(there) + list(here)) if there.get(k) != here.get(k)]
     return "settings differ: " + ", ".join(keys)

@@ -11,7 +11,10 @@ fix (the command line prints it and exits with code 2).
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
 from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
@@ -20,7 +23,7 @@ import numpy as np
 from . import presets, targets
 
 __all__ = ["UsageError", "Loaded", "Target", "load", "minilm_dir", "encode", "max_tokens",
-           "resolve_target", "parse_pair", "TARGET_KINDS"]
+           "resolve_target", "check_target", "similarity_text", "parse_pair", "TARGET_KINDS"]
 
 TARGET_KINDS = ("logit-diff", "class-diff", "similarity")
 _WEIGHTS = ("flax_model.msgpack", "model.safetensors", "flax_model.msgpack.index.json",
@@ -68,8 +71,148 @@ def _kind(class_name: str) -> str:
     return "encoder"
 
 
+def _shown(text) -> str:
+    """``text`` for a one-line message: control characters escaped, at most 200 characters."""
+    s = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return s if len(s) <= 200 else s[:199] + "…"
+
+
+def _why(e: BaseException) -> str:
+    """The first line of an exception from a library, for a one-line message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return _shown(f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__)
+
+
+def _read_json(directory: str, name: str, spec: str) -> dict | None:
+    """A model directory's JSON file as a dict (None if absent); one-line errors otherwise."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            obj = json.loads(fh.read())
+    except OSError as e:
+        raise UsageError(f"{spec!r}: cannot read {name}: {e.strerror or e}.") from None
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise UsageError(f"{spec!r}: {name} is not valid JSON ({_shown(e)}): fix it, or save the "
+                         f"model again with save_pretrained({spec!r}).") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{spec!r}: {name} is not a JSON object: save the model again with "
+                         f"save_pretrained({spec!r}).")
+    return obj
+
+
+def _refuse_remote_code(spec: str, config: dict, tokenizer_config: dict | None) -> None:
+    """No code from a model directory ever runs: ``auto_map`` (custom classes shipped as Python
+    files beside the weights) and model types transformers does not implement are refused
+    before transformers sees the directory."""
+    for name, obj in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
+        if obj is not None and "auto_map" in obj:
+            raise UsageError(f"{spec!r}: {name} has an auto_map (custom code in the model "
+                             f"directory), and this tool never runs code from a model directory: "
+                             f"use a model transformers implements (delete auto_map from {name} "
+                             f"only if its model_type is one).")
+    import transformers
+    mt = config.get("model_type")
+    if mt is None:
+        raise UsageError(f"{spec!r}: config.json has no model_type: add it (e.g. \"model_type\": "
+                         f"\"bert\"), or save the model again with save_pretrained({spec!r}).")
+    if not isinstance(mt, str) or mt not in transformers.CONFIG_MAPPING:
+        raise UsageError(f"{spec!r}: config.json has model_type {_shown(repr(mt))}, which "
+                         f"transformers does not implement (custom code, auto_map, is never run): "
+                         f"use a checkpoint of a model type transformers knows.")
+    archs = config.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise UsageError(f"{spec!r}: config.json's architectures must be a list of class names "
+                         f"(e.g. [\"BertForMaskedLM\"]), not {_shown(repr(archs))}: fix it or "
+                         f"delete it.")
+
+
+def _model_class(spec: str, config, arch: str):
+    """The Flax class of ``architectures[0]`` (FlaxAutoModel when transformers has no Flax
+    class of that name); a name that is not a Flax model of this config's type is refused."""
+    import transformers
+    cls = getattr(transformers, "Flax" + arch, None) if arch else None
+    if cls is None:
+        return transformers.FlaxAutoModel
+    base = transformers.FlaxPreTrainedModel
+    config_class = getattr(cls, "config_class", None) if isinstance(cls, type) else None
+    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base
+            and isinstance(config_class, type) and isinstance(config, config_class)):
+        raise UsageError(f"{spec!r}: config.json's architectures names {arch!r}, which is not a "
+                         f"Flax model of model_type {config.model_type!r}: set it to the model's "
+                         f"class (what save_pretrained writes), or delete it for the bare model.")
+    return cls
+
+
+class _MissingWeights(logging.Handler):
+    """Collects transformers' warning that some parameters were not in the checkpoint (and were
+    initialized at random) while it is installed; silent otherwise."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.missing: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "were not initialized from the model checkpoint" in msg:
+            self.missing.append(msg.split("newly initialized", 1)[-1])
+
+    def __enter__(self):
+        self.logger = logging.getLogger("transformers.modeling_flax_utils")
+        self.saved = self.logger.level, self.logger.propagate
+        self.logger.setLevel(logging.WARNING)
+        self.logger.propagate = False
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved[0])
+        self.logger.propagate = self.saved[1]
+
+
+def _check_weights(spec: str, model, missing: list[str], kind: str) -> None:
+    """Refuse a model whose weights are not all from the checkpoint or not all real numbers."""
+    import jax
+    tuples = [t for m in missing for t in re.findall(r"\(([^()]+)\)", m)]   # ('bert', 'pooler', …)
+    keys = ["/".join(re.findall(r"'([^']*)'", t)) for t in tuples]
+    if kind == "encoder":   # a bare encoder's pooler feeds no target here
+        keys = [k for k in keys if "pooler" not in k]
+    if keys or (missing and not tuples):
+        example = f" ({len(keys)}, e.g. {_shown(keys[0])})" if keys else ""
+        raise UsageError(f"{spec!r}: the weights lack parameters {type(model).__name__} needs"
+                         f"{example}, which would be random: check config.json's architectures, "
+                         f"or save the model again with save_pretrained({spec!r}).")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            raise UsageError(f"{spec!r}: weight {_shown(name)} has dtype {dtype}, not a floating "
+                             f"type: save the weights as float32 (or float16/bfloat16).")
+
+
+class _NoPickles:
+    """While transformers reads a directory: its one switch that lets a tokenizer unpickle a
+    vocabulary (``TRUST_REMOTE_CODE`` in the environment, TransfoXL) is off."""
+
+    def __enter__(self):
+        self.saved = os.environ.get("TRUST_REMOTE_CODE")
+        os.environ["TRUST_REMOTE_CODE"] = "False"
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop("TRUST_REMOTE_CODE", None)
+        else:
+            os.environ["TRUST_REMOTE_CODE"] = self.saved
+
+
 def load(spec: str) -> Loaded:
-    """Load ``spec``: ``"minilm"`` or a directory written by ``save_pretrained``."""
+    """Load ``spec``: ``"minilm"`` or a directory written by ``save_pretrained``.
+
+    Never runs code from the directory (``trust_remote_code=False``, ``auto_map`` refused),
+    never reads stdin, never downloads (``local_files_only=True``), never unpickles (Flax msgpack
+    or safetensors only); a directory transformers cannot load is a :class:`UsageError`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     d = minilm_dir() if spec == "minilm" else spec
@@ -86,17 +229,37 @@ def load(spec: str) -> Loaded:
     if not files & set(_TOKENIZER):
         raise UsageError(f"{spec!r} has no tokenizer files (tokenizer.json or a vocabulary): save "
                          f"the tokenizer with tokenizer.save_pretrained({spec!r}).")
+    raw_config = _read_json(d, "config.json", spec)
+    _refuse_remote_code(spec, raw_config, _read_json(d, "tokenizer_config.json", spec))
     import transformers
-    config = transformers.AutoConfig.from_pretrained(d)
+    safe = dict(trust_remote_code=False, local_files_only=True)
+    try:
+        config = transformers.AutoConfig.from_pretrained(d, **safe)
+    except Exception as e:   # a library's error on a bad file: one line, not a traceback
+        raise UsageError(f"{spec!r}: cannot load config.json ({_why(e)}): fix it, or save the "
+                         f"model again with save_pretrained({spec!r}).") from None
     try:
         preset = presets.PRESETS[presets.detect_name(config.model_type, config)]
     except presets.UnsupportedModelError as e:
         raise UsageError(f"{spec!r}: {e}") from None
-    arch = (getattr(config, "architectures", None) or [""])[0]
-    cls = getattr(transformers, "Flax" + arch, None) or transformers.FlaxAutoModel
-    model = cls.from_pretrained(d)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(d)
-    return Loaded(spec, model, tokenizer, preset, _kind(type(model).__name__))
+    cls = _model_class(spec, config, (raw_config.get("architectures") or [""])[0])
+    try:
+        with _NoPickles():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(d, **safe)
+    except Exception as e:
+        raise UsageError(f"{spec!r}: cannot load the tokenizer ({_why(e)}): save it again with "
+                         f"tokenizer.save_pretrained({spec!r}).") from None
+    try:
+        with _MissingWeights() as log:
+            model = cls.from_pretrained(d, config=config, from_pt=False, **safe)
+    except UsageError:
+        raise
+    except Exception as e:
+        raise UsageError(f"{spec!r}: cannot load the model ({_why(e)}): check config.json and "
+                         f"the weights, or save the model again with save_pretrained({spec!r}).") from None
+    kind = _kind(type(model).__name__)
+    _check_weights(spec, model, log.missing, kind)
+    return Loaded(spec, model, tokenizer, preset, kind)
 
 
 def max_tokens(config) -> int | None:
@@ -112,12 +275,48 @@ def encode(loaded: Loaded, text: str) -> tuple[np.ndarray, list[str]]:
     """Token ids (with the model's special tokens) and token strings of ``text``."""
     if not text or not text.strip():
         raise UsageError("the text is empty: pass --text \"a sentence\".")
+    _check_encodable(text, "the text")
     ids = np.asarray(loaded.tokenizer(text).input_ids, np.int32)
     limit = max_tokens(loaded.model.config)
     if limit is not None and len(ids) > limit:
         raise UsageError(f"the text has {len(ids)} tokens but the model's position table holds "
                          f"{limit}: shorten the text.")
     return ids, list(loaded.tokenizer.convert_ids_to_tokens(ids.tolist()))
+
+
+def _check_encodable(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"{what} is not valid Unicode (character {e.start}, "
+                         f"{_shown(repr(text[e.start]))}): pass UTF-8 text.") from None
+
+
+def similarity_text(spec: str) -> str:
+    """The other text of ``similarity:"another text"`` (quotes and outer spaces removed);
+    a :class:`UsageError` blaming the target when there is none."""
+    other = spec[len("similarity:"):].strip().strip('"').strip("'")
+    if not other.strip():
+        raise UsageError("target similarity needs a second text: --target "
+                         "similarity:\"another sentence\".")
+    _check_encodable(other, "--target similarity's text")
+    return other
+
+
+def check_target(spec: str | None) -> None:
+    """Check the syntax of a target spec before any model is loaded (what depends on the model
+    — its kind, its vocabulary, the text — is checked by :func:`resolve_target`)."""
+    if spec is None or spec == "top2":
+        return
+    _check_encodable(spec, "the target")
+    name = spec.split(":", 1)[0]
+    if name == "similarity":
+        similarity_text(spec)
+    elif name in ("logit-diff", "class-diff"):
+        parse_pair(spec, name)
+    else:
+        raise UsageError(f"unknown target {spec!r}: use logit-diff:A,B[@POS], class-diff:A,B or "
+                         f"similarity:\"another sentence\".")
 
 
 def single_token(loaded: Loaded, word: str) -> int:
@@ -194,6 +393,8 @@ def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
     """The target for ``spec`` on the text ``ids``; ``None``: the top-1 minus the top-2
     prediction (models with a head)."""
     kind = loaded.kind
+    if spec is not None:
+        _check_encodable(spec, "the target")
     if spec is None or spec == "top2":
         if kind == "encoder":
             raise UsageError(f"{loaded.name!r} has no prediction head, so there is no default "
@@ -207,11 +408,11 @@ def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
         return Target(targets.logit_diff, (pos, a, b), f"logit-diff:{ta},{tb}@{pos}")
     name = spec.split(":", 1)[0]
     if name == "similarity":
-        other = spec[len("similarity:"):].strip().strip('"').strip("'")
-        if not other:
-            raise UsageError("target similarity needs a second text: --target "
-                             "similarity:\"another sentence\".")
-        oids, _ = encode(loaded, other)
+        other = similarity_text(spec)
+        try:
+            oids, _ = encode(loaded, other)
+        except UsageError as e:
+            raise UsageError(f"--target similarity: {e}") from None
         out = loaded.model(jnp.asarray(oids)[None])
         if not hasattr(out, "last_hidden_state"):
             raise UsageError(f"target similarity needs a sentence encoder (outputs with "
