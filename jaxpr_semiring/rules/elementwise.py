@@ -24,6 +24,9 @@ CLOSED_FORM = {
     "neg": lambda xs, out, i: -1,
     "mul": lambda xs, out, i: xs[1 - i],
     "exp": lambda xs, out, i: out,
+    # nextafter(x, y) moves x by one ulp: an identity edge from x, none from y (jax >= 0.12's
+    # JVP; older releases have none, and the graph is the same on every release)
+    "nextafter": lambda xs, out, i: 1 if i == 0 else None,
 }
 
 
@@ -66,6 +69,9 @@ def elementwise(ctx, primals_in, primals_out, cts_out, **params):
             w = local_derivative(ctx.primitive, params, primals_in, i)
         else:
             w = closed_form(primals_in, primals_out[0], i)
+            if w is None:  # no edge from this operand
+                cts_in.append(None)
+                continue
         if isinstance(w, int):
             w = None if w == 1 else jnp.asarray(w, primals_out[0].dtype)
         contrib = ct if w is None else S.scale(w, ct)
@@ -92,13 +98,13 @@ register(
     "rem", "rsqrt", "sin", "sinh", "sqrt", "square", "sub", "tan", "tanh", "zeta",
     # jax >= 0.11
     "acospi", "asinpi", "atan2pi", "atanpi", "cospi", "sinpi", "tanpi", "exp2m1", "log2",
-    "log2p1", "fma", "fmuladd", "one_minus_square", "polynomial",
+    "log2p1", "fma", "fmuladd", "one_minus_square", "polynomial", "nextafter",
     # a custom_jvp function computed by bit manipulation stays one node (interpreter.flatten)
     "custom_jvp_call",
 )(elementwise)
 
 register(
-    "sign", "floor", "ceil", "round", "is_finite", "nextafter", "stop_gradient",
+    "sign", "floor", "ceil", "round", "is_finite", "stop_gradient",
     "eq", "ne", "lt", "le", "gt", "ge", "argmax", "argmin", "iota", "and", "or", "not", "xor",
     "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz",
     "random_bits", "random_seed", "random_wrap", "random_unwrap", "random_fold_in",
