@@ -169,10 +169,15 @@ def _check_folder(folder: str, what: str) -> None:
         raise OutputError(f"{what}: directory {shown(folder)} does not exist: create it "
                           f"(mkdir -p {shown(folder)}) or choose another path.")
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-check-")
+        _probe(folder)
     except OSError as e:
         raise OutputError(f"{what}: cannot write in {shown(folder)} ({e.strerror or e}): "
                           f"{_fix(e)}.") from None
+
+
+def _probe(folder: str) -> None:
+    """Create and remove a file in ``folder``: the OSError a real write would meet, if any."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-check-")
     os.close(fd)
     os.unlink(probe)
 
@@ -192,12 +197,10 @@ def check_output_dir(path, option: str | None = "--out-dir") -> None:
         raise OutputError(f"{what}: cannot write to {shown(p)}: Not a directory ({shown(up)} is "
                           f"a file): choose another --out-dir.")
     try:
-        fd, probe = tempfile.mkstemp(dir=up, prefix=".tmp-check-")
+        _probe(up)
     except OSError as e:
         raise OutputError(f"{what}: cannot write to {shown(p)} ({e.strerror or e} in "
                           f"{shown(up)}): choose a writable --out-dir.") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _emit(fh: BinaryIO, data: Data) -> None:
@@ -213,7 +216,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -246,7 +250,7 @@ def _replace(target: str, data: Data) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _through(path: str, data: Data) -> None:

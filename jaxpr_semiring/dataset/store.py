@@ -54,6 +54,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..outputs import fsync_dir
 from .inputs import DatasetError
 
 __all__ = ["ResultStore", "Block", "Entry", "FORMAT", "to_json_line", "jsonable"]
@@ -111,19 +112,6 @@ class Entry(NamedTuple):
     size: int
     count: int
     skipped: dict | None
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _keep(found: dict, index: int, entry: Entry) -> None:
@@ -202,7 +190,7 @@ class ResultStore:
         except BaseException:
             self.close()
             raise
-        _fsync_dir(self.parts)
+        fsync_dir(self.parts)
 
     # -- one writer per part
     def _lock(self, path: str) -> None:
@@ -245,7 +233,7 @@ class ResultStore:
                     os.replace(tmp, path)
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         try:
             with open(path) as fh:
                 there = json.load(fh)
@@ -336,7 +324,7 @@ class ResultStore:
                         out.write((json.dumps(found[index].skipped, ensure_ascii=False) + "\n").encode())
         except OSError as e:
             raise self._cannot(writing, e) from None
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return target
 
     def close(self) -> None:

@@ -248,25 +248,16 @@ def scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, uniq
     return GatherMap(x.shape, indices, gd, sizes, mode, indices_are_sorted, unique_indices)
 
 
-@register("scatter-add", "scatter_add")
+@register("scatter-add", "scatter_add", "scatter-sub", "scatter_sub")
 def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
                 unique_indices, mode, **_):
+    """``x.at[i].add(u)``; ``.subtract(u)`` is the same with weight −1 on the update edges."""
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
     m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
     ct_u = m.gather_value(S, ct, updates.dtype) if ctx.wanted[2] else None
-    return [ct, None, ct_u]
-
-
-@register("scatter-sub", "scatter_sub")
-def scatter_sub(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
-                unique_indices, mode, **_):
-    """``x.at[i].subtract(u)``: as ``scatter-add``, with weight −1 on the update edges."""
-    x, indices, updates = primals_in
-    S, ct = ctx.semiring, cts_out[0]
-    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
-    ct_u = (S.scale(jnp.asarray(-1, updates.dtype), m.gather_value(S, ct, updates.dtype))
-            if ctx.wanted[2] else None)
+    if ct_u is not None and ctx.primitive.name in ("scatter-sub", "scatter_sub"):
+        ct_u = S.scale(jnp.asarray(-1, updates.dtype), ct_u)
     return [ct, None, ct_u]
 
 
