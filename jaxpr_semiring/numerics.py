@@ -1,6 +1,11 @@
 """Numerics shared by the semirings and the kernels: log-space sums that never produce NaN,
 log|w| with log 0 = −inf, 0·log 0 = 0, and the signed / lexicographic max-type products.
 
+NaN (docs/semantics.md, "NaN"): none of these makes a NaN from inputs without one, and every one
+passes a NaN on: a NaN operand of a max-type ⊕ wins (it is not ignored, as a comparison would),
+a NaN weight times a live value is NaN, and only 0̄ (no path) annihilates it. A NaN value has
+every field NaN (a sign included).
+
 Everything here maps arrays to arrays (jax.numpy and lax) and knows nothing about semirings.
 
 >>> import jax.numpy as jnp
@@ -16,7 +21,9 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = ["opaque", "finite_or_zero", "logaddexp", "first_share", "logsumexp", "log_abs", "xlogx",
-           "abs_xlogx", "sign1", "signed_scale", "lexmax", "lexmax_reduce", "first_best_reduce", "broadcast_to"]
+           "abs_xlogx", "live", "scale_log", "sign1", "signed_scale", "lexmax", "lexmax_reduce",
+           "max_and_nan", "max_nan", "min_nan", "nan_first_better", "first_best_reduce",
+           "broadcast_to"]
 
 
 def opaque(x):
@@ -82,9 +89,20 @@ def log_abs(w):
 
 
 def xlogx(x):
-    """x·log x with 0·log 0 = 0."""
+    """x·log x with 0·log 0 = 0 (NaN stays NaN)."""
     safe = jnp.where(x > 0, x, jnp.ones_like(x))
-    return jnp.where(x > 0, x * jnp.log(safe), jnp.zeros_like(x))
+    return jnp.where(x > 0, x * jnp.log(safe), jnp.where(jnp.isnan(x), x, jnp.zeros_like(x)))
+
+
+def live(lv):
+    """Where a log-space value is not 0̄ (−inf): a NaN is live (it is a path)."""
+    return lv != -jnp.inf
+
+
+def scale_log(lv, lw):
+    """lift(w) ⊗ v in log space, ``lv + lw``, with 0̄ annihilating any ``lw`` (+inf, NaN): no
+    −inf + inf = NaN."""
+    return jnp.where(live(lv), lv + lw, -jnp.inf)
 
 
 def abs_xlogx(w):
@@ -93,8 +111,8 @@ def abs_xlogx(w):
 
 
 def sign1(w):
-    """Sign of an edge weight with sign(0) = +1 (a zero product is not negative)."""
-    return jnp.where(w < 0, -jnp.ones_like(w), jnp.ones_like(w))
+    """Sign of an edge weight with sign(0) = +1 (a zero product is not negative); NaN for NaN."""
+    return jnp.where(w < 0, -jnp.ones_like(w), jnp.where(jnp.isnan(w), w, jnp.ones_like(w)))
 
 
 def broadcast_to(v, shape):
@@ -104,8 +122,9 @@ def broadcast_to(v, shape):
 
 def signed_scale(w, top_pos, top_neg):
     """w ⊗ (top_pos, top_neg) of max-product with signs (paper App. A): a negative weight swaps
-    the chains. 0̄ = (−inf, +inf) annihilates whatever w is (no inf·0 = NaN, no sign flip)."""
-    alive = top_pos > -jnp.inf
+    the chains. 0̄ = (−inf, +inf) annihilates whatever w is (no inf·0 = NaN, no sign flip, NaN
+    included); a NaN value or a NaN weight on a live value gives NaN in both chains."""
+    alive = top_pos != -jnp.inf   # a NaN value is alive: it is a path
     pos = w >= 0
     hi = jnp.where(pos, w * top_pos, w * top_neg)
     lo = jnp.where(pos, w * top_neg, w * top_pos)
@@ -113,29 +132,75 @@ def signed_scale(w, top_pos, top_neg):
 
 
 def lexmax(a_la, a_s, b_la, b_s):
-    """The larger of two (log|g|, sign) pairs; equal log|g| keeps the larger sign."""
+    """The larger of two (log|g|, sign) pairs; equal log|g| keeps the larger sign. A NaN on
+    either side wins: (NaN, NaN) (a NaN pair has a NaN sign; elementwise max propagates NaN)."""
     la = jnp.maximum(a_la, b_la)
     s = jnp.where(a_la > b_la, a_s, jnp.where(b_la > a_la, b_s, jnp.maximum(a_s, b_s)))
     return la, s
 
 
+def _reduce_nan(x, axes, larger: bool, keepdims: bool = False):
+    """(max or min of ``x`` over ``axes`` from ∓inf, whether some entry is NaN) in one
+    variadic reduce: XLA CPU's vectorized max/min reduction drops NaN on some releases
+    (jaxlib 0.10: over 1000 elements), and a second reduction for the flag costs a second pass
+    over a fused producer (this one measured no slower than ``jnp.max`` alone on XLA CPU)."""
+    axes = tuple(a % x.ndim for a in axes) if x.ndim else ()
+    op = jnp.maximum if larger else jnp.minimum
+    init = jnp.array(-jnp.inf if larger else jnp.inf, x.dtype)
+    out, nan = lax.reduce((x, jnp.isnan(x)), (init, jnp.array(False)),
+                          lambda a, b: (op(a[0], b[0]), a[1] | b[1]), axes)
+    if keepdims:
+        out, nan = (jnp.expand_dims(a, axes) for a in (out, nan))
+    return out, nan
+
+
+def max_and_nan(x, axes, keepdims: bool = False):
+    """(max of ``x`` over ``axes`` from −inf, whether some reduced entry is NaN): one pass."""
+    return _reduce_nan(x, tuple(axes), True, keepdims)
+
+
+def max_nan(x, axes, keepdims: bool = False):
+    """``jnp.max(x, axes, initial=-inf)``, NaN where some reduced entry is NaN (on every XLA)."""
+    out, nan = _reduce_nan(x, axes, True, keepdims)
+    return jnp.where(nan, jnp.nan, out)
+
+
+def min_nan(x, axes, keepdims: bool = False):
+    """``jnp.min(x, axes, initial=inf)``, NaN where some reduced entry is NaN (on every XLA)."""
+    out, nan = _reduce_nan(x, axes, False, keepdims)
+    return jnp.where(nan, jnp.nan, out)
+
+
 def lexmax_reduce(la, s, axes):
     """:func:`lexmax` over ``axes``; an empty or all −inf reduction has sign −1 (callers map
-    dead entries to their 0̄ sign)."""
-    best = jnp.max(la, axis=axes, keepdims=True, initial=-jnp.inf)
+    dead entries to their 0̄ sign); a NaN log|g| or sign makes (NaN, NaN)."""
+    axes = tuple(axes)
+    best, nan = _reduce_nan(la, axes, True, keepdims=True)
     sign = jnp.max(jnp.where(la == best, s, -jnp.ones_like(s)), axis=axes, initial=-1.0)
-    return jnp.squeeze(best, axes), sign
+    best = jnp.squeeze(best, axes)
+    nan = jnp.squeeze(nan, axes) | jnp.isnan(sign)
+    return jnp.where(nan, jnp.nan, best), jnp.where(nan, jnp.nan, sign)
+
+
+def nan_first_better(val_a, code_a, val_b, code_b, larger: bool):
+    """Whether candidate b beats a in a first-best order: a NaN value first (it is absorbing),
+    then the larger (``larger``) or smaller value, then the smaller code."""
+    na, nb = jnp.isnan(val_a), jnp.isnan(val_b)
+    strictly = (val_b > val_a) if larger else (val_b < val_a)
+    tie = (val_b == val_a) | (na & nb)
+    return (nb & ~na) | strictly | (tie & (code_b < code_a))
 
 
 def first_best_reduce(pos, neg, axes):
     """Reduce two chains of (value, int32 code, payload) over ``axes`` in one variadic reduce:
     ``pos`` keeps its largest value, ``neg`` its smallest, ties going to the smaller code
-    (the first candidate). A lexicographic order, so the reduction order does not matter;
-    argmax + gathers compile several times slower on XLA CPU. With nothing to reduce a chain is
-    (∓inf, int32 max, 0)."""
+    (the first candidate); a NaN value beats every number in both chains (NaN is absorbing:
+    the first NaN candidate wins). A lexicographic order, so the reduction order does not
+    matter; argmax + gathers compile several times slower on XLA CPU. With nothing to reduce a
+    chain is (∓inf, int32 max, 0)."""
     def better(a, b):
-        bp = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
-        bn = (b[3] < a[3]) | ((b[3] == a[3]) & (b[4] < a[4]))
+        bp = nan_first_better(a[0], a[1], b[0], b[1], True)
+        bn = nan_first_better(a[3], a[4], b[3], b[4], False)
         return tuple(jnp.where(bp if i < 3 else bn, y, x) for i, (x, y) in enumerate(zip(a, b)))
 
     dt = pos[0].dtype

@@ -16,6 +16,11 @@ whole thing is jittable and vmappable (``jax.vmap`` over sentences gives a batch
 A ``scan`` or ``cond`` is one step of a path (from an operand element to a result element, its
 weight the product along the best path inside).
 
+NaN: a path of product NaN beats every number (docs/semantics.md, "NaN"), so on a graph with a
+NaN weight the top path of an element whose value is NaN is a path of product NaN, and
+:attr:`Path.nan_step` names its first edge where the running product turns NaN (the NaN edge:
+its primitive, module path and element); ``str(path)`` says so in its first line.
+
 >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
 >>> f = lambda x, y: jnp.exp(x) + (x - y) * y       # paper Fig. 1
 >>> p = jax.jit(js.top_path(f, argnums=1))(1.0, 2.0)
@@ -98,6 +103,11 @@ class PointerObserver(Observer):
         return PointerValue(value.top_pos, value.top_neg, ids, ids + 1, one, one)
 
 
+def _no_path(value) -> bool:
+    """Whether a start value means "no path": 0̄ (±inf), not NaN (a path of product NaN)."""
+    return bool(np.isinf(value))
+
+
 class PathStep(NamedTuple):
     """One edge of the path: into element ``index`` of the output of equation ``primitive``.
 
@@ -155,7 +165,7 @@ class Path:
     @property
     def steps(self) -> list[PathStep]:
         ids, weights, _, value = self._concrete()
-        if not np.isfinite(value):
+        if _no_path(value):
             raise ValueError(f"top_path: input element {self.start['index']} has no path to the "
                              f"output.")
         n = int(np.sum(ids >= 0))
@@ -170,6 +180,21 @@ class Path:
             steps.append(PathStep(prim, path, self.index.shapes[v], idx, w[k], float(products[k]),
                                   chain, remaining))
         return steps
+
+    @property
+    def nan_step(self) -> int | None:
+        """Index into :attr:`steps` of the edge where the running product first turns NaN (a
+        NaN weight, or 0·inf), None when the product is a number."""
+        for k, step in enumerate(self.steps):
+            if np.isnan(step.product):
+                return k
+        return None
+
+    @property
+    def nan_edge(self) -> PathStep | None:
+        """The step of :attr:`nan_step` (the NaN edge), or None."""
+        k = self.nan_step
+        return None if k is None else self.steps[k]
 
     @property
     def product(self) -> float:
@@ -197,6 +222,11 @@ class Path:
                       else (f"{self.chain} path", "product"))
         head = (f"{kind} ({what} = {self.value:.6g}) from input leaf {st['leaf']} "
                 f"element {st['index']} of shape {st['shape']}: {len(self)} edges")
+        k = self.nan_step
+        if k is not None:
+            e = self.steps[k]
+            head += (f"; NaN from edge {k + 1}: {e.primitive} at {e.path or '-'} element {e.index} "
+                     f"(weight {e.weight:.4g})")
         rows = [("#", "primitive", "module path", "index", "weight", "product", "chain")]
         for i, s in enumerate(self.steps, 1):
             rows.append((str(i), s.primitive, s.path or "-", str(s.index), f"{s.weight:.4g}",
@@ -276,7 +306,8 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
       at: the input element the path starts from: an int (flat index) or a tuple (array
         index) into the flattened differentiated leaf ``leaf``. Default: the element with the
         largest ``top_pos`` over all differentiated leaves (smallest ``top_neg`` for
-        ``chain="top_neg"``).
+        ``chain="top_neg"``); a NaN value counts as the largest (and smallest), so on a graph
+        with a NaN path the default path is one of product NaN (:attr:`Path.nan_edge`).
       leaf: which leaf of the flattened differentiated arguments ``at`` refers to (needed when
         there are several).
       chain: ``"top_pos"`` (most positive path) or ``"top_neg"`` (most negative path).
@@ -307,7 +338,7 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
                 raise ValueError("top_path: no differentiated input element reaches the output.")
             vals = jnp.concatenate([c[0] for c in cands])
             gids = jnp.concatenate([c[1] for c in cands])
-            best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)
+            best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)   # NaN first
             start, value = gids[best], vals[best]
         else:
             li, elem = start_element(b.graph, at, leaf, "top_path")
@@ -322,7 +353,7 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
         ids, weights = chase(ptr_table, w_table, 2 * start + bit, index.max_steps)
         path = Path(ids, weights, jnp.asarray(start, jnp.int32), value, index, chain)
         try:
-            dead = not np.isfinite(float(value))
+            dead = _no_path(float(value))
         except jax.errors.ConcretizationTypeError:  # traced: Path.steps says so when read
             dead = False
         if dead:

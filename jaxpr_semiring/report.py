@@ -206,15 +206,18 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
     comps = [shown(c) for c in pt["components"]]
     x = np.asarray(pt["flows"][spec.flow], np.float64).reshape(len(tokens), len(comps))
     if spec.combine == "max":
+        nan = np.isnan(x).any(1)            # a NaN path: no component wins the token
         alive = x.max(1, initial=-np.inf) > -np.inf
-        win = [comps[int(np.argmax(row))] if a else "none" for row, a in zip(x, alive)]
+        win = ["nan" if bad else comps[int(np.argmax(row))] if a else "none"
+               for row, a, bad in zip(x, alive, nan)]
         if not win:
             return f"  winner per token ({spec.flow}): no tokens"
         counts = {c: win.count(c) for c in comps}
         best = max(counts, key=counts.get)
         pairs = ", ".join(f"{_label(t)}→{w}" for t, w in zip(tokens, win))
-        return (f"  winner per token ({spec.flow}): {pairs}; most tokens: {best} "
-                f"({counts[best]} of {len(tokens)})")
+        most = f"{best} ({counts[best]} of {len(tokens)})" if counts[best] else "none"
+        note = f"; NaN at {int(nan.sum())} of {len(tokens)} tokens" if nan.any() else ""
+        return f"  winner per token ({spec.flow}): {pairs}; most tokens: {most}{note}"
     if not comps:
         return "  no components"
     if spec.combine == "sum":
@@ -227,7 +230,11 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
     key = np.abs(agg) if spec.combine == "sum" else agg
     i = int(np.argmax(np.where(np.isnan(key), -np.inf, key)))
     how = {"sum": "Σ", "logsumexp": "log Σ exp"}[spec.combine]
-    return f"  largest flow ({spec.flow}, {how} over tokens): {comps[i]} = {_fmt(agg[i])}"
+    bad = [c for c, a in zip(comps, agg) if np.isnan(a)]
+    note = f"; NaN: {', '.join(bad)}" if bad else ""
+    if len(bad) == len(comps):
+        return f"  largest flow ({spec.flow}, {how} over tokens): none{note}"
+    return f"  largest flow ({spec.flow}, {how} over tokens): {comps[i]} = {_fmt(agg[i])}{note}"
 
 
 def _label(token: str, width: int = 32) -> str:

@@ -83,14 +83,15 @@ def test_family_real_flows(family):
                 next(getattr(c, a) for a in ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
                      if isinstance(getattr(c, a, None), int)))
     assert sorted({p.layer for p in cf.points}) == list(range(n_layers))
-    for pt in cf.points:
-        np.testing.assert_allclose(np.asarray(pt.flows).sum(-1), pt.total, rtol=1e-4, atol=1e-6,
-                                   err_msg=f"{name} layer {pt.layer} {pt.point}")
     g_emb, g_layer = _grad_oracles(model, preset, inputs, target, targs, 0)
-    np.testing.assert_allclose(cf.embeddings, g_emb, rtol=1e-4, atol=1e-6)
-    # Σ over hidden dims is ~0 when a LayerNorm follows (its Jacobian sums to 0): compare
-    # against the gradient's own scale
+    # Σ over hidden dims is ~0 when a LayerNorm follows (its Jacobian sums to 0): float32
+    # cancellation error follows the gradient's own scale, not the near-zero sum
     scale = 1e-5 * float(jnp.max(jnp.abs(g_layer)))
+    for pt in cf.points:
+        np.testing.assert_allclose(np.asarray(pt.flows).sum(-1), pt.total, rtol=1e-4,
+                                   atol=max(1e-6, scale),
+                                   err_msg=f"{name} layer {pt.layer} {pt.point}")
+    np.testing.assert_allclose(cf.embeddings, g_emb, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(cf.points[0].total, g_layer.reshape(-1, *g_layer.shape[-2:]).sum((0, 2)),
                                rtol=1e-4, atol=scale)
     if name == "albert":   # one shared layer module: the second call is layer 1

@@ -204,6 +204,26 @@ def test_summary_picks_the_largest_component():
     assert "winner per token (top_pos): a→none, b→mlp; most tokens: mlp (1 of 2)" in report.format_table(doc)
 
 
+def test_summary_nan_is_named_never_a_winner():
+    """A NaN flow (jax.grad would give NaN there) is reported as NaN: not 'none', not a winner."""
+    NAN = float("nan")
+    doc = dict(make_doc("max-product", layers=0), tokens=["a", "b", "c"])
+    doc["points"] = [dict(layer=0, point="mlp", components=["skip", "mlp"],
+                          flows={"top_pos": [[NAN, 1.0], [-INF, -INF], [0.5, 2.0]],
+                                 "top_neg": [[NAN, 1.0], [INF, INF], [0.5, 2.0]]},
+                          total={"top_pos": [NAN, -INF, 2.0], "top_neg": [NAN, INF, 0.5]})]
+    assert ("winner per token (top_pos): a→nan, b→none, c→mlp; most tokens: mlp (1 of 3); "
+            "NaN at 1 of 3 tokens") in report.format_table(doc)
+    doc["points"][0]["flows"]["top_pos"] = [[NAN, NAN], [NAN, NAN], [NAN, NAN]]
+    assert "most tokens: none; NaN at 3 of 3 tokens" in report.format_table(doc)
+    # real: a NaN component is named and never the largest
+    doc = dict(doc, semiring="real", tokens=["a", "b"])
+    doc["points"] = [_point(["skip", "mlp", "other"], [[1.0, NAN, 0.5], [0.5, 2.5, 0.0]])]
+    assert "largest flow (value, Σ over tokens): skip = 1.5; NaN: mlp" in report.format_table(doc)
+    doc["points"] = [_point(["skip"], [[NAN], [1.0]])]
+    assert "largest flow (value, Σ over tokens): none; NaN: skip" in report.format_table(doc)
+
+
 # ------------------------------------------------------------------------------ heatmap
 
 def _png_size(path):

@@ -2,9 +2,9 @@
 they are available, and how to run them on host arrays or behind ``jax.pure_callback``.
 
 A plain vectorized loop beats XLA's CPU code for a broadcast-multiply-max by about 20×.
-Semantics are exactly the XLA formulation's (:mod:`.xla`): a 0̄ entry of ``v`` (top_pos = −inf,
-or NaN, for MaxProduct) contributes no candidate whatever the weight; an output with no
-candidate is 0̄. Weights come [B, C, N], or [B, N, C] with ``nc=True`` (no transposed copy).
+Semantics are exactly the XLA formulation's (:mod:`.xla`): a 0̄ entry of ``v`` (top_pos = −inf
+for MaxProduct) contributes no candidate whatever the weight; a NaN entry, or a NaN weight on
+a live entry, is a NaN candidate that wins; an output with no candidate is 0̄. Weights come [B, C, N], or [B, N, C] with ``nc=True`` (no transposed copy).
 Inside a jitted program the loops run zero-copy through XLA's FFI (:mod:`.ffi`);
 :func:`maxproduct` & co. here go through ``jax.pure_callback``, which copies every operand (the
 fallback where the FFI cannot be used). Available only when numba is installed

@@ -28,6 +28,7 @@ def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 
     Grid over (B, M tiles, N tiles); each program keeps a [bm, bn] accumulator pair in
     registers and walks C in slices of ``block_c`` (a [bm, bc, bn] broadcast per step). Padding
     along M, N, C uses 0̄ rows (−inf, +inf) and weight 0, which the mask turns into no candidate.
+    A NaN candidate (a NaN entry, or a NaN weight on a live one) makes both outputs NaN.
     """
     from jax.experimental import pallas as pl
 
@@ -47,12 +48,17 @@ def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 
             pk = p_ref[0, :, pl.ds(k * bc, bc)]          # [bm, bc]
             nk = n_ref[0, :, pl.ds(k * bc, bc)]
             wk = w_ref[0, pl.ds(k * bc, bc), :]          # [bc, bn]
-            alive = (pk > -jnp.inf)[:, :, None]
+            alive = (pk != -jnp.inf)[:, :, None]         # a NaN entry is a candidate
             a = pk[:, :, None] * wk[None]
             d = nk[:, :, None] * wk[None]
             hi = jnp.where(alive, jnp.maximum(a, d), -jnp.inf)
             lo = jnp.where(alive, jnp.minimum(a, d), jnp.inf)
-            return jnp.maximum(ap, jnp.max(hi, axis=1)), jnp.minimum(an, jnp.min(lo, axis=1))
+            # NaN wins (IEEE: a path of product NaN), carried explicitly: a GPU max may drop it
+            nan = jnp.max((hi != hi).astype(dt), axis=1) > 0
+            nan = nan | (ap != ap)
+            ap = jnp.where(nan, jnp.nan, jnp.maximum(ap, jnp.max(hi, axis=1)))
+            an = jnp.where(nan, jnp.nan, jnp.minimum(an, jnp.min(lo, axis=1)))
+            return ap, an
 
         init = (jnp.full((bm, bn), -jnp.inf, dt), jnp.full((bm, bn), jnp.inf, dt))
         ap, an = lax.fori_loop(0, steps, body, init)

@@ -6,6 +6,14 @@ Log, Counting, Entropy and Expectation contract ``⊕_c lift(w) ⊗ v`` as a max
 once the rows it meets exist (:func:`scheduled_after`), so a backward pass never holds every
 layer's lifted weights at once.
 
+NaN and infinite weights (docs/semantics.md, "NaN"): a matmul multiplies every row entry by
+every weight, 0̄ entries (0 after the lift) included, so 0·NaN or 0·inf would make NaN an
+output that has no path through that weight. :func:`log_shift` and :func:`dead_rows` say which
+outputs come from rows that are 0̄ at every contraction index: the semirings set those to 0̄
+(they have no path at all). A row live somewhere meets every NaN of the weight columns it
+contracts with (a second matmul to tell which entries meet it measured 15-65 % more compile
+time on BERT).
+
 >>> import jax.numpy as jnp
 >>> v = jnp.ones((2, 3)); w = -2.0 * jnp.ones((3, 4))
 >>> z, = lifted_dots([(v, jnp.abs)], w, (((1,), (0,)), ((), ())))
@@ -18,8 +26,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["LIFT_CHUNK_BYTES", "LIVE_MAX_INDICES", "log_shift", "real_dot", "stacked_dot",
-           "scheduled_after", "lifted_dots", "live_or_dense"]
+from .. import numerics
+
+__all__ = ["LIFT_CHUNK_BYTES", "LIVE_MAX_INDICES", "log_shift", "dead_rows", "real_dot",
+           "stacked_dot", "scheduled_after", "lifted_dots", "live_or_dense"]
 
 # A lifted weight matrix (|w|, |w|·log|w|) larger than this is built chunk by chunk along the
 # contraction: on CPU a fresh multi-MB temporary costs a page fault per 4 KiB (the 62 MB |W| of
@@ -38,21 +48,45 @@ def _layout(v_ndim, dimension_numbers):
     return vb, v_free, vc
 
 
-def log_shift(lv, w_ndim, dimension_numbers):
+def _out_layout(x, w_ndim, dimension_numbers):
+    """``x`` (shaped like the lhs, size-1 contracting axes) laid out like ``lax.dot_general``'s
+    output: batch, lhs free, then size-1 rhs free axes."""
+    vb, v_free, vc = _layout(x.ndim, dimension_numbers)
+    (_, wc), (_, wb) = dimension_numbers
+    n_w_free = w_ndim - len(wc) - len(wb)
+    kept = jnp.transpose(x, vb + v_free + vc)
+    return kept.reshape(kept.shape[:len(vb) + len(v_free)] + (1,) * n_w_free)
+
+
+def log_shift(lv, w_ndim, dimension_numbers, with_dead: bool = False):
     """Per-row shift for a log-space contraction without transposing the weights.
 
     Returns ``(shift_v, shift_out)``: the max of ``lv`` over its contracting axes (0 where that
-    is −inf), shaped like ``lv`` with size-1 contracting axes, and the same values laid out like
-    ``lax.dot_general``'s output (batch, lhs free, then size-1 rhs free axes).
+    is −inf or NaN), shaped like ``lv`` with size-1 contracting axes, and the same values laid
+    out like ``lax.dot_general``'s output (batch, lhs free, then size-1 rhs free axes). The
+    shift is a constant of the contraction (no gradient flows through it). With ``with_dead``
+    also ``dead_out``, laid out like ``shift_out``: whether the row is −inf (0̄) at every
+    contraction index, a NaN entry being live (one variadic reduce finds the max and the NaN:
+    XLA CPU's max reduction drops NaN on some releases).
     """
     vb, v_free, vc = _layout(lv.ndim, dimension_numbers)
-    (_, wc), (_, wb) = dimension_numbers
-    n_w_free = w_ndim - len(wc) - len(wb)
-    m = jnp.max(lv, axis=vc, keepdims=True, initial=-jnp.inf) if vc else lv
-    shift_v = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-    kept = jnp.transpose(shift_v, vb + v_free + vc)
-    shift_out = kept.reshape(kept.shape[:len(vb) + len(v_free)] + (1,) * n_w_free)
-    return shift_v, shift_out
+    if vc:
+        m, nan = numerics.max_and_nan(lax.stop_gradient(lv), vc, keepdims=True)
+    else:
+        m, nan = lax.stop_gradient(lv), jnp.isnan(lv)
+    shift_v = jnp.where(jnp.isfinite(m) & ~nan, m, jnp.zeros_like(m))
+    shift_out = _out_layout(shift_v, w_ndim, dimension_numbers)
+    if not with_dead:
+        return shift_v, shift_out
+    return shift_v, shift_out, _out_layout((m == -jnp.inf) & ~nan, w_ndim, dimension_numbers)
+
+
+def dead_rows(dead, w_ndim, dimension_numbers):
+    """Whether every contracted entry of a row is 0̄ (``dead``, boolean, shaped like the lhs),
+    laid out like ``lax.dot_general``'s output (size-1 rhs free axes)."""
+    vb, v_free, vc = _layout(dead.ndim, dimension_numbers)
+    return _out_layout(jnp.all(dead, axis=vc, keepdims=True) if vc else dead, w_ndim,
+                       dimension_numbers)
 
 
 def real_dot(a, b, dimension_numbers):

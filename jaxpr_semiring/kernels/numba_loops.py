@@ -4,6 +4,10 @@ in place (:mod:`.ffi` registers those). One module because numba's on-disk cache
 invalidated per source file: a reader cached in another file would keep a stale copy of the
 loops it calls.
 
+NaN: a 0̄ entry (−inf) is skipped; a NaN entry, or a NaN weight on a live one, is a NaN
+candidate that wins the max and the min (numba's ``np.maximum``/``np.minimum`` propagate NaN,
+as numpy's do); the arg-max loop points at the first NaN candidate, and MaxAbs gives (NaN, NaN).
+
 Loops. Each parallel task takes one block of ``BLOCK_N`` output columns (and a share of the
 rows): it copies the live rows of that block of the weights once into a buffer that stays in
 cache, transposing on the way when the weights are stored [N, C] (a dense layer's kernel read
@@ -66,7 +70,7 @@ def split(M, N, Pw):
 
 @numba.njit(cache=True)
 def alive_columns(v, iv, iw, Pw, chunks, rows):
-    """[Pw, chunks, C]: whether contraction index c has a live entry (v > −inf) in some row of
+    """[Pw, chunks, C]: whether contraction index c has a live entry (v ≠ −inf) in some row of
     the chunk (for the batch elements using weight batch bw). Only those weight rows are
     copied and visited: a masked-LM target leaves most of them 0̄."""
     C = v.shape[2]
@@ -77,7 +81,7 @@ def alive_columns(v, iv, iw, Pw, chunks, rows):
             for m in range(ch * rows, min(v.shape[1], (ch + 1) * rows)):
                 row = v[iv[b], m]
                 for c in range(C):
-                    out[c] |= row[c] > -np.inf
+                    out[c] |= row[c] != -np.inf   # NaN is live
     return alive
 
 
@@ -152,7 +156,7 @@ def maxproduct_task(with_arg):
                 prow, nrow = p[bv, m], n[bv, m]
                 for k in range(cs.size):
                     pc = prow[cs[k]]
-                    if not (pc > -np.inf):
+                    if pc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
                         continue
                     ncv = nrow[cs[k]]
                     for j in range(nb):
@@ -160,14 +164,14 @@ def maxproduct_task(with_arg):
                         neg = wj < 0
                         hi = wj * (ncv if neg else pc)
                         lo = wj * (pc if neg else ncv)
-                        if with_arg:
-                            if hi > accp[j] or ap[j] < 0:
+                        if with_arg:   # the first NaN candidate wins
+                            if hi > accp[j] or ap[j] < 0 or (hi != hi and accp[j] == accp[j]):
                                 accp[j] = hi
                                 ap[j] = 2 * k + (1 if neg else 0)
-                            if lo < accn[j] or an[j] < 0:
+                            if lo < accn[j] or an[j] < 0 or (lo != lo and accn[j] == accn[j]):
                                 accn[j] = lo
                                 an[j] = 2 * k + (0 if neg else 1)
-                        else:
+                        else:   # numba's np.maximum / np.minimum propagate NaN (as numpy's)
                             accp[j] = np.maximum(accp[j], hi)
                             accn[j] = np.minimum(accn[j], lo)
                 out_p[b, m, j0:j0 + nb] = accp
@@ -199,7 +203,7 @@ def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
             accs[:] = -1.0
             for k in range(cs.size):
                 lc = la[bv, m, cs[k]]
-                if not (lc > -np.inf):
+                if lc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
                     continue
                 sc = s[bv, m, cs[k]]
                 lrow = lblk[k]
@@ -211,9 +215,10 @@ def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
                     y = accs[j]
                     accl[j] = np.maximum(x, cand)
                     accs[j] = sg if cand > x else (np.maximum(y, sg) if cand == x else y)
-            for j in range(nb):  # no candidate: 0̄ = (−inf, +1)
+            for j in range(nb):  # no candidate: 0̄ = (−inf, +1); NaN: (NaN, NaN)
                 out_la[b, m, j0 + j] = accl[j]
-                out_s[b, m, j0 + j] = 1.0 if accl[j] == -np.inf else accs[j]
+                out_s[b, m, j0 + j] = (1.0 if accl[j] == -np.inf else
+                                       accl[j] if accl[j] != accl[j] else accs[j])
 
 
 @numba.njit(cache=True, inline="always")
@@ -247,7 +252,7 @@ def lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk):
     accn = np.full(nb, np.inf, out_p.dtype)
     for k in range(A):
         pc = p[b, r, k]
-        if not (pc > -np.inf):
+        if pc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
             continue
         ncv = n[b, r, k]
         factor_row(wrow, U, V, G, owner, b, r, k, j0, A, N)

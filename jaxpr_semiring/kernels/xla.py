@@ -2,7 +2,10 @@
 
 A contraction ``⊕_c lift(w[b, c, n]) ⊗ v[b, m, c]`` with a max-type ⊕ has no BLAS equivalent, so
 it is a broadcast-multiply-reduce, chunked over the contraction so that the candidates held at
-once stay near ``TROPICAL_CHUNK_ELEMENTS`` whatever C is.
+once stay near ``TROPICAL_CHUNK_ELEMENTS`` whatever C is. A 0̄ entry (−inf) meets no weight; a
+NaN entry or a NaN weight on a live entry is a NaN candidate, which wins every ⊕ (the reductions
+carry NaN explicitly: :func:`..numerics.max_nan`), and the arg-max variant points at the first
+NaN candidate.
 
 >>> import jax.numpy as jnp
 >>> p = jnp.array([[[1.0, -2.0]]]); w = jnp.array([[[3.0], [4.0]]])
@@ -107,7 +110,7 @@ def maxproduct(p, n, w, nc=False):
     → [B, M, N] each."""
     def chunk(vs, wk):
         hi, lo = numerics.signed_scale(wk, *vs)
-        return jnp.max(hi, axis=-1), jnp.min(lo, axis=-1)
+        return numerics.max_nan(hi, (-1,)), numerics.min_nan(lo, (-1,))
 
     def combine(x, y):
         return jnp.maximum(x[0], y[0]), jnp.minimum(x[1], y[1])
@@ -122,9 +125,10 @@ def maxabs(la, s, w, nc=False):
     ax = 1 if nc else 2
 
     def chunk(vs, wk):
-        # a 0̄ entry meets no weight (−inf + inf would be NaN)
-        cand = jnp.where(vs[0] > -jnp.inf, vs[0] + wk[..., :N, :], -jnp.inf)
-        return numerics.lexmax_reduce(cand, vs[1] * wk[..., N:, :], (-1,))
+        # a 0̄ entry meets no weight (−inf + inf would be NaN); a NaN entry is live
+        cand = numerics.scale_log(vs[0], wk[..., :N, :])
+        sign = jnp.where(cand == -jnp.inf, 1.0, vs[1] * wk[..., N:, :])   # no sign(NaN) from 0̄
+        return numerics.lexmax_reduce(cand, sign, (-1,))
 
     def combine(x, y):
         return numerics.lexmax(x[0], x[1], y[0], y[1])
@@ -156,12 +160,15 @@ def maxproduct_arg(p, n, w, nc=False):
 
         vp, ap, ep, vn, an, en = numerics.first_best_reduce((hi, code_p, wb), (lo, code_n, wb),
                                                             (hi.ndim - 1,))
-        livep, liven = vp > -jnp.inf, vn < jnp.inf
+        livep, liven = vp != -jnp.inf, vn != jnp.inf   # a NaN candidate is live
         return (vp, vn, jnp.where(livep, ap, -1), jnp.where(liven, an, -1),
                 jnp.where(livep, ep, 0), jnp.where(liven, en, 0))
 
     def combine(x, y):
-        bp, bn = y[0] > x[0], y[1] < x[1]   # ties keep the earlier chunk (first index wins)
+        # ties keep the earlier chunk (first index wins); the first NaN wins
+        nx, ny = jnp.isnan(x[0]), jnp.isnan(y[0])
+        bp = (y[0] > x[0]) | (ny & ~nx)
+        bn = (y[1] < x[1]) | (jnp.isnan(y[1]) & ~jnp.isnan(x[1]))
         return (jnp.where(bp, y[0], x[0]), jnp.where(bn, y[1], x[1]),
                 jnp.where(bp, y[2], x[2]), jnp.where(bn, y[3], x[3]),
                 jnp.where(bp, y[4], x[4]), jnp.where(bn, y[5], x[5]))

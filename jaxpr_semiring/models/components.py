@@ -15,6 +15,10 @@ One backward pass gives all branch points of all layers: it runs with the tagged
 So at a branch point each channel holds exactly the paths whose first step in this layer is
 that component; ``other`` holds the rest (nothing for the presets' families), and ⊕ over the
 components equals the total. Values are ⊕-aggregated over the hidden dimensions (paper Eq. 3).
+A component some of whose paths at a token have product NaN (a NaN weight or activation on
+the way) has NaN flows there, and so has the total: NaN is absorbing in every ⊕ and never a
+number that wins a comparison (docs/semantics.md, "NaN"); whoever ranks components per token
+must count a NaN token as nobody's win.
 Cost grows with the number of components at the branch points only, not with the layers.
 
 >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
@@ -59,7 +63,8 @@ class PointFlows:
     """Flows at one branch point of one layer (a pytree; static: layer, point, components).
 
     flows: semiring value, leaves ``[tokens, components]`` (TopK: ``+ [k]``): ⊕ over hidden
-      dimensions of the paths whose first step in this layer is each component.
+      dimensions of the paths whose first step in this layer is each component (NaN where one
+      of those paths has product NaN).
     total: semiring value ``[tokens]``: everything arriving at the branch point (= ⊕ over the
       components; the last component is always ``"other"``).
     """

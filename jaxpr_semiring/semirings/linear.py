@@ -73,17 +73,20 @@ class ExpectationValue(NamedTuple):
     @property
     def entropy(self) -> jax.Array:
         """Path entropy H = log Z − t/Z; −inf where no path has a nonzero product (as for
-        :class:`~jaxpr_semiring.semirings.EntropyValue`), not NaN."""
+        :class:`~jaxpr_semiring.semirings.EntropyValue`), not NaN; NaN where a path's product
+        is NaN."""
         alive = self.z > 0
         z = jnp.where(alive, self.z, 1)
-        return jnp.where(alive, jnp.log(z) - self.t / z, -jnp.inf)
+        h = jnp.where(alive, jnp.log(z) - self.t / z, -jnp.inf)
+        return jnp.where(jnp.isnan(self.z) | jnp.isnan(self.t), jnp.nan, h)
 
 
 class Expectation(Semiring):
     """The paper's expectation semiring in raw space: ⟨Z, t⟩ with lift(w) = ⟨|w|, |w| log|w|⟩.
 
-    ⟨a₁, b₁⟩ ⊗ ⟨a₂, b₂⟩ = ⟨a₁a₂, a₁b₂ + a₂b₁⟩, ⊕ pairwise +. Overflows on deep graphs: use
-    :class:`~jaxpr_semiring.Entropy` there.
+    ⟨a₁, b₁⟩ ⊗ ⟨a₂, b₂⟩ = ⟨a₁a₂, a₁b₂ + a₂b₁⟩, ⊕ pairwise +. 0̄ = ⟨0, 0⟩ annihilates every
+    weight (±inf and NaN included: no 0·NaN); a path of product NaN makes the value NaN.
+    Overflows on deep graphs: use :class:`~jaxpr_semiring.Entropy` there.
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> float(js.semiring_grad(lambda x: 2.0 * x + 2.0 * x, js.Expectation())(1.0).entropy)
@@ -109,13 +112,19 @@ class Expectation(Semiring):
 
     def scale(self, w, v):
         aw = jnp.abs(w.astype(v.z.dtype))
-        return ExpectationValue(aw * v.z, aw * v.t + xlogx(aw) * v.z)
+        dead = v.z == 0   # 0̄ (or only zero products): annihilates w = ±inf, NaN
+        zero = jnp.zeros_like(v.z)
+        return ExpectationValue(jnp.where(dead, zero, aw * v.z),
+                                jnp.where(dead, zero, aw * v.t + xlogx(aw) * v.z))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         w = w.astype(v.z.dtype)
         out_z, zt, zlogw = kernels.lifted_dots(
             [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, abs_xlogx)], w, dimension_numbers)
-        return ExpectationValue(out_z, zt + zlogw)
+        # a row with no path stays 0̄ (the matmul's 0·NaN or 0·inf would make it NaN)
+        dead = kernels.lifted.dead_rows(v.z == 0, w.ndim, dimension_numbers)
+        zero = jnp.zeros_like(out_z)
+        return ExpectationValue(jnp.where(dead, zero, out_z), jnp.where(dead, zero, zt + zlogw))
 
     def scatter(self, v, index_map):
         return ExpectationValue(index_map.add(v.z), index_map.add(v.t))

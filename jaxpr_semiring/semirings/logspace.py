@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from .. import kernels
 from ..numerics import (abs_xlogx, broadcast_to, finite_or_zero, first_share, log_abs, logaddexp,
-                        logsumexp, opaque)
+                        logsumexp, opaque, scale_log)
 from .base import Semiring
 
 __all__ = ["Log", "Counting", "Entropy", "EntropyValue"]
@@ -52,7 +52,7 @@ class Log(Semiring):
         return logsumexp(v, self._axes(v, axes))
 
     def scale(self, w, v):
-        return v + log_abs(w.astype(v.dtype))
+        return scale_log(v, log_abs(w.astype(v.dtype)))   # 0̄ annihilates w = ±inf, NaN
 
     _lift = staticmethod(jnp.abs)  # edge weight → its entry in the real matmul
 
@@ -60,9 +60,10 @@ class Log(Semiring):
         # max-shifted exp → one real matmul in the operands' own layouts (no transposed copy of
         # the weights) → log
         w = w.astype(v.dtype)
-        shift_v, shift_out = kernels.log_shift(v, w.ndim, dimension_numbers)
+        shift_v, shift_out, dead = kernels.log_shift(v, w.ndim, dimension_numbers, with_dead=True)
         z, = kernels.lifted_dots([(jnp.exp(v - shift_v), self._lift)], w, dimension_numbers)
-        return jnp.log(z) + shift_out
+        # a row with no path stays 0̄ (the matmul's 0·NaN or 0·inf would make it NaN)
+        return jnp.where(dead, -jnp.inf, jnp.log(z) + shift_out)
 
     def scatter(self, v, index_map):
         shift, weights = _log_scatter(v, index_map)
@@ -125,7 +126,8 @@ class Entropy(Semiring):
         # fusion each, no shared intermediate)
         share = first_share(a.log_z, b.log_z)
         mean = b.mean_log_abs + (a.mean_log_abs - b.mean_log_abs) * share
-        return EntropyValue(logaddexp(a.log_z, b.log_z), mean)
+        lz = logaddexp(a.log_z, b.log_z)
+        return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, mean))
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)
@@ -134,16 +136,19 @@ class Entropy(Semiring):
         wts = jnp.exp(v.log_z - ref)
         total = jnp.sum(wts, axis=axes, keepdims=True)
         mean = jnp.sum(wts * v.mean_log_abs, axis=axes, keepdims=True) / jnp.where(total > 0, total, 1)
-        return EntropyValue(jnp.squeeze(jnp.log(total) + ref, axes), jnp.squeeze(mean, axes))
+        lz = jnp.squeeze(jnp.log(total) + ref, axes)
+        return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, jnp.squeeze(mean, axes)))
 
     def scale(self, w, v):
         lw = log_abs(w.astype(v.log_z.dtype))
-        lz = v.log_z + lw
-        return EntropyValue(lz, jnp.where(lz > -jnp.inf, v.mean_log_abs + lw, 0))
+        lz = scale_log(v.log_z, lw)   # 0̄ annihilates w = ±inf, NaN
+        mean = jnp.where(lz == -jnp.inf, 0, v.mean_log_abs + lw)
+        return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, mean))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         w = w.astype(v.log_z.dtype)
-        shift_v, shift_out = kernels.log_shift(v.log_z, w.ndim, dimension_numbers)
+        shift_v, shift_out, dead = kernels.log_shift(v.log_z, w.ndim, dimension_numbers,
+                                                     with_dead=True)
         e = jnp.exp(v.log_z - shift_v)
         # Z and Σ e·mean share |w| (one matmul over the stacked rows); weights in their own
         # layout (no transposed copy), lifted chunk by chunk when large.
@@ -151,13 +156,15 @@ class Entropy(Semiring):
             [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, abs_xlogx)], w,
             dimension_numbers)
         alive = z > 0
-        out_lz = jnp.log(z) + shift_out
-        out_mean = jnp.where(alive, (z_mean + z_logw) / jnp.where(alive, z, 1), 0)
-        return EntropyValue(out_lz, out_mean)
+        out_lz = jnp.where(dead, -jnp.inf, jnp.log(z) + shift_out)   # no path: 0̄ (see Log)
+        out_mean = jnp.where(alive & ~dead, (z_mean + z_logw) / jnp.where(alive, z, 1), 0)
+        return EntropyValue(out_lz, jnp.where(jnp.isnan(out_lz), out_lz, out_mean))
 
     def scatter(self, v, index_map):
         shift, weights = _log_scatter(v.log_z, index_map)
         z = index_map.add(weights)
         z_mean = index_map.add(weights * v.mean_log_abs)
         alive = z > 0
-        return EntropyValue(jnp.log(z) + shift, jnp.where(alive, z_mean / jnp.where(alive, z, 1), 0))
+        lz = jnp.log(z) + shift
+        mean = jnp.where(alive, z_mean / jnp.where(alive, z, 1), 0)
+        return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, mean))

@@ -10,7 +10,9 @@ one backward pass, then pointer chasing.
 
 A pointer is an int32 ``2·id + chain`` (``id`` a global element number, ``chain`` 0 for top_pos
 and 1 for top_neg), −1 for none (no path, or the output itself). Among equal candidates the
-smaller pointer wins, so ties do not depend on the order of accumulation.
+smaller pointer wins, so ties do not depend on the order of accumulation. A NaN candidate (a
+path of product NaN) beats every number, so a NaN value points along a path of product NaN:
+following it reaches the edge that made it NaN (:func:`jaxpr_semiring.top_path`).
 
 >>> import jax.numpy as jnp
 >>> S = PointerMaxProduct()
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 
 from .. import kernels
 from ..kernels import tropical
-from ..numerics import first_best_reduce, signed_scale
+from ..numerics import first_best_reduce, nan_first_better, signed_scale
 from .tropical import MaxProductValue, Tropical
 
 __all__ = ["PointerMaxProduct", "PointerValue"]
@@ -53,9 +55,9 @@ class PointerValue(NamedTuple):
 
 
 def _better(val_a, ptr_a, val_b, ptr_b, larger: bool):
-    """Whether candidate b beats a: strictly better value, or equal value and smaller pointer."""
-    strictly = val_b > val_a if larger else val_b < val_a
-    return strictly | ((val_b == val_a) & (ptr_b < ptr_a))
+    """Whether candidate b beats a: NaN first, then strictly better value, or equal value (both
+    NaN included) and smaller pointer."""
+    return nan_first_better(val_a, ptr_a, val_b, ptr_b, larger)
 
 
 class PointerMaxProduct(Tropical):
@@ -100,7 +102,7 @@ class PointerMaxProduct(Tropical):
     def scale(self, w, v):
         w = jnp.asarray(w).astype(v.top_pos.dtype)
         hi, lo = signed_scale(w, v.top_pos, v.top_neg)
-        alive = v.top_pos > -jnp.inf
+        alive = v.top_pos != -jnp.inf   # a NaN value is a path
         pos = w >= 0  # App. A: a negative edge continues on the other chain
         return PointerValue(hi, lo,
                             jnp.where(alive, jnp.where(pos, v.pos_ptr, v.neg_ptr), _NO),
@@ -129,7 +131,8 @@ class PointerMaxProduct(Tropical):
 
     def scatter(self, v, index_map):
         def chain(val, ptr, wt, best):
-            win = val == index_map.back(best)
+            at = index_map.back(best)
+            win = (val == at) | (jnp.isnan(val) & jnp.isnan(at))
             p = index_map.min(jnp.where(win, ptr, _BIG))
             sel = win & (ptr == index_map.back(p))
             wt_sel = index_map.max(jnp.where(sel, wt, -jnp.inf))

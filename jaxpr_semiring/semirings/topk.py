@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 
 from .. import kernels
-from ..numerics import log_abs, sign1
+from ..numerics import lexmax_reduce, log_abs, opaque, scale_log, sign1
 from .base import Semiring
 
 __all__ = ["TopK", "TopKValue", "topk_select"]
@@ -31,30 +31,29 @@ class TopKValue(NamedTuple):
 
 
 def topk_select(la, s, k):
-    """The k best (log|g|, sign) along the last axis, best first (ties: positive first).
+    """The k best (log|g|, sign) along the last axis, best first (ties: positive first); a NaN
+    anywhere along the axis makes all k slots (NaN, NaN).
 
-    k rounds of a lexicographic arg-max (no sort): exact, vectorized, O(k·n).
+    One ``lax.top_k`` over the candidates split by sign, positives first (``top_k`` is stable:
+    among equal log|g| the lower index, so the positive one, comes first): exact, and one
+    operation whatever k is (k unrolled rounds made compile time grow with k).
     """
     n = la.shape[-1]
+    if k == 1 and n:   # MaxAbs's ⊕ (cheaper to compile than a top_k)
+        best, sign = lexmax_reduce(la, s, (-1,))
+        sign = jnp.where(best == -jnp.inf, jnp.ones_like(sign), sign)
+        return best[..., None], sign[..., None]
     if n < k:
         pad = [(0, 0)] * (la.ndim - 1) + [(0, k - n)]
         la = jnp.pad(la, pad, constant_values=-jnp.inf)
         s = jnp.pad(s, pad, constant_values=1.0)
         n = k
-    out_la, out_s = [], []
-    pos = lax.broadcasted_iota(jnp.int32, la.shape, la.ndim - 1)
-    for r in range(k):
-        best = jnp.max(la, axis=-1, keepdims=True)
-        at_best = la == best
-        sbest = jnp.max(jnp.where(at_best, s, -2.0), axis=-1, keepdims=True)
-        chosen = at_best & (s == sbest)
-        first = jnp.min(jnp.where(chosen, pos, n), axis=-1, keepdims=True)
-        dead = best == -jnp.inf
-        out_la.append(best[..., 0])
-        out_s.append(jnp.where(dead, 1.0, sbest)[..., 0].astype(s.dtype))
-        if r + 1 < k:
-            la = jnp.where(pos == first, -jnp.inf, la)
-    return jnp.stack(out_la, axis=-1), jnp.stack(out_s, axis=-1)
+    nan = jnp.any(jnp.isnan(la) | jnp.isnan(s), axis=-1, keepdims=True)
+    neg = s < 0
+    split = jnp.concatenate([jnp.where(neg, -jnp.inf, la), jnp.where(neg, la, -jnp.inf)], -1)
+    best, idx = lax.top_k(jnp.where(jnp.isnan(split), -jnp.inf, split), k)
+    sign = jnp.where((idx < n) | (best == -jnp.inf), 1.0, -1.0).astype(s.dtype)
+    return jnp.where(nan, jnp.nan, best), jnp.where(nan, jnp.nan, sign)
 
 
 class TopK(Semiring):
@@ -63,8 +62,9 @@ class TopK(Semiring):
     Value :class:`TopKValue` ``(log_abs, sign)``, each shaped like the primal plus a trailing
     axis of size ``k``, best first. ⊕ merges two top-k lists; lift(w) ⊗ v adds log|w| to every
     slot and multiplies the signs. 0̄ = all slots (−inf, +1); 1̄ = (0, +1) then (−inf, +1)….
-    ``TopK(1)`` equals :class:`MaxAbs`. Data movement works on the primal-shaped axes
-    (``map`` vmaps over the trailing k axis).
+    ``TopK(1)`` equals :class:`MaxAbs`. A path of product NaN makes every slot (NaN, NaN).
+    Data movement works on the primal-shaped axes (``map`` vmaps over the trailing k axis).
+    Compile time does not grow with k (every merge is one ``lax.top_k``, the scatter a loop).
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> f = lambda x: jnp.exp(x) + x * x           # paths e^x, x, x at x = 1
@@ -93,7 +93,7 @@ class TopK(Semiring):
         dt = self.dtype(dtype)
         first = jnp.arange(self.k) == 0
         la = jnp.broadcast_to(jnp.where(first, 0.0, -jnp.inf).astype(dt), tuple(shape) + (self.k,))
-        return TopKValue(la, jnp.ones(tuple(shape) + (self.k,), dt))
+        return TopKValue(*opaque((la, jnp.ones(tuple(shape) + (self.k,), dt))))   # see opaque
 
     # primal-shaped functions act on every slot
     def map(self, fn, *values):
@@ -120,10 +120,11 @@ class TopK(Semiring):
 
     def scale(self, w, v):
         w = jnp.asarray(w).astype(v.log_abs.dtype)[..., None]
-        alive = v.log_abs > -jnp.inf  # 0̄ annihilates whatever w is (also w = ±inf)
-        la = jnp.where(alive, v.log_abs + log_abs(w), -jnp.inf)
-        s = jnp.where(la > -jnp.inf, v.sign * sign1(w), 1.0).astype(v.sign.dtype)
-        return TopKValue(la, s)
+        # 0̄ annihilates whatever w is (also w = ±inf, NaN); a NaN slot or weight gives NaN
+        la = scale_log(v.log_abs, log_abs(w))
+        s = jnp.where(la == -jnp.inf, 1.0, v.sign * sign1(w)).astype(v.sign.dtype)
+        nan = jnp.any(jnp.isnan(la) | jnp.isnan(s), axis=-1, keepdims=True)
+        return TopKValue(jnp.where(nan, jnp.nan, la), jnp.where(nan, jnp.nan, s))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         k = self.k
@@ -141,8 +142,8 @@ class TopK(Semiring):
         def chunk(vs, wk):
             la, s = vs                      # [B, M, 1, c]
             lwk, swk = wk[..., :N, :], wk[..., N:, :]  # [B, 1, N, c]
-            cand = jnp.where(la > -jnp.inf, la + lwk, -jnp.inf)
-            return topk_select(cand, s * swk, k)
+            cand = scale_log(la, lwk)   # 0̄ meets no weight (NaN, inf included)
+            return topk_select(cand, jnp.where(cand == -jnp.inf, 1.0, s * swk), k)
 
         def combine(x, y):
             return topk_select(jnp.concatenate([x[0], y[0]], -1), jnp.concatenate([x[1], y[1]], -1), k)
@@ -153,26 +154,43 @@ class TopK(Semiring):
         return TopKValue(la.reshape(out_shape + (k,)), s.reshape(out_shape + (k,)))
 
     def scatter(self, v, index_map):
-        """⊕-scatter with duplicate targets: k rounds, each moving every target's best
-        remaining candidate (over all updates mapping to it) into its next slot."""
+        """⊕-scatter with duplicate targets: k rounds (a ``fori_loop``: compile time flat in
+        k), each moving every target's best remaining candidate (over all updates mapping to
+        it) into its next slot. A target that some NaN update maps to is NaN."""
         k = self.k
         la, s = v.log_abs, v.sign
         ushape = la.shape[:-1]
         dt = la.dtype
         ids = jnp.arange(int(np.prod(ushape, dtype=np.int64)), dtype=dt).reshape(ushape)
-        ptr = jnp.zeros(ushape, jnp.int32)  # next unconsumed slot of each update (sorted lists)
-        out_la, out_s = [], []
-        for r in range(k):
-            cur_la = jnp.where(ptr < k, jnp.take_along_axis(la, jnp.minimum(ptr, k - 1)[..., None], -1)[..., 0], -jnp.inf)
-            cur_s = jnp.take_along_axis(s, jnp.minimum(ptr, k - 1)[..., None], -1)[..., 0]
+        nan_u = jnp.any(jnp.isnan(la) | jnp.isnan(s), axis=-1)
+        nan_t = index_map.max(nan_u.astype(dt)) > 0
+        la = jnp.where(nan_u[..., None], -jnp.inf, la)
+        tshape = index_map.target_shape
+
+        def round_(r, state):
+            ptr, out_la, out_s = state   # ptr: next unconsumed slot of each update (sorted lists)
+            at = jnp.minimum(ptr, k - 1)[..., None]
+            cur_la = jnp.where(ptr < k, jnp.take_along_axis(la, at, -1)[..., 0], -jnp.inf)
+            cur_s = jnp.take_along_axis(s, at, -1)[..., 0]
             best = index_map.max(cur_la)
             at_best = (cur_la == index_map.back(best)) & (cur_la > -jnp.inf)
             sbest = index_map.max(jnp.where(at_best, cur_s, -2.0))
             chosen = at_best & (cur_s == index_map.back(sbest))
             first = index_map.min(jnp.where(chosen, ids, jnp.inf))
             advance = chosen & (ids == index_map.back(first))
-            dead = best == -jnp.inf
-            out_la.append(best)
-            out_s.append(jnp.where(dead, 1.0, sbest).astype(dt))
-            ptr = ptr + advance.astype(jnp.int32)
-        return TopKValue(jnp.stack(out_la, -1), jnp.stack(out_s, -1))
+            sign = jnp.where(best == -jnp.inf, 1.0, sbest).astype(dt)
+            out_la = lax.dynamic_update_index_in_dim(out_la, best, r, -1)
+            out_s = lax.dynamic_update_index_in_dim(out_s, sign, r, -1)
+            return ptr + advance.astype(jnp.int32), out_la, out_s
+
+        init = (jnp.zeros(ushape, jnp.int32), jnp.full(tuple(tshape) + (k,), -jnp.inf, dt),
+                jnp.ones(tuple(tshape) + (k,), dt))
+        if k <= 2:   # a loop costs more to compile than two rounds
+            state = init
+            for r in range(k):
+                state = round_(r, state)
+            _, out_la, out_s = state
+        else:
+            _, out_la, out_s = lax.fori_loop(0, k, round_, init)
+        nan_t = nan_t[..., None]
+        return TopKValue(jnp.where(nan_t, jnp.nan, out_la), jnp.where(nan_t, jnp.nan, out_s))

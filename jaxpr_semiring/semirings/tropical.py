@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from ..kernels import lowrank, tropical
-from ..numerics import lexmax, lexmax_reduce, log_abs, opaque, sign1, signed_scale
+from ..numerics import (lexmax, lexmax_reduce, log_abs, max_nan, min_nan, opaque, scale_log, sign1,
+                        signed_scale)
 from .base import Semiring
 
 __all__ = ["Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue"]
@@ -43,7 +44,8 @@ class MaxProduct(Tropical):
     """Max-product with signs (paper App. A): the most positive and most negative path product.
 
     ⊕ is (max, min); lift(w) ⊗ (p, n) is (w·p, w·n) for w ≥ 0 and (w·n, w·p) for w < 0.
-    0̄ = (−inf, +inf), 1̄ = (1, 1). Linear space: path products can under/overflow on very deep
+    0̄ = (−inf, +inf), 1̄ = (1, 1). A path of product NaN makes both chains NaN (⊕ propagates
+    NaN, as ``jnp.maximum`` does). Linear space: path products can under/overflow on very deep
     graphs — use :class:`MaxAbs` there. ``kernel`` chooses the contraction kernel
     (``"auto"``, ``"xla"``, ``"numba"``, ``"pallas"``; see :mod:`jaxpr_semiring.kernels`).
 
@@ -69,8 +71,7 @@ class MaxProduct(Tropical):
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)
-        return MaxProductValue(jnp.max(v.top_pos, axis=axes, initial=-jnp.inf),
-                               jnp.min(v.top_neg, axis=axes, initial=jnp.inf))
+        return MaxProductValue(max_nan(v.top_pos, axes), min_nan(v.top_neg, axes))
 
     def scale(self, w, v):
         return MaxProductValue(*signed_scale(w.astype(v.top_pos.dtype), v.top_pos, v.top_neg))
@@ -97,7 +98,7 @@ class MaxAbs(Tropical):
     """The path with the largest |product|, in log space (never under/overflows).
 
     ⊕ keeps the larger log|g| (ties: the positive one); lift(w) ⊗ v adds log|w| and multiplies
-    signs. 0̄ = (−inf, +1), 1̄ = (0, +1).
+    signs. 0̄ = (−inf, +1), 1̄ = (0, +1). A path of product NaN makes the value (NaN, NaN).
 
     >>> import jax.numpy as jnp, jaxpr_semiring as js
     >>> g = js.semiring_grad(lambda x: jnp.sum(-3.0 * x), js.MaxAbs())(jnp.ones(2))
@@ -123,7 +124,8 @@ class MaxAbs(Tropical):
 
     def scale(self, w, v):
         w = w.astype(v.log_abs.dtype)
-        return MaxAbsValue(v.log_abs + log_abs(w), v.sign * sign1(w))
+        la = scale_log(v.log_abs, log_abs(w))   # 0̄ annihilates any w (±inf, NaN)
+        return MaxAbsValue(la, jnp.where(la == -jnp.inf, jnp.ones_like(la), v.sign * sign1(w)))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         return MaxAbsValue(*tropical.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers,
@@ -133,4 +135,5 @@ class MaxAbs(Tropical):
         la = index_map.max(v.log_abs)
         winner = v.log_abs == index_map.back(la)
         s = index_map.max(jnp.where(winner, v.sign, -jnp.ones_like(v.sign)))
-        return MaxAbsValue(la, jnp.where(s == -jnp.inf, jnp.ones_like(s), s))
+        s = jnp.where(s == -jnp.inf, jnp.ones_like(s), s)
+        return MaxAbsValue(la, jnp.where(jnp.isnan(la) | jnp.isnan(s), jnp.nan, s))
