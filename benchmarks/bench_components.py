@@ -17,7 +17,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxpr_semiring as js  # noqa: E402
-from jaxpr_semiring.models import components, loading, targets  # noqa: E402
+from jaxpr_semiring.cli import loading
+from jaxpr_semiring.models import components, targets  # noqa: E402
 
 
 def median_ms(f, *args, repeats):

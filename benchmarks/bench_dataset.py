@@ -4,7 +4,7 @@ Workload: ``--n`` generated subject–verb agreement sentences (``tasks.sva.gene
 JSON Lines with per-line ``good``/``bad`` verbs, the verb masked) through
 ``FlaxBertForMaskedLM`` with bench_bert's BERT-6L configuration (random init, MiniLM's uncased
 WordPiece tokenizer, the same vocabulary). Each run is ``jaxpr-semiring flows --file`` as the
-command line does it (:func:`jaxpr_semiring.dataset_cli.flows_task`: the single-text checks,
+command line does it (:func:`jaxpr_semiring.cli.dataset.flows_task`: the single-text checks,
 component flows at every branch point of every layer for max-product **and** entropy in one
 jitted program, one JSON document per semiring appended to ``flows.jsonl``), or the same
 inputs, batching and target through ``jax.grad`` w.r.t. the input embeddings (per-token sums
@@ -36,7 +36,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from bench_bert import BERT_6L, TINY  # noqa: E402
 
@@ -47,7 +46,8 @@ def build(tiny: bool):
     """(Loaded model, semirings' document builder) for BERT-6L or a tiny BERT."""
     from transformers import AutoTokenizer, BertConfig, FlaxBertForMaskedLM
 
-    from jaxpr_semiring.models import loading, presets
+    from jaxpr_semiring.cli import loading
+    from jaxpr_semiring.models import presets
     config = dict(TINY, vocab_size=BERT_6L["vocab_size"]) if tiny else BERT_6L
     model = FlaxBertForMaskedLM(BertConfig(**config), seed=0)
     tokenizer = AutoTokenizer.from_pretrained(loading.minilm_dir())
@@ -58,7 +58,7 @@ def build(tiny: bool):
 def document(loaded, S, cf, tokens, tgt):
     """The single-text document of flows computed by the dataset layer (``cli.document``, or
     FlowsRunner.document's builder until the command line exposes it)."""
-    from jaxpr_semiring import cli
+    from jaxpr_semiring.cli import commands as cli
     if hasattr(cli, "document"):
         return cli.document(loaded, S, cf, tokens, tgt)
     r = cli.FlowsRunner(loaded, S)
@@ -94,7 +94,7 @@ def one_run(name: str, src: str, tiny: bool, batch_size: int) -> dict:
     """Run ``name`` (flows or grad, on this process's devices) over ``src``; its numbers."""
     from jaxpr_semiring import Entropy, MaxProduct
     from jaxpr_semiring.dataset import run_dataset
-    from jaxpr_semiring.dataset_cli import flows_task
+    from jaxpr_semiring.cli.dataset import flows_task
     loaded = build(tiny)
     task = flows_task(loaded, [MaxProduct(), Entropy()], None, False, document)
     if name.startswith("grad"):
@@ -167,7 +167,7 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown runs {unknown}: choose from {', '.join(RUNS)}")
     n = 12 if a.tiny else a.n
-    from jaxpr_semiring.tasks import sva
+    from jaxpr_semiring.paper import sva
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "sentences.jsonl")
         with open(src, "w") as fh:

@@ -27,7 +27,8 @@ SENTENCE = "The keys to the old cabinet are on the kitchen table."   # the examp
 
 
 def minilm_target():
-    from jaxpr_semiring.models import hf_bert, loading
+    from jaxpr_semiring.cli import loading
+    from jaxpr_semiring.models import hf_bert
     loaded = loading.load("minilm")
     model = loaded.model
     ids = jnp.asarray(loading.encode(loaded, SENTENCE)[0])

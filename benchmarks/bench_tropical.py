@@ -67,7 +67,7 @@ def candidates(backend, pallas_interpret=False):
     """name -> function(p, n, w) for the kernels that run on ``backend``."""
     # matmul first (the baseline of every ratio), xla second (the reference of every result)
     out = {"matmul": matmul, "xla": kernels.xla.maxproduct,
-           "auto": lambda p, n, w: kernels.tropical.maxproduct(p, n, w, kernel="auto")}
+           "auto": lambda p, n, w: kernels.dispatch.maxproduct(p, n, w, kernel="auto")}
     if backend == "cpu" and kernels.cpu.available():
         out["numba"] = kernels.cpu.maxproduct
     if backend == "gpu" or pallas_interpret:

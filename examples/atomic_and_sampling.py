@@ -42,7 +42,7 @@ GRANULARITIES = ("decomposed", "atomic")
 def load_minilm():
     from tokenizers import Tokenizer
     from transformers import FlaxBertModel
-    from jaxpr_semiring.tasks.sva_models import minilm_dir
+    from jaxpr_semiring.paper.sva_models import minilm_dir
     tok = Tokenizer.from_file(os.path.join(minilm_dir(), "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()

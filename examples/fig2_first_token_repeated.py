@@ -89,7 +89,7 @@ def branch_flow_fn(model, params, target: str = "pred"):
     import jax.numpy as jnp
 
     import jaxpr_semiring as js
-    from jaxpr_semiring.models.transformer import TransformerClassifier
+    from jaxpr_semiring.paper.transformer import TransformerClassifier
 
     S = js.MaxProduct()
 
@@ -149,7 +149,7 @@ def format_table(means: np.ndarray, counts: np.ndarray, group_names) -> str:
 
 def check_expectations(means: np.ndarray) -> list[tuple[str, bool, str]]:
     """The paper's three expectations → ``[(statement, holds, detail)]``."""
-    from jaxpr_semiring.tasks.synthetic import FIRST_TOKEN, OTHER_TOKEN, REPEAT_TOKEN
+    from jaxpr_semiring.paper.synthetic import FIRST_TOKEN, OTHER_TOKEN, REPEAT_TOKEN
 
     bi = {b: i for i, b in enumerate(BRANCHES)}
     attn = ("query", "key", "value")
@@ -210,9 +210,9 @@ def main(argv=None) -> dict:
 
     import jax.numpy as jnp
 
-    from jaxpr_semiring.tasks.synthetic import (TOKEN_GROUP_NAMES, FirstTokenRepeatedOnce,
+    from jaxpr_semiring.paper.synthetic import (TOKEN_GROUP_NAMES, FirstTokenRepeatedOnce,
                                                 token_groups)
-    from jaxpr_semiring.tasks.training import train_on_task
+    from jaxpr_semiring.paper.training import train_on_task
 
     task = FirstTokenRepeatedOnce(seq_len=args.seq_len, vocab_size=args.vocab)
     run = train_on_task(task, n_train=args.n_train, n_val=args.n_val, data_seed=args.seed,

@@ -1,7 +1,7 @@
 """Paper Fig. 4 (§5.2): top gradient path (max-product) of BERT on subject–verb agreement.
 
 For each sentence the scalar target is the SVA target of an
-:class:`jaxpr_semiring.tasks.sva_models.SVAModel` (``logit(correct) − logit(wrong)`` at
+:class:`jaxpr_semiring.paper.sva_models.SVAModel` (``logit(correct) − logit(wrong)`` at
 ``[MASK]`` for a masked LM; the logit of the correct number for the MiniLM verb-number head).
 :func:`jaxpr_semiring.models.hf_bert.branch_flows_fn` gives, per layer × token × branch (skip,
 queries, keys, values), the max-product value (``top_pos``: the most positive path product)
@@ -16,7 +16,7 @@ keys among the self-attention branches (paper: 76 %). Batched with ``jax.jit`` +
 Models (``--model``): ``minilm`` (default; pretrained MiniLM-L6-H384 encoder + verb-number
 head fitted on generated sentences), ``small-mlm`` (a small BERT MLM trained from scratch on
 generated sentences), or a path to a local HF ``FlaxBertForMaskedLM`` checkpoint directory.
-Sentences come from :func:`jaxpr_semiring.tasks.sva.generate` (1–4 attractors), whose subject
+Sentences come from :func:`jaxpr_semiring.paper.sva.generate` (1–4 attractors), whose subject
 and attractor positions are known by construction.
 
 Usage::
@@ -69,9 +69,9 @@ def main(argv=None):
 
     from jaxpr_semiring.models.hf_bert import BRANCHES, branch_flows_fn
     from jaxpr_semiring.semirings import MaxProduct
-    from jaxpr_semiring.tasks import sva
-    from jaxpr_semiring.tasks.batching import map_batches
-    from jaxpr_semiring.tasks.sva_models import load_sva_model
+    from jaxpr_semiring.paper import sva
+    from jaxpr_semiring.paper.batching import map_batches
+    from jaxpr_semiring.paper.sva_models import load_sva_model
 
     t0 = time.time()
     model, tok, rep = load_sva_model(args.model, head_train=args.head_train,

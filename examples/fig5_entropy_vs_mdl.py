@@ -5,7 +5,7 @@ FirstTokenRepeatedImmediately, FirstTokenRepeatedLast, BinCountOnes with every C
 and each seed:
 
 1. MDL: prequential code length of the task's training labels
-   (:func:`jaxpr_semiring.tasks.mdl.online_codelength`, Voita & Titov blocks, a fresh model
+   (:func:`jaxpr_semiring.paper.mdl.online_codelength`, Voita & Titov blocks, a fresh model
    per block, first block coded uniformly with the task's true number of classes);
 2. a model trained on the full training set (2-layer Transformer, hidden 64, 4 heads, 36 output
    classes -- paper §5.3); runs with validation accuracy <= 90 % are dropped (paper);
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -68,7 +67,7 @@ def parse_args(argv=None):
 
 
 def build_tasks(seq_len, vocab_size, classes=None, quick=False):
-    from jaxpr_semiring.tasks.synthetic import (AdjacentDuplicate, BinCountOnes, Contains1,
+    from jaxpr_semiring.paper.synthetic import (AdjacentDuplicate, BinCountOnes, Contains1,
                                                 ContainsTokenSet, FirstTokenRepeatedImmediately,
                                                 FirstTokenRepeatedLast)
     kw = dict(seq_len=seq_len, vocab_size=vocab_size)
@@ -97,7 +96,7 @@ def make_entropy_fn(model):
     import jax
 
     import jaxpr_semiring as js
-    from jaxpr_semiring.models.transformer import embed_tokens, logits_from_embeddings_fn
+    from jaxpr_semiring.paper.transformer import embed_tokens, logits_from_embeddings_fn
 
     S = js.Entropy()
 
@@ -113,9 +112,9 @@ def make_entropy_fn(model):
 def run(args):
     import jax.numpy as jnp
 
-    from jaxpr_semiring.models.transformer import model_for_task
-    from jaxpr_semiring.tasks.mdl import online_codelength
-    from jaxpr_semiring.tasks.training import train_classifier, train_val_split
+    from jaxpr_semiring.paper.transformer import model_for_task
+    from jaxpr_semiring.paper.mdl import online_codelength
+    from jaxpr_semiring.paper.training import train_classifier, train_val_split
 
     tasks = build_tasks(args.seq_len, args.vocab_size, args.classes, args.quick)
     rows = []

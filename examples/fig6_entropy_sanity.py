@@ -1,7 +1,7 @@
 """Paper Fig. 6 and App. B: entropy sanity checks, and entropy vs. number of attractors.
 
 (a) Entropy vs. sentence length on the pretrained MiniLM-L6-H384 encoder (with the
-    verb-number head of :mod:`jaxpr_semiring.tasks.sva_models`; the target is the logit of the
+    verb-number head of :mod:`jaxpr_semiring.paper.sva_models`; the target is the logit of the
     correct verb number at ``[MASK]``). Reported per sentence: the entropy of *all* paths from
     the input word embeddings (⊕ over tokens and hidden dims) and the mean per-token entropy
     (⊕ over hidden dims, averaged over tokens). Expectation (paper): both grow with length.
@@ -18,7 +18,7 @@ All entropies use ``semiring_grad(..., js.Entropy())`` under ``jax.jit`` + ``jax
 sentences are padded to one length with an attention mask (padding keys get exactly zero
 attention, so they add only zero-weight paths and change no entropy).
 
-By default (a) and (c) use generated sentences (:func:`jaxpr_semiring.tasks.sva.generate`);
+By default (a) and (c) use generated sentences (:func:`jaxpr_semiring.paper.sva.generate`);
 ``--tsv PATH`` uses the Linzen et al. / Goldberg TSV for (c) instead (paper bins 10–20, 20–30,
 30–40, 40–50 tokens). ``--checkpoint DIR`` explains a local BERT masked LM instead of MiniLM.
 
@@ -90,7 +90,7 @@ def sentence_entropy_fn(model):
 
 
 def batch_entropies(model, fn, batch, bs):
-    from jaxpr_semiring.tasks.batching import map_batches
+    from jaxpr_semiring.paper.batching import map_batches
     per_tok, whole = map_batches(lambda *c: fn(model.params, *c), batch.target_args(), bs)
     am = batch.attention_mask.astype(bool)
     mean_tok = np.array([per_tok[i][am[i]].mean() for i in range(len(batch))])
@@ -98,12 +98,12 @@ def batch_entropies(model, fn, batch, bs):
 
 
 def data_a(args, tok):
-    from jaxpr_semiring.tasks import sva
+    from jaxpr_semiring.paper import sva
     return sva.tokenize(tok, sva.generate(args.n_length, seed=args.seed + 1, max_attractors=4))
 
 
 def part_a(args, model, items, fn, pad_to):
-    from jaxpr_semiring.tasks import sva
+    from jaxpr_semiring.paper import sva
     batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
@@ -118,7 +118,7 @@ def part_a(args, model, items, fn, pad_to):
 
 
 def data_c(args, tok):
-    from jaxpr_semiring.tasks import sva
+    from jaxpr_semiring.paper import sva
     if args.tsv:
         exs = sva.load_tsv(args.tsv)
         rng = np.random.default_rng(args.seed)
@@ -140,7 +140,7 @@ def data_c(args, tok):
 def part_c(args, model, items, edges, fn, pad_to):
     from scipy.stats import spearmanr
 
-    from jaxpr_semiring.tasks import sva
+    from jaxpr_semiring.paper import sva
     batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
@@ -187,7 +187,7 @@ def part_b(args):
     import optax
 
     import jaxpr_semiring as js
-    from jaxpr_semiring.tasks.training import fit
+    from jaxpr_semiring.paper.training import fit
 
     class MLP(nn.Module):
         width: int
@@ -312,7 +312,7 @@ def main(argv=None):
                   f"{np.mean([d['test_acc'] for d in ds]):9.3f}")
         print(f"    [{time.time() - tb:.0f} s]")
     if "a" in args.parts or "c" in args.parts:
-        from jaxpr_semiring.tasks.sva_models import load_sva_model
+        from jaxpr_semiring.paper.sva_models import load_sva_model
         tm = time.time()
         model, tok, rep = load_sva_model(args.checkpoint or "minilm",
                                          head_train=args.head_train,

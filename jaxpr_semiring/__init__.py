@@ -10,10 +10,12 @@ from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, E
                         ExpectationValue, TopKValue)
 from .semirings.product import Product
 from .api import semiring_grad, value_and_semiring_grad
-from .taps import tap, tap_modules, flows, FlowReport, TapFlow
-from .paths import top_path, Path, PathStep
+from .markers import tap
+from .flax_hooks import tap_modules
+from .analyses.flows import flows, FlowReport, TapFlow
+from .analyses.top_path import top_path, Path, PathStep
+from .analyses.sampling import sample_paths, SampledPaths, BranchShare
 from .atomic_blocks import atomic, atomic_modules, atomic_functions
-from .sampling import sample_paths, SampledPaths, BranchShare
 from .dataset import run_dataset
 from . import kernels, rules
 

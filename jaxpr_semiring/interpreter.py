@@ -23,44 +23,18 @@ primitive. Whoever needs to watch the walk (flow reports, top paths) passes an
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import jax
 from jax import lax
 from jax.extend import core as jcore
 
 from . import _compat
-from .rules import REWRITES, Ctx, is_float, lookup
+from .graph import Const, Graph, Node, Ref, is_float, reachable
+from .rules import REWRITES, Ctx, lookup
 from .semirings import Semiring
 
-__all__ = ["Ref", "Const", "Node", "Graph", "Observer", "flatten", "forward", "value_of",
-           "reachable", "backward", "backward_jaxpr", "run"]
-
-
-class Ref(NamedTuple):
-    """A graph variable (all elements of one jaxpr variable)."""
-    key: int
-    aval: Any
-
-
-class Const(NamedTuple):
-    """A literal or closed-over constant: no node, no edges."""
-    value: Any
-
-
-class Node(NamedTuple):
-    """One equation: ``outvars = primitive(*invars, **params)``, at module path ``path``."""
-    primitive: Any
-    params: dict
-    invars: tuple
-    outvars: tuple
-    path: str
-
-
-class Graph(NamedTuple):
-    nodes: list
-    invars: list   # Refs of the jaxpr's inputs
-    outvars: list  # Refs or Consts
+__all__ = ["Observer", "flatten", "forward", "value_of", "backward", "backward_jaxpr", "run"]
 
 
 class Observer:
@@ -169,15 +143,6 @@ def forward(graph: Graph, args: Sequence) -> dict:
         for r, o in zip(node.outvars, outs):
             env[r.key] = o
     return env
-
-
-def reachable(graph: Graph, sources: Sequence[Ref]) -> set:
-    """Keys of float variables that some source reaches (only these need cotangents)."""
-    reach = {r.key for r in sources if is_float(r.aval)}
-    for node in graph.nodes:
-        if any(isinstance(a, Ref) and a.key in reach for a in node.invars):
-            reach.update(r.key for r in node.outvars if is_float(r.aval))
-    return reach
 
 
 def backward(S: Semiring, graph: Graph, env: dict, cts_out: Sequence, wanted_keys: set,

@@ -56,7 +56,7 @@ that name (a ``TopK`` object's ``.k`` is used when ``k`` is not given).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

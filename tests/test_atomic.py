@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import jaxpr_semiring as js
-from jaxpr_semiring import block_jacobian, block_layout
-from jaxpr_semiring.atomic_blocks import ATOMIC_PREFIX, block_ranges
+from jaxpr_semiring.atomic_blocks import jacobian as block_jacobian, layout as block_layout
+from jaxpr_semiring.atomic_blocks.collapse import block_ranges
+from jaxpr_semiring.markers import ATOMIC_PREFIX
 from jaxpr_semiring.interpreter import Node, flatten, forward
 from oracle import check_all_semirings
 from test_semirings_vs_paths import BINARY, UNARY, step, value
@@ -217,7 +218,7 @@ def test_low_rank_and_probe_chunks_give_the_same_result(monkeypatch):
 def test_max_product_low_rank_loop_equals_stored_jacobian(monkeypatch):
     """MaxProduct contracts a LayerNorm block's factors in the CPU loop without storing the
     Jacobian: the stored chunks' values (to rounding), under jit and vmap."""
-    monkeypatch.setattr(js.kernels.tropical, "MIN_KERNEL_CANDIDATES", 0)
+    monkeypatch.setattr(js.kernels.dispatch, "MIN_KERNEL_CANDIDATES", 0)
     s, b = rand(40), rand(40)
     f = lambda x: jnp.sum(js.atomic(layer_norm)(x, s, b) * jnp.arange(120.0).reshape(3, 40))
     xs = rand(2, 3, 40)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import family_checkpoints as fc
-from jaxpr_semiring import cli
+from jaxpr_semiring.cli import commands as cli
 
 TEXT = "The keys to the cabinet [MASK] on the table."
 KEYS = {"model", "architecture", "semiring", "target", "target_value", "tokens", "points"}
@@ -39,7 +39,7 @@ def _run(capsys, *argv):
 
 
 def _read_json(path):
-    from jaxpr_semiring import report
+    from jaxpr_semiring.cli import render as report
     with open(path, encoding="utf-8") as fh:
         return report.from_json(fh.read())
 

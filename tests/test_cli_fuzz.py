@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import family_checkpoints as fc
-from jaxpr_semiring import cli
-from jaxpr_semiring.models import loading
+from jaxpr_semiring.cli import commands as cli
+from jaxpr_semiring.cli import loading
 
 TEXT = "The keys to the cabinet [MASK] on the table."
 SETTINGS = dict(deadline=None, derandomize=True, database=None,

@@ -31,8 +31,8 @@ import pytest
 
 import family_checkpoints as fc
 import jaxpr_semiring as js
-from jaxpr_semiring import cli, report
-from jaxpr_semiring.models import loading
+from jaxpr_semiring.cli import commands as cli, render as report
+from jaxpr_semiring.cli import loading
 
 TEXT = "The keys to the cabinet [MASK] on the table."
 MLM = ["--target", "logit-diff:is,are", "--semiring", "real"]
@@ -491,7 +491,7 @@ def test_unwritable_out_dir_fails_before_the_model_loads(ckpt, capsys, tmp_path,
 
 def _after_first_record(monkeypatch, action):
     """Run ``action()`` when the data-set run has computed its first record."""
-    from jaxpr_semiring import dataset_cli
+    from jaxpr_semiring.cli import dataset as dataset_cli
     task = dataset_cli.flows_task
 
     def flows_task(*a, **kw):

@@ -14,8 +14,8 @@ from brute_force import fold, path_products
 from jaxpr_semiring.api import backprop
 from jaxpr_semiring.models import components, presets, targets
 from jaxpr_semiring.models.presets import Branch, Component, Point, Preset
-from jaxpr_semiring.models.transformer import TransformerClassifier, init_params
-from jaxpr_semiring.semirings.tagged import ZERO, Tagged
+from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params
+from jaxpr_semiring.analyses.tagged import ZERO, Tagged
 from oracle import assert_matches
 
 ALL = [js.Real(), js.MaxProduct(), js.MaxAbs(), js.Log(), js.Entropy(), js.Counting(), js.TopK(2)]

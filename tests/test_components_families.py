@@ -14,7 +14,7 @@ import pytest
 import jaxpr_semiring as js
 import family_checkpoints as fc
 from jaxpr_semiring.models import components, presets, targets
-from jaxpr_semiring.taps import module_path
+from jaxpr_semiring.flax_hooks import module_path
 
 FAMILIES = sorted(fc.FAMILIES)
 

@@ -1,4 +1,4 @@
-"""``jaxpr-semiring flows MODEL --file ... --out-dir ...`` (jaxpr_semiring.dataset_cli) on a tiny
+"""``jaxpr-semiring flows MODEL --file ... --out-dir ...`` (jaxpr_semiring.cli.dataset) on a tiny
 random BERT checkpoint: records equal the single-text documents, per-line targets, bad lines
 reported and skipped, exit code 2 for unusable input or results directories."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from jaxpr_semiring import dataset_cli, report
-from jaxpr_semiring import cli
-from jaxpr_semiring.cli import FlowsRunner, parse_semiring
-from jaxpr_semiring.models import loading
+from jaxpr_semiring.cli import dataset as dataset_cli, render as report
+from jaxpr_semiring.cli import commands as cli
+from jaxpr_semiring.cli.commands import FlowsRunner, parse_semiring
+from jaxpr_semiring.cli import loading
 
 import family_checkpoints
 from test_dataset import assert_same_records, load_records

@@ -3,7 +3,7 @@
 1. a dataset record equals the single-text document for every target kind (logit-diff on a
    masked LM, a causal LM and a seq2seq model, class-diff, similarity, the default top-2),
    given globally or per line, whatever the buckets and semirings (the task the command line
-   runs, :mod:`jaxpr_semiring.dataset.flows`, and the reported case through the command line);
+   runs, :mod:`jaxpr_semiring.cli.dataset_flows`, and the reported case through the command line);
 2. a resume retries the lines an earlier run skipped for a reason the new options fix (longer
    than the buckets);
 3. the run's fingerprint covers every file that changes results (the tokenizer's too) and
@@ -31,11 +31,11 @@ import time
 import pytest
 
 import jaxpr_semiring as js
-from jaxpr_semiring import dataset_cli, report
-from jaxpr_semiring.cli import FlowsRunner, parse_semiring
+from jaxpr_semiring.cli import dataset as dataset_cli, render as report
+from jaxpr_semiring.cli.commands import FlowsRunner, parse_semiring
 from jaxpr_semiring.dataset import DatasetError, run_dataset
-from jaxpr_semiring.dataset import flows
-from jaxpr_semiring.models import loading
+from jaxpr_semiring.cli import dataset_flows as flows
+from jaxpr_semiring.cli import loading
 
 import family_checkpoints
 from test_dataset import (SENTENCES, assert_same_records, load_records, run_toy, toy_params,
@@ -95,7 +95,7 @@ def load(model):
 
 def task_run(model, lines, out, semirings, target=None, buckets=None):
     """What the command line runs for ``--file``: the dataset layer's component-flows task
-    (:mod:`jaxpr_semiring.dataset.flows`) through ``run_dataset``; the records."""
+    (:mod:`jaxpr_semiring.cli.dataset_flows`) through ``run_dataset``; the records."""
     loaded = load(model)
     prepare, compute, record = flows.flows_task(loaded, [parse_semiring(s) for s in semirings],
                                                 target, False, document)
@@ -177,7 +177,10 @@ def test_padding_policy():
     from jaxpr_semiring.models import targets
     assert flows.PADDED[targets.similarity] is flows.masked_similarity
     assert {flows.PADDED[targets.logit_diff], flows.PADDED[targets.class_diff]} == {None}
-    assert not any(issubclass(c, (js.Counting, js.Boolean)) for c in flows.PADDING_SAFE)
+    assert [flows.padding_safe(S) for S in (js.Counting(), js.Boolean(), js.Product(js.Real(), js.Counting()))] \
+        == [False, False, False]
+    assert all(flows.padding_safe(S) for S in (js.Real(), js.Log(), js.Entropy(), js.Expectation(),
+                                                js.MaxAbs(), js.TopK(2), js.MaxProduct()))
 
 
 # ------------------------------------------------------- 2. a resume retries fixable skips

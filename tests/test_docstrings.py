@@ -1,29 +1,22 @@
 """The runnable examples in the public API's docstrings run and print what they say."""
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
-MODULES = [
-    "jaxpr_semiring", "jaxpr_semiring.api", "jaxpr_semiring.interpreter", "jaxpr_semiring.rules",
-    "jaxpr_semiring.numerics", "jaxpr_semiring.semirings", "jaxpr_semiring.semirings.base",
-    "jaxpr_semiring.semirings.linear", "jaxpr_semiring.semirings.logspace",
-    "jaxpr_semiring.semirings.tropical", "jaxpr_semiring.semirings.topk",
-    "jaxpr_semiring.semirings.pointer", "jaxpr_semiring.kernels.tropical",
-    "jaxpr_semiring.kernels.xla", "jaxpr_semiring.kernels.cpu", "jaxpr_semiring.kernels.gpu",
-    "jaxpr_semiring.kernels.lifted", "jaxpr_semiring.kernels.lowrank", "jaxpr_semiring.kernels.ffi", "jaxpr_semiring.kernels.ffi_abi",
-    "jaxpr_semiring.semirings.product", "jaxpr_semiring.taps", "jaxpr_semiring.paths",
-    "jaxpr_semiring.models.hf_bert", "jaxpr_semiring.models.transformer", "jaxpr_semiring.report",
-    "jaxpr_semiring.tasks", "jaxpr_semiring.tasks.training", "jaxpr_semiring.tasks.batching",
-    "jaxpr_semiring.tasks.synthetic", "jaxpr_semiring.tasks.sva", "jaxpr_semiring.tasks.sva_models",
-    "jaxpr_semiring.tasks.mdl", "jaxpr_semiring.semirings.tagged", "jaxpr_semiring.models.presets",
-    "jaxpr_semiring.models.components", "jaxpr_semiring.models.targets",
-    "jaxpr_semiring.models.loading", "jaxpr_semiring.cli", "jaxpr_semiring.dataset",
-    "jaxpr_semiring.dataset.inputs", "jaxpr_semiring.dataset.batching",
-    "jaxpr_semiring.dataset.devices", "jaxpr_semiring.dataset.store", "jaxpr_semiring.dataset_cli",
-    "jaxpr_semiring.atomic_blocks", "jaxpr_semiring.semirings.structure", "jaxpr_semiring.sampling",
-    "jaxpr_semiring.outputs", "jaxpr_semiring.dataset.flows",
-]
+import jaxpr_semiring
+
+# every module of the package: a new module's examples run without an edit here
+MODULES = ["jaxpr_semiring"] + sorted(
+    m.name for m in pkgutil.walk_packages(jaxpr_semiring.__path__, "jaxpr_semiring.")
+    if m.name != "jaxpr_semiring.__main__")
+# Modules without an example of their own: package indexes, and internals reached only through
+# the public functions whose examples exercise them. Any other module must have one.
+NO_EXAMPLE = {"jaxpr_semiring." + m for m in (
+    "_compat", "analyses", "atomic_blocks", "atomic_blocks.jacobian", "atomic_blocks.layout",
+    "cli", "dataset.runner", "kernels", "models", "rules.contractions", "rules.control_flow",
+    "rules.elementwise", "rules.reductions", "rules.sorting", "rules.structural", "rules.windows")}
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -31,4 +24,5 @@ def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
-    assert result.attempted > 0, f"{name} has no runnable docstring example"
+    if name not in NO_EXAMPLE:
+        assert result.attempted > 0, f"{name} has no runnable docstring example"

@@ -17,6 +17,7 @@ import pytest
 import jaxpr_semiring as js
 from jaxpr_semiring import kernels
 from jaxpr_semiring import semirings as S
+from jaxpr_semiring.analyses.pointer import PointerMaxProduct
 from oracle import check_all_semirings
 from test_kernels import (CASES, exact, maxproduct_value, random_weights, ref_maxabs,
                           ref_maxproduct)
@@ -37,7 +38,7 @@ ALL_CASES = CASES + NC_CASES
 @pytest.fixture
 def force_kernel(monkeypatch):
     """Every contraction, however small, goes through the compiled loop."""
-    monkeypatch.setattr(kernels.tropical, "MIN_KERNEL_CANDIDATES", 0)
+    monkeypatch.setattr(kernels.dispatch, "MIN_KERNEL_CANDIDATES", 0)
 
 
 @pytest.fixture(params=["ffi", "callback"])
@@ -208,7 +209,7 @@ def test_maxproduct_arg_matches_fallback(nc, cpu_path):
     """Arg-max (first winning candidate, 2·c + chain) and the winning edge weight, as the XLA
     formulation computes them; ties (small integers) resolve to the first index."""
     p, n, w = arg_case(np.random.default_rng(9 + nc), 2, 5, 9, 6, nc)
-    got = jax.jit(lambda *a: kernels.tropical.maxproduct_arg(*a, nc=nc))(p, n, w)
+    got = jax.jit(lambda *a: kernels.dispatch.maxproduct_arg(*a, nc=nc))(p, n, w)
     want = jax.jit(lambda *a: kernels.xla.maxproduct_arg(*a, nc=nc))(p, n, w)
     for g, x in zip(got, want):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(x))
@@ -233,15 +234,15 @@ def test_pointer_semiring_matches_fallback(force_kernel):
     rng = np.random.default_rng(11)
     dims = (((1,), (1,)), ((), ()))
     p, n = maxproduct_value(rng, (4, 9))
-    v = S.PointerMaxProduct().ones((4, 9), jnp.float32)._replace(
+    v = PointerMaxProduct().ones((4, 9), jnp.float32)._replace(
         top_pos=jnp.asarray(p), top_neg=jnp.asarray(n),
         pos_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2,
         neg_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2 + 1,
         pos_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32),
         neg_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32))
     w = random_weights(rng, (7, 9))
-    got = jax.jit(lambda v, w: S.PointerMaxProduct().dot_general(v, w, dims))(v, w)
-    want = jax.jit(lambda v, w: S.PointerMaxProduct(kernel="xla").dot_general(v, w, dims))(v, w)
+    got = jax.jit(lambda v, w: PointerMaxProduct().dot_general(v, w, dims))(v, w)
+    want = jax.jit(lambda v, w: PointerMaxProduct(kernel="xla").dot_general(v, w, dims))(v, w)
     for g, x in zip(got, want):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(x))
 
@@ -287,7 +288,7 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxpr_semiring as js
 from jaxpr_semiring import kernels
-kernels.tropical.MIN_KERNEL_CANDIDATES = 0
+kernels.dispatch.MIN_KERNEL_CANDIDATES = 0
 assert kernels.describe()["cpu"] == "numba-ffi"
 rng = np.random.default_rng(0)
 w = jnp.asarray(rng.standard_normal((8, 5)), jnp.float32)
@@ -325,7 +326,7 @@ import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxpr_semiring as js
 from jaxpr_semiring import kernels
-kernels.tropical.MIN_KERNEL_CANDIDATES = 0
+kernels.dispatch.MIN_KERNEL_CANDIDATES = 0
 w = jnp.asarray(np.random.default_rng(0).standard_normal((8, 5)), jnp.float32)
 f = lambda x: jnp.sum(jnp.tanh(x @ w))
 mesh = jax.make_mesh((2,), ("x",))
@@ -360,7 +361,7 @@ import jaxpr_semiring as js
 from jaxpr_semiring import kernels
 from jaxpr_semiring.kernels import ffi_abi
 ffi_abi.API_MAJOR = 99  # as if the installed jaxlib spoke another FFI API version
-kernels.tropical.MIN_KERNEL_CANDIDATES = 0
+kernels.dispatch.MIN_KERNEL_CANDIDATES = 0
 assert not kernels.ffi.available() and kernels.ffi.targets() == []
 assert kernels.describe()["cpu"] == "numba-callback", kernels.describe()
 w = jnp.asarray(np.random.default_rng(0).standard_normal((8, 5)), jnp.float32)
@@ -392,8 +393,8 @@ def test_parallel_loops_equal_serial_and_xla(nc, force_kernel, monkeypatch):
     with np.errstate(divide="ignore"):          # log 0 = −inf; 0̄ entries stay −inf
         la = np.where(np.isinf(p), -np.inf, np.log(np.abs(p))).astype(np.float32)
     s = np.where(p < 0, -1.0, 1.0).astype(np.float32)
-    run = jax.jit(lambda *a: (kernels.tropical.maxproduct_arg(*a[:3], nc=nc),
-                              kernels.tropical.maxabs(*a[3:], nc=nc)))
+    run = jax.jit(lambda *a: (kernels.dispatch.maxproduct_arg(*a[:3], nc=nc),
+                              kernels.dispatch.maxabs(*a[3:], nc=nc)))
     want = jax.jit(lambda *a: (kernels.xla.maxproduct_arg(*a[:3], nc=nc),
                                kernels.xla.maxabs(*a[3:], nc=nc)))(p, n, w, la, s, w)
     for threshold in (0, 1 << 62):       # every call threaded / none

@@ -34,7 +34,7 @@ from jaxpr_semiring import kernels
 from jaxpr_semiring import semirings as S
 
 assert jax.device_count() == 4, jax.devices()
-kernels.tropical.MIN_KERNEL_CANDIDATES = 0
+kernels.dispatch.MIN_KERNEL_CANDIDATES = 0
 REPORT = {}
 mesh = jax.make_mesh((4,), ("x",))
 rng = np.random.default_rng(26)

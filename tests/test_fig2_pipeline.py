@@ -26,7 +26,7 @@ def test_fig2_quick_pipeline(tmp_path, capsys):
     with open(out, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
-    from jaxpr_semiring.tasks.synthetic import TOKEN_GROUP_NAMES
+    from jaxpr_semiring.paper.synthetic import TOKEN_GROUP_NAMES
     # table header names the four branches; one row per group with four numbers
     header = [l for l in printed.splitlines() if l.startswith("group")]
     assert len(header) == 1

@@ -87,7 +87,7 @@ def test_pallas_under_vmap_and_shared_weights():
 def test_dispatch_runs_pallas_on_gpu():
     assert kernels.implementations("pallas")["gpu"] == "pallas"
     p, n, w = _inputs((1, 64, 256, 128), seed=5)   # over MIN_KERNEL_CANDIDATES
-    fn = jax.jit(lambda p, n, w: kernels.tropical.maxproduct(p, n, w, kernel="pallas"))
+    fn = jax.jit(lambda p, n, w: kernels.dispatch.maxproduct(p, n, w, kernel="pallas"))
     hlo = fn.lower(p, n, w).as_text().lower()
     assert "triton" in hlo or "mosaic" in hlo, "the kernel='pallas' program holds no Pallas kernel"
     _exact(fn(p, n, w), kernels.xla.maxproduct(p, n, w))
@@ -133,5 +133,5 @@ def test_float64_pallas_setting_falls_back_to_xla():
         p = jnp.asarray(rng.standard_normal((1, 40, 300)))
         w = jnp.asarray(rng.standard_normal((1, 300, 50)))
         assert p.dtype == jnp.float64 and kernels.implementations("pallas", np.float64)["gpu"] == "xla"
-        _exact(jax.jit(lambda p, w: kernels.tropical.maxproduct(p, p, w, kernel="pallas"))(p, w),
+        _exact(jax.jit(lambda p, w: kernels.dispatch.maxproduct(p, p, w, kernel="pallas"))(p, w),
                kernels.xla.maxproduct(p, p, w))

@@ -85,7 +85,7 @@ def test_branch_flows_real_semiring_matches_jax_grad(small_mlm):
         import flax.linen as nn
 
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.taps.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
                 return emb[None]
             return next_fun(*args, **kwargs)
         with nn.intercept_methods(replace):

@@ -11,7 +11,6 @@ non-canonical dimension numbers, 0̄ entries, zero and negative weights.
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxpr_semiring.tasks import mdl
+from jaxpr_semiring.paper import mdl
 
 
 def test_default_boundaries_are_voita_titov():
@@ -78,7 +78,7 @@ def test_argument_errors():
 
 
 def test_easy_task_has_shorter_code_than_random_labels():
-    from jaxpr_semiring.models.transformer import TransformerClassifier
+    from jaxpr_semiring.paper.transformer import TransformerClassifier
 
     # easy: the label is whether the first token (read by the classifier) is > 3
     rng = np.random.default_rng(0)

@@ -180,7 +180,7 @@ CONTRACTION_CASES = {
 @pytest.mark.parametrize("case", CONTRACTION_CASES)
 @pytest.mark.parametrize("S", TROPICAL + SEMIRINGS, ids=repr)
 def test_large_contraction(S, case, how):
-    assert 16 * 64 * 128 >= kernels.tropical.MIN_KERNEL_CANDIDATES   # the kernel runs
+    assert 16 * 64 * 128 >= kernels.dispatch.MIN_KERNEL_CANDIDATES   # the kernel runs
     if isinstance(S, js.semirings.Tropical):
         assert kernels.describe(S.kernel)["cpu"] == (
             "xla" if S.kernel == "xla" or not NUMBA else kernels.describe("numba")["cpu"])
@@ -301,7 +301,7 @@ def test_kernels_maxproduct_nan():
     if NUMBA:
         outs["numba"] = kernels.cpu.maxproduct_numpy(p[None], n[None], w[None])
         outs["numba nc"] = kernels.cpu.maxproduct_numpy(p[None], n[None], w.T[None].copy(), nc=True)
-        outs["numba-ffi"] = jax.jit(lambda *a: kernels.tropical.maxproduct(*a, kernel="numba"))(
+        outs["numba-ffi"] = jax.jit(lambda *a: kernels.dispatch.maxproduct(*a, kernel="numba"))(
             p[None], n[None], w[None])
     outs["pallas"] = kernels.gpu.maxproduct(jnp.asarray(p[None]), jnp.asarray(n[None]),
                                             jnp.asarray(w[None]), block_m=4, block_n=64,
@@ -419,7 +419,7 @@ def test_component_flows_report_nan(S):
     is NaN are NaN (embeddings, the totals at each branch point before it and the component
     that carries the NaN), never a number that could win."""
     from jaxpr_semiring.models import components
-    from jaxpr_semiring.models.transformer import TransformerClassifier, init_params
+    from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params
     m = TransformerClassifier(num_layers=2, max_len=5)
     params = init_params(m)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]

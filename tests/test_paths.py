@@ -122,7 +122,7 @@ def test_top_path_small_bert_module_paths():
 
     def f(e):
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.taps.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
                 return e[None]
             return next_fun(*args, **kwargs)
         with nn.intercept_methods(replace):

@@ -1,5 +1,4 @@
 """Oracle A: the Real semiring equals jax.grad on every function we claim to support."""
-import functools
 
 from jax.ad_checkpoint import checkpoint_name
 

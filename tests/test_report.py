@@ -1,4 +1,4 @@
-"""The component-flows renderers (jaxpr_semiring.report) on synthetic documents of every
+"""The component-flows renderers (jaxpr_semiring.cli.render) on synthetic documents of every
 semiring's field set: exact JSON round trip (±inf, nan), the plain-text table, the heatmap PNG and
 the self-contained HTML page (parsed; rendered by headless Chromium where the machine has one)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from jaxpr_semiring import report
+from jaxpr_semiring.cli import render as report
 
 # tokens that break naive HTML, matplotlib mathtext, or a JSON decoder that guesses numbers
 TOKENS = ["[CLS]", "<b>", "a&b", '"q"', "it's", "$x$", "nan", "-inf", "é", "<script>alert(1)</script>"]

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxpr_semiring.tasks import sva
-from jaxpr_semiring.tasks import sva_models as M
+from jaxpr_semiring.paper import sva
+from jaxpr_semiring.paper import sva_models as M
 
 SING = {s for s, _ in sva.OBJECT_NOUNS}
 PLUR = {p for _, p in sva.OBJECT_NOUNS}

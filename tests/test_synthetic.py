@@ -1,4 +1,4 @@
-"""Tests for jaxpr_semiring.tasks.synthetic (paper App. C).
+"""Tests for jaxpr_semiring.paper.synthetic (paper App. C).
 
 Labels are checked against independent, per-example pure-Python predicates written here (not
 the module's vectorized ``label`` functions).
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxpr_semiring.tasks import synthetic as syn
-from jaxpr_semiring.tasks.synthetic import (
+from jaxpr_semiring.paper import synthetic as syn
+from jaxpr_semiring.paper.synthetic import (
     TASKS,
     AdjacentDuplicate,
     BinCountOnes,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxpr_semiring as js
-from jaxpr_semiring.taps import OUTPUT_LABEL
+from jaxpr_semiring.analyses.flows import OUTPUT_LABEL
 
 
 def _eq(S, a, b, exact=True):
@@ -233,7 +233,7 @@ def _bert_target(model, ids):
 
     def f(emb):
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.taps.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
                 return emb[None]
             return next_fun(*args, **kwargs)
 

@@ -1,5 +1,5 @@
-"""Tests for jaxpr_semiring.models.transformer, jaxpr_semiring.tasks.training (the one training
-loop and the classifier on it) and jaxpr_semiring.tasks.batching."""
+"""Tests for jaxpr_semiring.paper.transformer, jaxpr_semiring.paper.training (the one training
+loop and the classifier on it) and jaxpr_semiring.paper.batching."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from jax.extend.core import jaxprs_in_params
 
-from jaxpr_semiring.models.transformer import (
+from jaxpr_semiring.paper.transformer import (
     TransformerClassifier,
     embed_tokens,
     init_params,
     logits_from_embeddings_fn,
     model_for_task,
 )
-from jaxpr_semiring.tasks.batching import map_batches
-from jaxpr_semiring.tasks.synthetic import BinCountOnes, FirstTokenRepeatedOnce
-from jaxpr_semiring.tasks.training import (
+from jaxpr_semiring.paper.batching import map_batches
+from jaxpr_semiring.paper.synthetic import BinCountOnes, FirstTokenRepeatedOnce
+from jaxpr_semiring.paper.training import (
     TrainHistory,
     evaluate,
     Minibatches,

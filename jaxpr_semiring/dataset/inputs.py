@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 __all__ = ["InputError", "DatasetError", "Example", "Inputs", "read_inputs", "FORMATS"]
 

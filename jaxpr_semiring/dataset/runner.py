@@ -27,7 +27,6 @@ import time
 from typing import Any, Callable, NamedTuple, Sequence, TextIO
 
 import jax
-import numpy as np
 
 from .batching import Prepared, bucket_lengths, bucket_of, stack
 from .devices import ShardedMap, share

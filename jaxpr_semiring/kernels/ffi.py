@@ -14,11 +14,11 @@ threading layers allow (its ``workqueue`` layer aborts the process instead).
 Inside ``shard_map`` each device's call sees its own block, and its results are typed as
 varying over the manual mesh axes the operands vary over (:func:`placement`), as XLA's
 contraction's are; under ``jit`` over operands sharded on Explicit mesh axes the dispatch
-(:mod:`.tropical`) runs the XLA contraction instead.
+(:mod:`.dispatch`) runs the XLA contraction instead.
 
 :func:`available` says whether this path works here (numba installed, jax with ``jax.ffi``,
 and one probe call through it gives the right result; the handler refuses a call frame of
-another FFI API major version with an error rather than read it); :mod:`.tropical` falls back
+another FFI API major version with an error rather than read it); :mod:`.dispatch` falls back
 to ``pure_callback`` and then XLA otherwise.
 
 >>> import jax.numpy as jnp
@@ -154,7 +154,7 @@ def placement(*operands):
       ``shard_map``'s manual ones (``jit`` over arrays sharded on a ``jax.make_mesh`` mesh). A
       custom call has no sharding rule: XLA gathers every operand to each device, and ``vmap``
       over an Explicit axis fails to trace (ffi_call's batching rule drops that axis from its
-      results' type). The dispatch runs the XLA contraction there (:func:`.tropical.describe`
+      results' type). The dispatch runs the XLA contraction there (:func:`.dispatch.describe`
       says so). Auto axes leave no trace in the types; XLA gathers the operands, correctly.
 
     >>> result, varying, spread = placement(np.ones((2, 3)))

@@ -1,5 +1,5 @@
 """Contractions whose weights are given by factors and never stored: an atomic block's
-Jacobian (:func:`jaxpr_semiring.block_layout.low_rank`), whose entry (row r, probe j, output
+Jacobian (:func:`jaxpr_semiring.atomic_blocks.layout.low_rank`), whose entry (row r, probe j, output
 k) is Σ_i U[i, r, k]·V[i, r, j] plus G[c, r, k] where owner[c, r, k] = j. Stored, a BERT
 LayerNorm's is 30 × 512² entries per call; the CPU loop builds each entry where it is used.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from jax.extend import backend
 
-from . import ffi, tropical
+from . import dispatch, ffi
 
 __all__ = ["maxproduct"]
 
@@ -31,11 +31,11 @@ __all__ = ["maxproduct"]
 def maxproduct(p, n, U, V, G, owner, kernel: str = "auto", min_candidates: int | None = None):
     """(top_pos, top_neg) [R, N] of the MaxProduct contraction of p, n [R, A] with the factored
     weights, or None (see the module docstring). ``min_candidates``: default
-    :data:`.tropical.MIN_KERNEL_CANDIDATES`."""
+    :data:`.dispatch.MIN_KERNEL_CANDIDATES`."""
     R, A = p.shape
-    least = tropical.MIN_KERNEL_CANDIDATES if min_candidates is None else min_candidates
+    least = dispatch.MIN_KERNEL_CANDIDATES if min_candidates is None else min_candidates
     if (R * A * V.shape[-1] < least or set(backend.backends()) != {"cpu"}
-            or tropical.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"
+            or dispatch.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"
             or ffi.placement(p, n, U, V, G, owner)[2]):
         return None
     return ffi.maxproduct_lowrank(p, n, U, V, G, owner)

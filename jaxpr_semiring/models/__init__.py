@@ -6,10 +6,10 @@
   family (Hugging Face Flax families and this repository's Transformer), as data;
 * :mod:`jaxpr_semiring.models.targets` -- scalar targets of model outputs (logit differences,
   sentence similarity);
-* :mod:`jaxpr_semiring.models.loading` -- a ``save_pretrained`` directory or ``"minilm"``, its
+* :mod:`jaxpr_semiring.cli.loading` -- a ``save_pretrained`` directory or ``"minilm"``, its
   tokenizer, and target specs from the command line;
 * :mod:`jaxpr_semiring.models.hf_bert` -- the BERT branch flows of the paper's Fig. 2–4;
-* :mod:`jaxpr_semiring.models.transformer` -- a small hand-written Flax linen Transformer encoder
+* :mod:`jaxpr_semiring.paper.transformer` -- a small hand-written Flax linen Transformer encoder
   classifier for the synthetic tasks (paper §5.1 / §5.3), whose equations carry module name
   stacks such as ``TransformerClassifier/layer_0/attention/query`` and ``.../layer_0/skip``.
 

@@ -27,10 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..analyses.component_channels import OTHER
 from ..api import value_and_semiring_grad
+from ..flax_hooks import module_path
 from ..semirings import MaxProduct, Semiring
-from ..taps import module_path
-from .components import OTHER, component_flows_fn
+from .components import component_flows_fn
 from .targets import logit_diff
 
 __all__ = ["BRANCHES", "BranchFlows", "branch_flows", "branch_flows_fn", "embedding_flows",

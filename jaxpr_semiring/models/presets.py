@@ -19,7 +19,7 @@ stream, key/value from the encoder output). ALBERT calls one shared layer module
 layer: layers are told apart by call order, never by name.
 
 :func:`detect` picks the preset of a Hugging Face Flax model (from ``config.model_type``) or of
-this repository's :class:`~jaxpr_semiring.models.transformer.TransformerClassifier`; for your
+this repository's :class:`~jaxpr_semiring.paper.transformer.TransformerClassifier`; for your
 own Flax model write a :class:`Preset` (see ``docs/components.md``).
 
 >>> PRESETS["gpt2"].points[0].components[1]
@@ -29,55 +29,13 @@ Component(name='qkv', module='attn/c_attn', primitive=None, fused='qkv')
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
+
+from ..analyses.component_channels import (ATTENTION_PROJECTIONS, POINTS, Branch, Component, Point,
+                                           Preset)
 
 __all__ = ["Branch", "Component", "Point", "Preset", "PRESETS", "MODEL_TYPES", "POINTS",
            "ATTENTION_PROJECTIONS", "detect", "detect_name", "head_dim", "UnsupportedModelError"]
-
-#: the branch-point kinds, in the order a layer reports them
-POINTS = ("attention", "cross_attention", "mlp")
-#: components that ``heads=True`` splits per attention head
-ATTENTION_PROJECTIONS = ("query", "key", "value")
-
-
-class Branch(NamedTuple):
-    """A branch point: argument ``arg`` (position or keyword) of the call of the module at
-    ``module`` (a regex, relative to the layer; ``""`` is the layer itself). ``side="input"``
-    takes the caller's variable (every consumer of it counts, e.g. a residual that bypasses the
-    module); ``"output"`` the module's own copy (only its consumers)."""
-    module: str = ""
-    arg: int | str = 0
-    side: str = "input"
-
-
-class Component(NamedTuple):
-    """A component: equations at module path ``module`` (regex, relative to the layer,
-    matched in full), optionally only of primitive ``primitive``. A path belongs to it when
-    it is the first such labelled equation on the path. ``fused`` splits a fused projection
-    by output columns: ``"qkv"`` = ``[q | k | v]`` blocks (GPT-2 ``c_attn``), ``"heads:qkv"`` =
-    per head ``[q k v]`` (Bloom ``query_key_value``); its channels are query/key/value."""
-    name: str
-    module: str
-    primitive: str | None = None
-    fused: str | None = None
-
-
-class Point(NamedTuple):
-    """A kind of branch point (``"attention"``, ``"cross_attention"``, ``"mlp"``): one or more
-    branch variables (their flows are ⊕-combined per token) and their components."""
-    name: str
-    branches: tuple
-    components: tuple
-
-
-class Preset(NamedTuple):
-    """A family's branch points and components (see the module docstring)."""
-    name: str
-    layers: str
-    embeddings: str
-    points: tuple
-    description: str = ""
-
 
 def _skip(module: str = "") -> Component:
     return Component("skip", module, "add")
@@ -160,7 +118,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("transformer", r"layer_\d+", r"token_embed", (
         Point("attention", (Branch(),), (_skip("skip"),) + _qkv("attention/")),
         Point("mlp", (Branch("mlp"),), (_skip("mlp_residual"), Component("mlp", "mlp/dense_in")))),
-        "this repository's TransformerClassifier (jaxpr_semiring.models.transformer)"),
+        "this repository's TransformerClassifier (jaxpr_semiring.paper.transformer)"),
 ]}
 
 #: Hugging Face ``config.model_type`` → preset name
@@ -181,7 +139,7 @@ def _unsupported(what: str) -> UnsupportedModelError:
     families = ", ".join(sorted(MODEL_TYPES))
     return UnsupportedModelError(
         f"no component preset for {what}. Supported model types: {families}, and "
-        f"jaxpr_semiring.models.transformer.TransformerClassifier. For another Flax model pass "
+        f"jaxpr_semiring.paper.transformer.TransformerClassifier. For another Flax model pass "
         f"preset=Preset(name, layers=r'<layer module path regex>', embeddings=r'<embedding module "
         f"regex>', points=(Point('attention', (Branch(),), (Component('skip', '<residual module>', "
         f"'add'), Component('query', '<query projection>'), ...)),)) (docs/components.md).")

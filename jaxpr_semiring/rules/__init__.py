@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Sequence
 
-import jax.numpy as jnp
 
 RULES: dict[str, Callable] = {}
 # Graph rewrites applied to every flattened graph (list of nodes -> list of nodes), e.g. folding
@@ -40,12 +39,6 @@ class Ctx:
     path: str = ""
     primitive: Any = None
     backward: Callable | None = None
-
-
-def is_float(x) -> bool:
-    """Whether ``x`` (an array, aval or dtype) holds real numbers: a node of the graph. Integer
-    and boolean values are structure (they choose edges), never nodes."""
-    return jnp.issubdtype(getattr(x, "dtype", x), jnp.inexact)
 
 
 def _name(prim) -> str:
@@ -92,5 +85,5 @@ def lookup(prim, path: str = "") -> Callable:
 from . import elementwise, structural, reductions, contractions, windows, sorting, control_flow  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402,F811
 
-__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup", "is_float",
+__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup",
            "elementwise", "no_edges", "identity"]

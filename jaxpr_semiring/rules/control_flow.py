@@ -14,7 +14,8 @@ from jax import lax
 from jax.extend import core as jcore
 
 from .. import _compat
-from . import is_float, register
+from ..graph import is_float
+from . import register
 
 
 class WhileLoopError(TypeError):

@@ -15,8 +15,9 @@ import numpy as np
 from jax import lax
 
 from .. import _compat
+from ..graph import is_float
 from ..semirings import IndexMap
-from . import is_float, register
+from . import register
 
 
 @register("sort")

@@ -248,7 +248,7 @@ def scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, uniq
     return GatherMap(x.shape, indices, gd, sizes, mode, indices_are_sorted, unique_indices)
 
 
-@register("scatter-add", "scatter_add", "scatter-sub", "scatter_sub")
+@register("scatter-add", "scatter-sub")
 def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
                 unique_indices, mode, **_):
     """``x.at[i].add(u)``; ``.subtract(u)`` is the same with weight −1 on the update edges."""
@@ -256,7 +256,7 @@ def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, ind
     S, ct = ctx.semiring, cts_out[0]
     m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
     ct_u = m.gather_value(S, ct, updates.dtype) if ctx.wanted[2] else None
-    if ct_u is not None and ctx.primitive.name in ("scatter-sub", "scatter_sub"):
+    if ct_u is not None and ctx.primitive.name == "scatter-sub":
         ct_u = S.scale(jnp.asarray(-1, updates.dtype), ct_u)
     return [ct, None, ct_u]
 
@@ -279,7 +279,7 @@ def scatter(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices
     return [ct_x, None, ct_u]
 
 
-@register("scatter-mul", "scatter_mul", "scatter-max", "scatter_max", "scatter-min", "scatter_min")
+@register("scatter-mul", "scatter-max", "scatter-min")
 def scatter_combine(ctx, primals_in, primals_out, cts_out, *, dimension_numbers,
                     indices_are_sorted, unique_indices, mode, **params):
     """Scatter with a combiner (``.at[].multiply/max/min``): operand element i → out[i], and

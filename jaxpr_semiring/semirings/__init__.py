@@ -17,13 +17,11 @@
 from .base import IndexMap, Semiring, Value, value_dtype
 from .linear import Boolean, Expectation, ExpectationValue, Real
 from .logspace import Counting, Entropy, EntropyValue, Log
-from .pointer import PointerMaxProduct, PointerValue
 from .product import Product
-from .tagged import Tagged, TaggedValue
 from .topk import TopK, TopKValue
 from .tropical import MaxAbs, MaxAbsValue, MaxProduct, MaxProductValue, Tropical
 
 __all__ = ["Semiring", "IndexMap", "Value", "value_dtype", "Real", "Expectation",
            "ExpectationValue", "Boolean", "Log", "Counting", "Entropy", "EntropyValue",
            "Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue", "TopK",
-           "TopKValue", "PointerMaxProduct", "PointerValue", "Tagged", "TaggedValue", "Product"]
+           "TopKValue", "Product"]

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import registry
+
 __all__ = ["Value", "Semiring", "IndexMap", "value_dtype"]
 
 Value = Any  # a pytree of arrays
@@ -93,6 +95,44 @@ class Semiring:
 
     name: str = "Semiring"
     extra_axes: int = 0  # trailing axes of every leaf beyond the primal's shape
+
+    # --- the one description of the semiring outside the backward pass: the command line,
+    # the reports and data-set runs read only these (a subclass setting ``cli_name`` is
+    # registered by name, :mod:`.registry`, and works there with no other edit)
+    cli_name: str | None = None   # "max-product": ``--semiring`` and documents' "semiring"
+    cli_arg: str | None = None    # the name of the argument after ":" ("K" in "top-k:K")
+    fields: tuple[str, ...] = ("value",)   # a value's fields in documents, in order
+    default_field: str = "value"  # what renderers show unless told otherwise
+    flow_field: str = "value"     # the field that measures how much flows (summary lines)
+    combine: str = "sum"          # ⊕ of ``flow_field`` in summaries: "sum", "logsumexp", "max"
+    log_fields: tuple[str, ...] = ()   # fields holding logarithms (colour scales)
+    # lift(0) ⊗ v ≠ 0̄: a weight-0 edge is still a path (True, the safe default, costs atomic
+    # blocks a reachability mask; tests/test_semiring_description.py checks every semiring)
+    zero_weight_is_edge: bool = True
+    ignores_weights: bool = False      # values count paths whatever they weigh
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("cli_name"):
+            registry.register(cls)
+
+    @classmethod
+    def from_cli(cls, arg: str | None) -> "Semiring":
+        """The instance ``"<cli_name>:<arg>"`` names (``arg`` None: no argument given)."""
+        if arg is not None:
+            raise ValueError(f"semiring {cls.cli_name!r} takes no argument (got {arg!r}).")
+        return cls()
+
+    @property
+    def label(self) -> str:
+        """How documents and the command line name this instance (``"top-k:3"``)."""
+        return self.cli_name or type(self).__name__
+
+    def field_values(self, value: Value) -> dict[str, np.ndarray]:
+        """A value as ``{field: array}`` for documents, in :attr:`fields` order."""
+        if len(self.fields) == 1 and not hasattr(value, "_fields"):
+            return {self.fields[0]: np.asarray(value)}
+        return {f: np.asarray(getattr(value, f)) for f in self.fields}
 
     def dtype(self, dtype) -> np.dtype:
         return value_dtype(dtype)

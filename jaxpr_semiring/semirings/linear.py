@@ -32,6 +32,8 @@ class Real(Semiring):
     """
 
     name = "Real"
+    cli_name = "real"
+    zero_weight_is_edge = False
 
     def dtype(self, dtype):
         dtype = np.dtype(dtype)
@@ -94,6 +96,10 @@ class Expectation(Semiring):
     """
 
     name = "Expectation"
+    cli_name = "expectation"
+    zero_weight_is_edge = False
+    fields = ("z", "t")
+    default_field = flow_field = "z"
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)
@@ -140,6 +146,9 @@ class Boolean(Semiring):
     """
 
     name = "Boolean"
+    cli_name = "boolean"
+    combine = "max"
+    ignores_weights = True
 
     def dtype(self, dtype):
         return np.dtype(bool)

@@ -38,6 +38,10 @@ class Log(Semiring):
     """
 
     name = "Log"
+    cli_name = "log"
+    combine = "logsumexp"
+    log_fields = ("value",)
+    zero_weight_is_edge = False
 
     def zeros(self, shape, dtype):
         return jnp.full(shape, -jnp.inf, self.dtype(dtype))
@@ -81,6 +85,8 @@ class Counting(Log):
     """
 
     name = "Counting"
+    cli_name = "counting"
+    zero_weight_is_edge = ignores_weights = True
 
     def scale(self, w, v):
         return broadcast_to(v, w.shape)
@@ -112,6 +118,11 @@ class Entropy(Semiring):
     """
 
     name = "Entropy"
+    cli_name = "entropy"
+    fields = ("log_z", "mean_log_abs", "entropy")
+    default_field, flow_field, combine = "entropy", "log_z", "logsumexp"
+    log_fields = ("log_z", "mean_log_abs")
+    zero_weight_is_edge = False
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)

@@ -39,6 +39,8 @@ class Product(Semiring):
             raise TypeError(f"Product needs one or more semirings, got {semirings!r}: pass "
                             "semiring objects, e.g. (js.MaxProduct(), js.Entropy()).")
         self.semirings = tuple(semirings)
+        self.zero_weight_is_edge = any(s.zero_weight_is_edge for s in self.semirings)
+        self.ignores_weights = any(s.ignores_weights for s in self.semirings)
         self.name = "Product(" + ", ".join(s.name for s in self.semirings) + ")"
 
     def dtype(self, dtype) -> np.dtype:

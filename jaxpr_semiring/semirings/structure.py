@@ -8,7 +8,7 @@ them reads the graph's paths and ignores the numbers on them.
   backward pass is *linear* in the seeds, so ``jax.linear_transpose`` turns it into a forward
   pass: which outputs a set of inputs reaches (``count > 0``).
 
-Atomic blocks (:mod:`jaxpr_semiring.atomic_blocks`) find their rows and their edges with these.
+Atomic blocks (:mod:`jaxpr_semiring.atomic_blocks.collapse`) find their rows and their edges with these.
 
 >>> import jax.numpy as jnp
 >>> S = LabelRange()

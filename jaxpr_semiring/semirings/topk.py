@@ -75,6 +75,10 @@ class TopK(Semiring):
 
     name = "TopK"
     extra_axes = 1
+    cli_name, cli_arg = "top-k", "K"
+    default_field = flow_field = "log_abs[0]"
+    combine = "max"
+    zero_weight_is_edge = False
 
     def __init__(self, k: int = 2):
         if int(k) < 1:
@@ -83,6 +87,31 @@ class TopK(Semiring):
 
     def __repr__(self):
         return f"TopK({self.k})"
+
+    @classmethod
+    def from_cli(cls, arg):
+        if arg is None:
+            raise ValueError("semiring 'top-k' needs k: name it 'top-k:K', e.g. 'top-k:3'.")
+        if not arg.isdigit() or int(arg) < 1:
+            raise ValueError(f"top-k:K needs an integer K >= 1, got {arg!r}: e.g. 'top-k:3'.")
+        return cls(int(arg))
+
+    @property
+    def label(self):
+        return f"top-k:{self.k}"
+
+    @property
+    def fields(self):
+        """``log_abs[i]``, ``sign[i]`` for the i-th best path (i from 0)."""
+        return tuple(f"{f}[{i}]" for i in range(self.k) for f in ("log_abs", "sign"))
+
+    @property
+    def log_fields(self):
+        return self.fields[::2]
+
+    def field_values(self, value):
+        return {f"{f}[{i}]": np.asarray(getattr(value, f))[..., i]
+                for i in range(self.k) for f in ("log_abs", "sign")}
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)

@@ -1,7 +1,7 @@
 """Max-type semirings: ``MaxProduct`` (the most positive / most negative path product, linear
 space, paper App. A) and ``MaxAbs`` (the largest |path product|, log space). Their contraction
 has no BLAS equivalent; which kernel computes it is the ``kernel=`` setting
-(:mod:`jaxpr_semiring.kernels.tropical`).
+(:mod:`jaxpr_semiring.kernels.dispatch`).
 
 >>> import jax.numpy as jnp, jaxpr_semiring as js
 >>> js.MaxProduct(kernel="xla")
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..kernels import lowrank, tropical
+from ..kernels import dispatch, lowrank
 from ..numerics import (lexmax, lexmax_reduce, log_abs, max_nan, min_nan, opaque, scale_log, sign1,
                         signed_scale)
 from .base import Semiring
@@ -24,10 +24,10 @@ __all__ = ["Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue"]
 
 class Tropical(Semiring):
     """Base of the max-type semirings: a ``kernel`` setting chooses their contraction kernel
-    (:mod:`jaxpr_semiring.kernels.tropical`)."""
+    (:mod:`jaxpr_semiring.kernels.dispatch`)."""
 
     def __init__(self, kernel: str = "auto"):
-        self.kernel = tropical.check_kernel(kernel)
+        self.kernel = dispatch.check_kernel(kernel)
 
     def __repr__(self):
         return f"{type(self).__name__}()" if self.kernel == "auto" else \
@@ -57,6 +57,11 @@ class MaxProduct(Tropical):
     """
 
     name = "MaxProduct"
+    cli_name = "max-product"
+    fields = ("top_pos", "top_neg")
+    default_field = flow_field = "top_pos"
+    combine = "max"
+    zero_weight_is_edge = True
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)
@@ -77,7 +82,7 @@ class MaxProduct(Tropical):
         return MaxProductValue(*signed_scale(w.astype(v.top_pos.dtype), v.top_pos, v.top_neg))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        return MaxProductValue(*tropical.maxproduct_dot(v.top_pos, v.top_neg, w,
+        return MaxProductValue(*dispatch.maxproduct_dot(v.top_pos, v.top_neg, w,
                                                         dimension_numbers, self.kernel))
 
     def low_rank_dot(self, v, U, V, G, owner):
@@ -107,6 +112,12 @@ class MaxAbs(Tropical):
     """
 
     name = "MaxAbs"
+    cli_name = "max-abs"
+    fields = ("log_abs", "sign")
+    default_field = flow_field = "log_abs"
+    combine = "max"
+    log_fields = ("log_abs",)
+    zero_weight_is_edge = False
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)
@@ -128,7 +139,7 @@ class MaxAbs(Tropical):
         return MaxAbsValue(la, jnp.where(la == -jnp.inf, jnp.ones_like(la), v.sign * sign1(w)))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        return MaxAbsValue(*tropical.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers,
+        return MaxAbsValue(*dispatch.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers,
                                                 self.kernel))
 
     def scatter(self, v, index_map):

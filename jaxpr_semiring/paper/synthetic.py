@@ -25,7 +25,7 @@ Conventions shared by all tasks (document these when reporting results):
 * Defaults: ``seq_len=10``, ``vocab_size=20`` (paper §5.1; §5.3 uses ``seq_len=36``).
 
 Example:
-    >>> from jaxpr_semiring.tasks.synthetic import make_task
+    >>> from jaxpr_semiring.paper.synthetic import make_task
     >>> task = make_task("FirstTokenRepeatedOnce", seq_len=10, vocab_size=20)
     >>> tokens, labels = task.generate(1000, seed=0)
     >>> tokens.shape, labels.shape, int(labels.sum())

@@ -4,7 +4,7 @@
 element to the scalar output whose product of local derivatives is that element's max-product
 value (``top_pos``; ``chain="top_neg"`` for the most negative).
 
-How: the one backward walk runs with :class:`~jaxpr_semiring.semirings.PointerMaxProduct`,
+How: the one backward walk runs with :class:`~jaxpr_semiring.analyses.pointer.PointerMaxProduct`,
 whose values carry, per chain, a pointer to the next node of the best path and the weight of
 the edge to it. A :class:`PointerObserver` gives every element of every reachable variable a
 global number and, just before a node's rule reads its outputs' values, re-points them to those
@@ -36,50 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .api import backprop, normalize_argnums
-from .interpreter import Const, Observer, reachable
-from .rules import is_float
-from .semirings import PointerMaxProduct, PointerValue
+from ..api import backprop, normalize_argnums
+from ..graph import Const, GraphIndex, unravel
+from ..interpreter import Observer
+from .pointer import PointerMaxProduct, PointerValue
 
 __all__ = ["top_path", "Path", "PathStep", "GraphIndex", "PointerObserver", "CHAINS",
            "start_element", "unravel"]
 
 CHAINS = ("top_pos", "top_neg")
-
-
-class GraphIndex:
-    """Global element numbers of a graph's reachable float variables, and what produced each
-    variable (for reading a path back as primitives, module paths and indices)."""
-
-    def __init__(self, graph):
-        refs, labels = [], []
-        for r in graph.invars:
-            refs.append(r)
-            labels.append(("<input>", ""))
-        leaf_keys = {r.key: i for i, r in enumerate(graph.invars)}
-        for node in graph.nodes:
-            for r in node.outvars:
-                refs.append(r)
-                labels.append((node.primitive.name, node.path))
-        reach = reachable(graph, graph.invars)
-        keep = [i for i, r in enumerate(refs) if r.key in reach and is_float(r.aval)]
-        self.keys = [refs[i].key for i in keep]
-        self.shapes = [tuple(refs[i].aval.shape) for i in keep]
-        self.labels = [labels[i] for i in keep]
-        self.leaf_of = {v: leaf_keys[k] for v, k in enumerate(self.keys) if k in leaf_keys}
-        sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        self.offset_of = {k: int(o) for k, o in zip(self.keys, self.offsets)}
-        self.size = int(self.offsets[-1])
-        self.max_steps = len(graph.nodes)
-        if 2 * self.size + 1 >= 2 ** 31:
-            raise ValueError(f"top_path: the graph has {self.size} reachable elements, too many for "
-                             f"int32 pointers.")
-
-    def locate(self, element: int) -> tuple[int, tuple]:
-        """(variable number, index tuple) of a global element number."""
-        v = int(np.searchsorted(self.offsets, element, side="right") - 1)
-        return v, unravel(element - int(self.offsets[v]), self.shapes[v])
 
 
 class PointerObserver(Observer):
@@ -253,14 +218,6 @@ jax.tree_util.register_pytree_node(
     Path,
     lambda p: ((p.ids, p.weights_array, p.start_id, p.value_array), (p.index, p.chain)),
     lambda aux, ch: Path(*ch, *aux))
-
-
-def unravel(elem, shape) -> tuple:
-    """The index tuple of flat element ``elem`` in ``shape`` (``()`` for a scalar)."""
-    shape = tuple(shape)
-    if not shape:
-        return ()
-    return tuple(int(i) for i in np.unravel_index(elem, shape))
 
 
 def start_element(graph, at, leaf: int | None, who: str) -> tuple[int, int]:

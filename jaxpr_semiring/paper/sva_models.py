@@ -22,7 +22,7 @@ for ``jaxpr_semiring.models.hf_bert.branch_flows``), :meth:`SVAModel.target_from
 input representations), :meth:`SVAModel.batch_targets` / :meth:`SVAModel.accuracy`, and
 :func:`load_sva_model` (a model and tokenizer by name -- ``"minilm"``, ``"small-mlm"`` -- or
 checkpoint directory, as the examples choose them). Both trainers run
-:func:`jaxpr_semiring.tasks.training.fit`.
+:func:`jaxpr_semiring.paper.training.fit`.
 
 Example (random tiny MLM)::
 

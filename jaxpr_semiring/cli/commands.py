@@ -10,7 +10,7 @@
 ``MODEL`` is a directory written by ``save_pretrained`` or ``minilm`` (the offline MiniLM
 sentence encoder). ``flows`` prints a table (layers × components per token) and writes the
 JSON document (schema: ``docs/components.md``), a heatmap PNG and an HTML report; with
-``--file inputs.txt --out-dir results/`` it runs a data set (:mod:`jaxpr_semiring.dataset_cli`).
+``--file inputs.txt --out-dir results/`` it runs a data set (:mod:`jaxpr_semiring.cli.dataset`).
 ``top-path`` prints the top gradient path from a token to the target. Bad input is a one-line
 error and exit code 2, reported before the model loads wherever it can be (arguments, target
 syntax, output paths). Output files follow :mod:`jaxpr_semiring.outputs` (``-`` is stdout, and
@@ -37,52 +37,28 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from . import dataset_cli, outputs, report
-from .api import semiring_grad
-from .models import loading
-from .models.components import component_flows_fn, embedding_target
-from .models.loading import Loaded, UsageError
-from .outputs import OutputError
-from .paths import top_path
-from .semirings import Counting, Entropy, Log, MaxAbs, MaxProduct, Real, Semiring, TopK
+from .. import outputs
+from ..analyses.top_path import top_path
+from ..api import semiring_grad
+from ..models.components import component_flows_fn, embedding_target
+from ..outputs import OutputError
+from ..semirings import MaxProduct, Semiring, registry
+from . import dataset, loading, render
+from .errors import UsageError
+from .loading import Loaded
 
-__all__ = ["main", "parse_semiring", "value_fields", "FlowsRunner", "document",
-           "top_path_document", "SEMIRING_NAMES"]
-
-SEMIRING_NAMES = {"max-product": MaxProduct, "real": Real, "log": Log, "entropy": Entropy,
-                  "counting": Counting, "max-abs": MaxAbs}
-
+__all__ = ["main", "parse_semiring", "FlowsRunner", "document",
+           "top_path_document"]
 
 def parse_semiring(spec: str) -> Semiring:
-    """``"max-product"``, ``"real"``, ``"log"``, ``"entropy"``, ``"counting"``, ``"max-abs"``
-    or ``"top-k:K"`` → the semiring."""
-    if spec in SEMIRING_NAMES:
-        return SEMIRING_NAMES[spec]()
-    if spec.startswith("top-k:") and spec[6:].isdigit() and int(spec[6:]) >= 1:
-        return TopK(int(spec[6:]))
-    raise UsageError(f"unknown semiring {spec!r}: use one of {', '.join(SEMIRING_NAMES)} or "
-                     f"top-k:K (K >= 1).")
-
-
-def value_fields(S: Semiring, value) -> dict[str, np.ndarray]:
-    """A semiring value as the document's fields: ``value`` (real, log, counting), ``top_pos``
-    and ``top_neg`` (max-product), ``log_abs`` and ``sign`` (max-abs), ``log_z``,
-    ``mean_log_abs`` and ``entropy`` (entropy), ``log_abs[i]``/``sign[i]`` per k (top-k)."""
-    if isinstance(S, TopK):
-        return {f"{f}[{i}]": np.asarray(getattr(value, f))[..., i]
-                for i in range(S.k) for f in ("log_abs", "sign")}
-    if isinstance(S, Entropy):
-        return {"log_z": np.asarray(value.log_z), "mean_log_abs": np.asarray(value.mean_log_abs),
-                "entropy": np.asarray(value.entropy)}
-    if hasattr(value, "_fields"):
-        return {f: np.asarray(getattr(value, f)) for f in value._fields}
-    return {"value": np.asarray(value)}
-
-
-def _semiring_label(S: Semiring) -> str:
-    if isinstance(S, TopK):
-        return f"top-k:{S.k}"
-    return next(n for n, cls in SEMIRING_NAMES.items() if type(S) is cls)
+    """A ``--semiring`` name → the semiring: any registered one
+    (:mod:`jaxpr_semiring.semirings.registry`: ``"max-product"``, ``"real"``, ``"log"``,
+    ``"entropy"``, ``"counting"``, ``"max-abs"``, ``"expectation"``, ``"boolean"``,
+    ``"top-k:K"``, or a subclass of your own that sets ``cli_name``)."""
+    try:
+        return registry.parse(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 class FlowsRunner:
@@ -90,7 +66,7 @@ class FlowsRunner:
     jitted flows function is built once and reused (it retraces per text length).
 
     Args:
-      loaded: from :func:`jaxpr_semiring.models.loading.load`.
+      loaded: from :func:`jaxpr_semiring.cli.loading.load`.
       semiring: a semiring or its command-line name (``"max-product"``, ``"top-k:2"``, …).
       target: a target spec (``"logit-diff:is,are"``, ``"similarity:another text"``, …) or
         None for the top-1 minus the top-2 prediction.
@@ -125,16 +101,16 @@ class FlowsRunner:
 def document(loaded: Loaded, S: Semiring, flows, tokens: Sequence[str], target: loading.Target
              ) -> dict:
     """The JSON document of flows computed for one text (``flows``: a
-    :class:`~jaxpr_semiring.models.components.ComponentFlows` of one example)."""
+    :class:`~jaxpr_semiring.analyses.component_channels.ComponentFlows` of one example)."""
     points = []
     for pt in flows.points:
-        fields = value_fields(S, pt.flows)
-        total = value_fields(S, pt.total)
+        fields = S.field_values(pt.flows)
+        total = S.field_values(pt.total)
         points.append({"layer": pt.layer, "point": pt.point, "components": list(pt.components),
                        "flows": {f: a.tolist() for f, a in fields.items()},
                        "total": {f: total[f].tolist() for f in fields}})
     return {"model": loaded.name, "architecture": loaded.model.config.model_type,
-            "semiring": _semiring_label(S), "target": target.description,
+            "semiring": S.label, "target": target.description,
             "target_value": float(flows.value), "tokens": list(tokens), "points": points}
 
 
@@ -200,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--out", help="write the heatmap PNG here")
     fl.add_argument("--html", help="write the HTML report here")
     fl.add_argument("--field", help="the value field the table and figures show")
-    dataset_cli.add_arguments(fl)
+    dataset.add_arguments(fl)
     tp = sub.add_parser("top-path", help="the top gradient path from a token to the target")
     tp.add_argument("model", help="a save_pretrained directory, or 'minilm'")
     tp.add_argument("--text", required=True, help="the input text")
@@ -257,23 +233,22 @@ def _human_stream(args):
 def _flows(args) -> None:
     _check_text(args.text, "flows")
     S = parse_semiring(args.semiring)
-    label = _semiring_label(S)
-    if args.field is not None and args.field not in report.describe_fields(label):
-        raise UsageError(f"--field {args.field!r} is not a field of {label}: use one of "
-                         f"{report.describe_fields(label)}.")
+    if args.field is not None and args.field not in S.fields:
+        raise UsageError(f"--field {args.field!r} is not a field of {S.label}: use one of "
+                         f"{list(S.fields)}.")
     loading.check_target(args.target)
     _check_outputs(args)
     runner = FlowsRunner(loading.load(args.model), S, args.target, args.heads)
     doc = runner.document(args.text)
     stream = _human_stream(args)
-    print(report.format_table(doc, args.field), file=stream)
-    for option, write in (("json", report.save_json), ("out", report.save_heatmap),
-                          ("html", report.save_html)):
+    print(render.format_table(doc, args.field), file=stream)
+    for option, write in (("json", render.save_json), ("out", render.save_heatmap),
+                          ("html", render.save_html)):
         path = getattr(args, option)
         if path is None:
             continue
         try:
-            write(doc, path) if write is report.save_json else write(doc, path, field=args.field)
+            write(doc, path) if write is render.save_json else write(doc, path, field=args.field)
         except OutputError as e:
             raise OutputError(f"--{option} {e}") from None
         print(f"wrote {outputs.shown(path)}", file=stream)
@@ -323,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "flows" and args.file:
-            return dataset_cli.run_file(args, parse_semiring, document)
+            return dataset.run_file(args, parse_semiring, document)
         (_flows if args.command == "flows" else _top_path)(args)
         sys.stdout.flush()
     except (UsageError, OutputError) as e:

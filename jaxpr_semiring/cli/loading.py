@@ -20,9 +20,10 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from . import presets, targets
+from ..models import presets, targets
+from .errors import UsageError
 
-__all__ = ["UsageError", "Loaded", "Target", "load", "minilm_dir", "encode", "max_tokens",
+__all__ = ["Loaded", "Target", "load", "minilm_dir", "encode", "max_tokens",
            "resolve_target", "check_target", "similarity_text", "parse_pair", "TARGET_KINDS"]
 
 TARGET_KINDS = ("logit-diff", "class-diff", "similarity")
@@ -30,10 +31,6 @@ _WEIGHTS = ("flax_model.msgpack", "model.safetensors", "flax_model.msgpack.index
             "model.safetensors.index.json")
 _TOKENIZER = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
               "sentencepiece.bpe.model")
-
-
-class UsageError(ValueError):
-    """Bad input from the user: the message names the problem and the fix."""
 
 
 class Loaded(NamedTuple):

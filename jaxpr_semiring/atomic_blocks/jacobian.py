@@ -1,4 +1,4 @@
-"""The semiring rule of an atomic block (:mod:`jaxpr_semiring.atomic_blocks`): its Jacobian,
+"""The semiring rule of an atomic block (:mod:`jaxpr_semiring.atomic_blocks.collapse`): its Jacobian,
 contracted row by row.
 
 A block is one node whose edges are the pairs (input element i, output element k) joined by a
@@ -6,7 +6,7 @@ path inside it, weighted by the total derivative J[k, i]. The rule computes
 
     ct_in[i] = ⊕_k [k reachable from i] lift(J[k, i]) ⊗ ct_out[k]
 
-from probes chosen by :func:`~jaxpr_semiring.block_layout.layout` (rows, shared inputs, low
+from probes chosen by :func:`~jaxpr_semiring.atomic_blocks.layout.layout` (rows, shared inputs, low
 rank): dense row-local probes go through the semiring's own batched ``dot_general`` (one batch
 per row), in chunks; the rest (single-position and shared elements) through a gather or the
 semiring's ⊕-scatter. For the real field (``Real``) the rule is one VJP of the block.
@@ -24,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .block_layout import is_concrete, layout, low_rank
-from .interpreter import backward, forward, reachable
-from .kernels.lifted import LIFT_CHUNK_BYTES
-from .rules import is_float
-from .semirings import IndexMap
-from .semirings.structure import PathCount
+from ..graph import is_float, reachable
+from ..interpreter import backward, forward
+from ..kernels.lifted import LIFT_CHUNK_BYTES
+from ..semirings import IndexMap
+from ..semirings.structure import PathCount
+from .layout import is_concrete, layout, low_rank
 
 __all__ = ["block_rule", "MAX_ENTRIES", "CHUNK_ENTRIES"]
 
@@ -39,16 +39,6 @@ MAX_ENTRIES = 1 << 27    # Jacobian entries (probes × outputs) a block may need
 # 10× slower on a BERT LayerNorm); fewer, larger chunks help the tropical kernels (2× for
 # MaxProduct from 2 to 4 MB).
 CHUNK_ENTRIES = LIFT_CHUNK_BYTES // 4
-
-
-def _zero_is_no_edge(S) -> bool:
-    """Whether lift(0) ⊗ v is 0̄ in ``S`` (Real, Log, Entropy, MaxAbs, TopK): then a Jacobian
-    entry 0 needs no reachability mask."""
-    with jax.ensure_compile_time_eval():
-        z = S.scale(jnp.zeros((), jnp.float32), S.ones((), jnp.float32))
-        o = S.zeros((), jnp.float32)
-        return all(bool(np.all(np.asarray(a) == np.asarray(b)))
-                   for a, b in zip(jax.tree.leaves(z), jax.tree.leaves(o)))
 
 
 def _index_map(owner: np.ndarray, n: int) -> IndexMap:
@@ -106,7 +96,7 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
             f"block_jacobian.MAX_ENTRIES = {MAX_ENTRIES}): {why}. Make the block smaller, e.g. "
             f"atomic per row under jax.vmap.")
     R = lay.rows
-    count_fwd = None if _zero_is_no_edge(S) else _forward_reach(g, env, wanted, live)
+    count_fwd = _forward_reach(g, env, wanted, live) if S.zero_weight_is_edge else None
     as_rows = lambda ys, n: jnp.concatenate([y.reshape(n, R, m) for y, m in zip(ys, lay.sizes)], 2)
     dtypes = [x.dtype for x in xs]
 

@@ -1,4 +1,4 @@
-"""How an atomic block's Jacobian is probed (:mod:`jaxpr_semiring.block_jacobian` contracts it).
+"""How an atomic block's Jacobian is probed (:mod:`jaxpr_semiring.atomic_blocks.jacobian` contracts it).
 
 A block's dense Jacobian is [outputs × inputs]. Instead, :func:`layout` finds **rows**: the
 outputs split along their leading ``r`` axes into R rows, and an input element that reaches
@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .interpreter import Graph, Ref, backward, forward, reachable, value_of
-from .rules import is_float
-from .semirings.structure import LabelRange
+from ..graph import Graph, Ref, is_float, reachable
+from ..interpreter import backward, forward, value_of
+from ..semirings.structure import LabelRange
 
 __all__ = ["Layout", "LowRank", "layout", "low_rank", "narrow_exits", "is_concrete", "NARROW"]
 

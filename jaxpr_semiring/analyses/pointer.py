@@ -5,7 +5,7 @@ winning path and the *weight* of the edge to it. ⊕ keeps the pointer and weigh
 candidate; lift(w) ⊗ v keeps v's pointer and multiplies the weight by w, taking the pointer of
 the chain that App. A's sign rule selects (a negative edge swaps top_pos and top_neg). A walk
 that re-points every node's value to that node's own elements just before its rule reads it
-(``jaxpr_semiring.paths``) leaves, at every node, a pointer to the next node of its best path:
+(``jaxpr_semiring.analyses.top_path``) leaves, at every node, a pointer to the next node of its best path:
 one backward pass, then pointer chasing.
 
 A pointer is an int32 ``2·id + chain`` (``id`` a global element number, ``chain`` 0 for top_pos
@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import kernels
-from ..kernels import tropical
+from ..kernels import dispatch
 from ..numerics import first_best_reduce, nan_first_better, signed_scale
-from .tropical import MaxProductValue, Tropical
+from ..semirings.tropical import MaxProductValue, Tropical
 
 __all__ = ["PointerMaxProduct", "PointerValue"]
 
@@ -113,7 +113,7 @@ class PointerMaxProduct(Tropical):
     def dot_general(self, v, w, dimension_numbers, precision=None):
         canon_v, w3, nc, out_shape = kernels.layout(v.top_pos, w.astype(v.top_pos.dtype),
                                                     dimension_numbers)
-        p, n, ap, an, wp, wn = tropical.maxproduct_arg(canon_v(v.top_pos), canon_v(v.top_neg),
+        p, n, ap, an, wp, wn = dispatch.maxproduct_arg(canon_v(v.top_pos), canon_v(v.top_neg),
                                                        w3, nc, self.kernel)
 
         def follow(arg, edge):

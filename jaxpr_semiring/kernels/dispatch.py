@@ -1,4 +1,4 @@
-"""Which tropical contraction runs: an explicit setting, resolved per backend inside one jitted
+"""Which max-type (tropical) contraction runs: an explicit setting, resolved per backend inside one jitted
 program (``jax.lax.platform_dependent``).
 
 The max-type semirings (``MaxProduct``, ``MaxAbs``, and the pointer max-product behind

@@ -1,8 +1,8 @@
-"""Taps: mark nodes of a model and report how much semiring gradient arrives from each consumer.
+"""Flow reports: how much semiring gradient arrives at each tapped variable from each consumer.
 
-``tap(x, name)`` is the identity (values, ``jax.grad``, ``jit``, ``vmap`` and lowering are
-unchanged): it emits a ``checkpoint_name`` equation whose name starts with :data:`TAP_PREFIX`
-(an identity node of the graph).
+``tap(x, name)`` (:mod:`jaxpr_semiring.markers`) is the identity (values, ``jax.grad``,
+``jit``, ``vmap`` and lowering are unchanged): it emits a marker equation, an identity node of
+the graph.
 
 ``flows(fun, semiring, argnums)(*args)`` runs the semiring backward pass with a
 :class:`FlowObserver` and returns ``(grads, FlowReport)``; ``report.value`` is ``fun``'s value.
@@ -21,8 +21,8 @@ connection (the residual ``add`` in ``.../attention/output``) from the queries, 
 Every tap is also a source of the backward pass: its flows are reported even when no
 differentiated argument reaches it.
 
-``tap_modules(...)`` taps the inputs and/or outputs of Flax linen modules selected by path
-pattern or type, without editing the model (built on ``flax.linen.intercept_methods``).
+``tap_modules(...)`` (:mod:`jaxpr_semiring.flax_hooks`) taps the inputs and/or outputs of Flax
+linen modules selected by path pattern or type, without editing the model.
 
 Taps inside ``scan`` bodies or ``cond`` branches are not reported (their variables live in a
 sub-graph traced per step).
@@ -39,56 +39,32 @@ sub-graph traced per step).
 """
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import re
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
 
-from .api import backprop
-from .interpreter import Observer, Ref
-from .rules import is_float
-from .semirings import Real
+from ..api import backprop
+from ..flax_hooks import path_matcher
+from ..graph import Ref, is_float
+from ..interpreter import Observer
+from ..markers import tap_name
+from ..semirings import Real
 
-__all__ = ["tap", "flows", "FlowReport", "TapFlow", "FlowObserver", "tap_modules", "module_selector",
-           "module_path", "OUTPUT_LABEL", "TAP_PREFIX", "consumer_label"]
+__all__ = ["flows", "FlowReport", "TapFlow", "FlowObserver", "OUTPUT_LABEL", "consumer_label"]
 
 OUTPUT_LABEL = "<output>"
-TAP_PREFIX = "jaxpr_semiring.tap:"  # checkpoint_name prefix marking a tap
 
 
-# ----------------------------------------------------------------------------------- tap
-
-def tap(x, name: str):
-    """Mark ``x`` (an array or a pytree of arrays) as a node whose flows are reported.
-
-    The identity: no effect on values, ``jax.grad``, ``jit`` or ``vmap``. For a pytree each
-    leaf is tapped as ``name + keystr(leaf path)`` (e.g. ``"out[0]"``).
-    """
-    name = str(name)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(x)
-    if len(leaves) == 1 and not leaves[0][0]:
-        return checkpoint_name(x, TAP_PREFIX + name)
-    tapped = [checkpoint_name(leaf, TAP_PREFIX + name + jax.tree_util.keystr(p)) for p, leaf in leaves]
-    return jax.tree_util.tree_unflatten(treedef, tapped)
-
-
-def _tap_name(node) -> str | None:
-    if getattr(node.primitive, "name", None) != "name":
-        return None
-    n = str(node.params.get("name", ""))
-    return n[len(TAP_PREFIX):] if n.startswith(TAP_PREFIX) else None
-
+# ----------------------------------------------------------------------------- labels
 
 def consumer_label(node) -> str:
     """The label of a consumer equation: ``"<module path> [<primitive>]"``."""
     if node is None:
         return OUTPUT_LABEL
-    tn = _tap_name(node)
+    tn = tap_name(node)
     prim = f"tap:{tn}" if tn is not None else node.primitive.name
     return f"{node.path} [{prim}]" if node.path else f"[{prim}]"
 
@@ -118,7 +94,7 @@ class TapFlow:
     def select(self, pattern: str | re.Pattern | Callable[[str], bool]):
         """⊕ of the contributions whose label matches ``pattern`` (fnmatch glob on the label,
         a compiled regex searched in it, or a predicate); 0̄ if none does."""
-        match = _matcher(pattern)
+        match = path_matcher(pattern)
         out = None
         for label, v in self.consumers.items():
             if match(label):
@@ -239,7 +215,7 @@ class FlowObserver(Observer):
         self.order = {id(node): i for i, node in enumerate(graph.nodes)}
         self.n_nodes = len(graph.nodes)
         for node in graph.nodes:
-            name = _tap_name(node)
+            name = tap_name(node)
             if name is None:
                 continue
             out = node.outvars[0]
@@ -305,131 +281,3 @@ def flows(fun: Callable, semiring=None, argnums: int | Sequence[int] = 0,
     return flows_f
 
 
-# ------------------------------------------------------------------ taps without editing a model
-
-def module_path(module) -> str:
-    """A bound Flax linen module's path, e.g. ``"bert/encoder/layer/0"`` ('' for the root)."""
-    try:
-        p = module.path
-    except Exception:
-        p = getattr(getattr(module, "scope", None), "path", ())
-    return "/".join(str(x) for x in (p or ()))
-
-
-def _matcher(pattern) -> Callable[[str], bool]:
-    if callable(pattern) and not isinstance(pattern, re.Pattern):
-        return pattern
-    if isinstance(pattern, re.Pattern):
-        return lambda s: pattern.search(s) is not None
-    return lambda s: fnmatch.fnmatchcase(s, pattern)
-
-
-def module_selector(select: Any = None, *, types: type | Sequence[type] = (),
-                    methods: Sequence[str] = ("__call__",)) -> Callable[[Any, str], str | None]:
-    """``(module, method_name) -> path | None``: the module's path when the call matches
-    ``select``/``types``/``methods`` as :func:`tap_modules` documents them, else None (shared by
-    :func:`tap_modules` and :func:`jaxpr_semiring.atomic_modules`).
-
-    >>> import flax.linen as nn
-    >>> module_selector(types=nn.Dense)(nn.Dense(2), "__call__")
-    ''
-    """
-    types = tuple(types) if isinstance(types, (list, tuple)) else ((types,) if types else ())
-    patterns = select if isinstance(select, (list, tuple)) else ([] if select is None else [select])
-    matchers = [_matcher(s) for s in patterns]
-
-    def chosen(module, method_name) -> str | None:
-        if method_name not in methods:
-            return None
-        if types and not isinstance(module, types):
-            return None
-        path = module_path(module)
-        if matchers and not any(m(path) for m in matchers):
-            return None
-        return path
-
-    return chosen
-
-
-def _is_float_array(x) -> bool:
-    try:
-        return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-    except Exception:
-        return False
-
-
-def _tap_floats(x, name):
-    """Tap the float leaves of ``x`` (integers/booleans are structure: left alone)."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(x)
-    if len(leaves) == 1 and not leaves[0][0]:
-        return tap(x, name) if _is_float_array(x) else x
-    out = [tap(leaf, name + jax.tree_util.keystr(p)) if _is_float_array(leaf) else leaf
-           for p, leaf in leaves]
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-@contextlib.contextmanager
-def tap_modules(select: Any = None, *, types: type | Sequence[type] = (),
-                inputs: bool | int | Sequence[int] = True, outputs: bool = False,
-                methods: Sequence[str] = ("__call__",), prefix: str = ""):
-    """Tap inputs and/or outputs of Flax linen modules without editing the model.
-
-    Args:
-      select: which modules, by path (``module_path``, e.g. ``"bert/encoder/layer/0"``): an
-        fnmatch pattern (``"*/layer/*"`` — ``*`` crosses ``/``), a compiled regex (searched),
-        a predicate ``path -> bool``, or a list of those (any matches). ``None``: no path
-        condition.
-      types: module classes (``isinstance``); both conditions must hold when both are given.
-      inputs: ``True`` taps the first positional argument, an int / ints the arguments at
-        those positions, ``False`` none. Tap name: ``f"{prefix}{path}:input"`` (first argument)
-        or ``f"{prefix}{path}:input{i}"``.
-      outputs: tap the method's return value as ``f"{prefix}{path}:output"`` (pytrees: one tap
-        per float leaf, ``":output[0]"`` …).
-      methods: the intercepted method names.
-
-    Non-float arguments and leaves are never tapped. Use around the model call (inside the
-    function given to :func:`flows`).
-
-    >>> import flax.linen as nn, jax.numpy as jnp, jaxpr_semiring as js
-    >>> class M(nn.Module):
-    ...     @nn.compact
-    ...     def __call__(self, x):
-    ...         return jnp.sum(nn.Dense(2, name="d")(x))
-    >>> m = M(); p = m.init(jax.random.PRNGKey(0), jnp.ones(3))
-    >>> def f(x):
-    ...     with js.tap_modules("d"):
-    ...         return m.apply(p, x)
-    >>> _, rep = js.flows(f, js.MaxProduct())(jnp.ones(3))
-    >>> list(rep)
-    ['d:input']
-    """
-    import flax.linen as nn
-
-    chosen = module_selector(select, types=types, methods=methods)
-    if inputs is True:
-        positions: tuple = (0,)
-    elif inputs is False or inputs is None:
-        positions = ()
-    elif isinstance(inputs, int):
-        positions = (inputs,)
-    else:
-        positions = tuple(inputs)
-
-    def interceptor(next_fun, args, kwargs, context):
-        path = chosen(context.module, context.method_name)
-        if path is None:
-            return next_fun(*args, **kwargs)
-        if positions:
-            args = list(args)
-            for i in positions:
-                if i < len(args):
-                    label = "input" if positions == (0,) else f"input{i}"
-                    args[i] = _tap_floats(args[i], f"{prefix}{path}:{label}")
-            args = tuple(args)
-        out = next_fun(*args, **kwargs)
-        if outputs:
-            out = _tap_floats(out, f"{prefix}{path}:output")
-        return out
-
-    with nn.intercept_methods(interceptor):
-        yield

@@ -47,13 +47,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _compat
-from .api import backprop, normalize_argnums
-from .interpreter import Const, Observer, Ref, reachable, value_of
-from .numerics import log_abs
-from .paths import GraphIndex, Path, start_element, unravel
-from .semirings import Log
-from .taps import OUTPUT_LABEL, consumer_label
+from .. import _compat
+from ..api import backprop, normalize_argnums
+from ..graph import Const, GraphIndex, Ref, reachable, unravel
+from ..interpreter import Observer, value_of
+from ..numerics import log_abs
+from ..semirings import Log
+from .flows import OUTPUT_LABEL, consumer_label
+from .top_path import Path, start_element
 
 __all__ = ["sample_paths", "SampledPaths", "BranchShare", "ConsumerFlows", "node_jvp",
            "NOT_CROSSABLE"]

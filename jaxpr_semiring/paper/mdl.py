@@ -13,7 +13,7 @@ boundaries ``0 < t_1 < t_2 < … < t_S = N``:
 ``N log2 K`` and the compression ratio ``uniform / online``. Default block boundaries are Voita
 & Titov's: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25, 50 and 100 % of the data.
 
-Training uses :func:`jaxpr_semiring.tasks.training.train_classifier` (Adam, early stopping on a
+Training uses :func:`jaxpr_semiring.paper.training.train_classifier` (Adam, early stopping on a
 validation split of the block's training prefix). Any other learner can be plugged in through
 ``fit(x_train, y_train, block) -> predict_logits`` where ``predict_logits(x)`` returns
 ``[n, C]`` logits (or log-probabilities; they are log-softmax normalised), ``C >= K``.
@@ -134,7 +134,7 @@ def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
                 target_val_acc: float | None = 1.0, seed: int = 0, pad_val_to: int = 256,
                 predict_batch: int = 512, **train_kwargs) -> Fit:
     """A ``fit`` for :func:`online_codelength` training ``model`` from scratch per block with
-    :func:`~jaxpr_semiring.tasks.training.train_classifier`.
+    :func:`~jaxpr_semiring.paper.training.train_classifier`.
 
     The block's training prefix is split: the last ``max(1, round(val_fraction · n))`` examples
     are the early-stopping validation set (for ``n == 1`` the one example is both). Small

@@ -7,7 +7,7 @@ the model stack, flax and transformers.)
   checks and target (its own, in a JSON Lines file), and its record is the single-text
   document. **Padding never changes a record, by construction**: an input is padded only
   when its target and every semiring are known to ignore padded positions (:data:`PADDED`,
-  :data:`PADDING_SAFE`); anything else runs at its own length.
+  :func:`padding_safe`); anything else runs at its own length.
 * :func:`run_options` — the run's fingerprint: the model by content (every file of its
   directory that can change a result: weights, config, tokenizer), its preset, the
   semirings, target and heads; never the model's path as spelled.
@@ -27,15 +27,15 @@ from typing import Callable, Sequence
 
 import jax.numpy as jnp
 
-from ..models import loading, targets
-from ..models.components import ComponentFlows, PointFlows, component_flows_fn
-from ..models.loading import UsageError
-from ..semirings import Entropy, Expectation, Log, MaxAbs, MaxProduct, Real, TopK
-from .batching import Prepared, unpad
-from .inputs import InputError
+from ..analyses.component_channels import ComponentFlows, PointFlows
+from ..dataset import InputError, Prepared, unpad
+from ..models import targets
+from ..models.components import component_flows_fn
+from . import loading
+from .errors import UsageError
 
 __all__ = ["flows_task", "run_options", "model_files", "model_digest", "model_directory",
-           "example_target", "masked_similarity", "PADDED", "PADDING_SAFE"]
+           "example_target", "masked_similarity", "PADDED", "padding_safe"]
 
 
 def masked_similarity(outputs, attention_mask, other):
@@ -52,10 +52,12 @@ def masked_similarity(outputs, attention_mask, other):
 PADDED: dict = {targets.logit_diff: None, targets.class_diff: None,
                 targets.similarity: masked_similarity}
 
-#: semirings that give the zero-product paths through padded positions no weight
-#: (docs/datasets.md; MaxProduct: wherever a token has paths of both signs); any other
-#: (Counting and Boolean count paths whatever their weight) runs unpadded
-PADDING_SAFE = (Real, Log, Entropy, Expectation, MaxAbs, TopK, MaxProduct)
+def padding_safe(S) -> bool:
+    """Whether ``S`` gives the zero-product paths through padded positions no weight
+    (docs/datasets.md; MaxProduct: wherever a token has paths of both signs): every semiring
+    but those whose values count paths whatever they weigh (``ignores_weights``: Counting,
+    Boolean), which run unpadded."""
+    return not S.ignores_weights
 
 
 def example_target(fields: dict, default: str | None, kind: str) -> str | None:
@@ -84,7 +86,7 @@ def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
     is in :data:`PADDED` and every semiring in :data:`PADDING_SAFE`, so its record is the
     single-text document (within float rounding) whatever the buckets."""
     model = loaded.model
-    pad_all = all(type(S) in PADDING_SAFE for S in semirings)
+    pad_all = all(padding_safe(S) for S in semirings)
     chosen: list = []      # the target function: the first input's; every input must share it
     fns: dict = {}
 

@@ -35,13 +35,12 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .outputs import shown, write_output
+from ..analyses.component_channels import POINTS
+from ..outputs import shown, write_output
+from ..semirings import registry
 
 __all__ = ["describe_fields", "default_field", "validate", "to_json", "from_json", "save_json",
            "format_table", "save_heatmap", "save_html"]
-
-POINT_TYPES = ("attention", "cross_attention", "mlp")
-
 
 class _Spec(NamedTuple):
     fields: tuple        # the value's fields, in order
@@ -51,33 +50,14 @@ class _Spec(NamedTuple):
     logs: tuple = ()     # fields that hold logarithms: a linear colour scale is a log scale
 
 
-_SEMIRINGS = {
-    "real": _Spec(("value",), "value", "value", "sum"),
-    "log": _Spec(("value",), "value", "value", "logsumexp", ("value",)),
-    "counting": _Spec(("value",), "value", "value", "logsumexp", ("value",)),
-    "maxproduct": _Spec(("top_pos", "top_neg"), "top_pos", "top_pos", "max"),
-    "maxabs": _Spec(("log_abs", "sign"), "log_abs", "log_abs", "max", ("log_abs",)),
-    "entropy": _Spec(("log_z", "mean_log_abs", "entropy"), "entropy", "log_z", "logsumexp",
-                     ("log_z", "mean_log_abs")),
-    "expectation": _Spec(("z", "t"), "z", "z", "sum"),
-    "boolean": _Spec(("value",), "value", "value", "max"),
-}
-_NAMES = "real, log, counting, max-product, max-abs, entropy, top-k:K, expectation, boolean"
-
-
 def _spec(semiring: str, k: int | None = None) -> _Spec:
-    """The field spec of a semiring named as the CLI, the class or its repr names it
-    ("max-product", "MaxProduct", "top-k:3", "TopK(3)")."""
-    key = re.sub(r"[^a-z0-9]", "", str(semiring).lower())
-    if key.startswith("topk"):
-        k = int(key[4:]) if key[4:].isdigit() else k
-        if not k:
-            raise ValueError(f"semiring {semiring!r} needs k: name it 'top-k:K', e.g. 'top-k:3'.")
-        fields = tuple(f"{name}[{i}]" for i in range(k) for name in ("log_abs", "sign"))
-        return _Spec(fields, "log_abs[0]", "log_abs[0]", "max", fields[::2])
-    if key not in _SEMIRINGS:
-        raise ValueError(f"unknown semiring {semiring!r}: use one of {_NAMES}.")
-    return _SEMIRINGS[key]
+    """The field spec of a semiring as documents name it: any spelling the registry parses
+    ("max-product", "MaxProduct", "top-k:3", "TopK(3)"); ``k``: the argument when the name
+    lacks it ("TopK" with k=3). The semiring's own description
+    (:class:`~jaxpr_semiring.semirings.base.Semiring`) is the only source."""
+    name = str(semiring)
+    S = registry.parse(name if k is None or re.search(r"[:(\d]", name) else f"{name}:{k}")
+    return _Spec(tuple(S.fields), S.default_field, S.flow_field, S.combine, tuple(S.log_fields))
 
 
 def describe_fields(semiring: str, k: int | None = None) -> list[str]:
@@ -95,7 +75,7 @@ def _doc_spec(doc: dict) -> _Spec:
     k = sum(f.startswith("log_abs[") for f in fields) or None
     try:
         return _spec(doc["semiring"], k)
-    except ValueError:  # a semiring this module does not know: show its fields as they are
+    except ValueError:  # a semiring no one registered: show its fields as they are
         return _Spec(tuple(fields), fields[0] if fields else "value",
                      fields[0] if fields else "value", "max")
 
@@ -129,7 +109,7 @@ def validate(doc: dict) -> dict:
         where = f"points[{i}]"
         for key in ("layer", "point", "components", "flows", "total"):
             need(key in pt, f"{where} has no {key!r}")
-        need(pt["point"] in POINT_TYPES, f"{where}.point is {pt['point']!r}, not one of {POINT_TYPES}")
+        need(pt["point"] in POINTS, f"{where}.point is {pt['point']!r}, not one of {POINTS}")
         need(fields is None or list(pt["flows"]) == fields, f"{where} has other fields than points[0]")
         fields = list(pt["flows"])
         need(set(pt["total"]) == set(fields), f"{where}.total has other fields than its flows")
@@ -319,10 +299,10 @@ def _position(s: _Scale, x: float) -> float | None:
 # ------------------------------------------------------------------------------ heatmap (PNG)
 
 def _panels(doc: dict, field: str) -> list[tuple[str, str, list, np.ndarray]]:
-    """Per point type (in POINT_TYPES order) and component (then "total"): (type, component,
+    """Per point type (in POINTS order) and component (then "total"): (type, component,
     layers, [layers × tokens] values, nan where a layer has no such component)."""
     out = []
-    for kind in POINT_TYPES:
+    for kind in POINTS:
         pts = sorted((p for p in doc["points"] if p["point"] == kind), key=lambda p: p["layer"])
         for comp in list(dict.fromkeys(c for p in pts for c in p["components"])) + ["total"] * bool(pts):
             data = np.full((len(pts), len(doc["tokens"])), np.nan)
@@ -354,7 +334,7 @@ def save_heatmap(doc: dict, path: str, field: str | None = None, dpi: int = 100)
     T = len(doc["tokens"])
     panels = _panels(doc, field)
     panel_w = min(12.0, max(2.4, 0.2 * T + 0.8))
-    ncols = max(1, min(max([sum(k == q[0] for q in panels) for k in POINT_TYPES]), int(24 // panel_w)))
+    ncols = max(1, min(max([sum(k == q[0] for q in panels) for k in POINTS]), int(24 // panel_w)))
     # a point type starts a new row; long ones wrap after ncols panels
     places, r, j = [], -1, 0
     for i, (kind, *_) in enumerate(panels):

@@ -166,7 +166,7 @@ class TransformerClassifier(nn.Module):
         mlp_dim: feed-forward width; ``None`` means ``4 * hidden``.
         num_classes: output classes (paper §5.3 always uses 36).
         vocab_size: rows of the token embedding table, *including* the pad id 0 -- for a task
-            from :mod:`jaxpr_semiring.tasks.synthetic` pass ``task.embedding_size``.
+            from :mod:`jaxpr_semiring.paper.synthetic` pass ``task.embedding_size``.
         max_len: number of learned positions (maximum sequence length).
         pooling: ``"first"`` (representation of position 0, default) or ``"mean"``.
         layer_norm_eps: LayerNorm epsilon.
@@ -263,7 +263,7 @@ def model_for_task(task: Any, *, num_layers: int = 1, hidden: int = 16, heads: i
     positions and ``task.num_classes`` outputs unless ``num_classes`` is given (§5.3 uses 36).
 
     Example:
-        >>> from jaxpr_semiring.tasks.synthetic import FirstTokenRepeatedOnce
+        >>> from jaxpr_semiring.paper.synthetic import FirstTokenRepeatedOnce
         >>> m = model_for_task(FirstTokenRepeatedOnce())
         >>> (m.vocab_size, m.max_len, m.num_classes, m.hidden, m.heads)
         (21, 10, 2, 16, 2)

@@ -11,12 +11,12 @@
   trained with :func:`fit`: cross-entropy, validation accuracy after every epoch, early stop
   as soon as it reaches ``target_val_acc``, the best epoch's parameters returned.
 * :func:`train_on_task` -- generate a task's data, split it, build the paper's model
-  (:func:`jaxpr_semiring.models.transformer.model_for_task`) and train it.
+  (:func:`jaxpr_semiring.paper.transformer.model_for_task`) and train it.
 * :func:`save_params` / :func:`load_params` -- msgpack checkpoints via
   ``flax.serialization.to_bytes`` / ``from_bytes`` (never pickle).
 
 Example:
-    >>> from jaxpr_semiring.tasks.synthetic import FirstTokenRepeatedOnce
+    >>> from jaxpr_semiring.paper.synthetic import FirstTokenRepeatedOnce
     >>> run = train_on_task(FirstTokenRepeatedOnce(seq_len=4, vocab_size=4), n_train=64,
     ...                     n_val=32, max_epochs=1, progress=False)
     >>> len(run.history.val_acc)
@@ -350,7 +350,7 @@ def evaluate(model: Any, params: Params, tokens: Any, labels: Any,
     """Mean cross-entropy and accuracy of ``model`` on ``(tokens, labels)``.
 
     Example:
-        >>> from jaxpr_semiring.models.transformer import TransformerClassifier, init_params
+        >>> from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params
         >>> m = TransformerClassifier(max_len=3)
         >>> loss, acc = evaluate(m, init_params(m), np.ones((5, 3), np.int32), np.zeros(5, np.int32))
         >>> 0.0 <= acc <= 1.0
@@ -397,7 +397,7 @@ def train_classifier(
         (the final epoch when early stopping triggers) and a :class:`TrainHistory`.
 
     Example:
-        >>> from jaxpr_semiring.models.transformer import TransformerClassifier
+        >>> from jaxpr_semiring.paper.transformer import TransformerClassifier
         >>> x = np.random.default_rng(0).integers(1, 5, (32, 4)).astype(np.int32)
         >>> y = (x[:, 0] > 2).astype(np.int32)
         >>> p, h = train_classifier(TransformerClassifier(max_len=4, vocab_size=5), (x, y),
@@ -454,19 +454,19 @@ def train_on_task(
 ) -> TrainedTask:
     """Generate ``n_train + n_val`` examples of ``task``, split them and train a model.
 
-    The default model is :func:`~jaxpr_semiring.models.transformer.model_for_task` (paper
+    The default model is :func:`~jaxpr_semiring.paper.transformer.model_for_task` (paper
     §5.1: 1 layer, hidden 16, 2 heads; override with ``model_kwargs``). The paper's §5.1 data
     set has 10 000 examples, hence the defaults 8000 / 2000. ``train_kwargs`` go to
     :func:`train_classifier`.
 
     Example:
-        >>> from jaxpr_semiring.tasks.synthetic import Contains1
+        >>> from jaxpr_semiring.paper.synthetic import Contains1
         >>> run = train_on_task(Contains1(seq_len=4, vocab_size=4), n_train=32, n_val=16,
         ...                     max_epochs=1, progress=False)
         >>> run.val[0].shape
         (16, 4)
     """
-    from jaxpr_semiring.models.transformer import model_for_task
+    from .transformer import model_for_task
 
     tokens, labels = task.generate(n_train + n_val, seed=data_seed)
     train, val = train_val_split(tokens, labels, n_val)

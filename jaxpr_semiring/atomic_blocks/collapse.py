@@ -15,7 +15,7 @@ markers are contiguous in the flattened graph; the graph rewrite :func:`collapse
 replaces them by one node (primitive :data:`BLOCK`) whose inputs are the variables read inside
 but defined outside (the marked inputs and closed-over values such as LayerNorm's scale and
 bias) and whose outputs are the variables defined inside and read after it. Its rule
-(:mod:`jaxpr_semiring.block_jacobian`) contracts the block's Jacobian row by row. Nested blocks
+(:mod:`jaxpr_semiring.atomic_blocks.jacobian`) contracts the block's Jacobian row by row. Nested blocks
 collapse into the outermost one; blocks inside ``scan`` bodies collapse too.
 
 >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
@@ -38,15 +38,17 @@ import jax
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from .block_jacobian import block_rule
-from .interpreter import Graph, Node, Ref, forward, value_of
-from .rules import is_float, register, register_rewrite
-from .taps import module_selector
+from ..flax_hooks import module_selector
+from ..graph import Graph, Node, Ref, is_float
+from ..interpreter import forward, value_of
+from ..markers import ATOMIC_PREFIX, atomic_marker
+from ..rules import register, register_rewrite
+from .jacobian import block_rule
 
-__all__ = ["atomic", "atomic_modules", "atomic_functions", "ATOMIC_PREFIX", "BLOCK", "Block",
+__all__ = ["atomic", "atomic_modules", "atomic_functions", "BLOCK", "Block",
            "collapse_blocks", "block_ranges"]
 
-ATOMIC_PREFIX = "jaxpr_semiring.atomic:"  # marker name: PREFIX + "<uid>:<in|out>:<label>"
+
 _uids = itertools.count()
 
 
@@ -159,17 +161,6 @@ def atomic_functions(*targets: tuple[Any, str]):
 
 # ------------------------------------------------------------------------ the graph rewrite
 
-def _marker(node):
-    """(uid, side, label) of an atomic marker node, else None."""
-    if getattr(node.primitive, "name", None) != "name":
-        return None
-    n = str(node.params.get("name", ""))
-    if not n.startswith(ATOMIC_PREFIX):
-        return None
-    uid, side, label = n[len(ATOMIC_PREFIX):].split(":", 2)
-    return uid, side, label
-
-
 def block_ranges(nodes: Sequence[Node]) -> list[tuple[int, int, str]]:
     """(first, last, label) node positions of every outermost block.
 
@@ -179,7 +170,7 @@ def block_ranges(nodes: Sequence[Node]) -> list[tuple[int, int, str]]:
     open_: dict = {}
     found = []
     for i, node in enumerate(nodes):
-        m = _marker(node)
+        m = atomic_marker(node)
         if m is None:
             continue
         uid, side, label = m
@@ -266,7 +257,7 @@ def collapse_blocks(nodes: list) -> list:
         # read after the block, or never read by a node (possibly a graph output)
         outputs = [r for n in inner for r in n.outvars
                    if last_read.get(r.key, len(nodes)) > last]
-        path = _common_path(n.path for n in inner if _marker(n) is None)
+        path = _common_path(n.path for n in inner if atomic_marker(n) is None)
         block = Block(Graph(list(inner), inputs, outputs), label)
         out += nodes[pos:first]
         out.append(Node(BLOCK, {"block": block}, tuple(inputs), tuple(outputs), path))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .base import Semiring
+from ..semirings.base import Semiring
 
 __all__ = ["Tagged", "TaggedValue", "ZERO"]
 
@@ -79,6 +79,7 @@ class Tagged(Semiring):
         self.seed = int(seed)
         self.extra_axes = semiring.extra_axes
         self.name = f"Tagged({semiring.name})"
+        self.zero_weight_is_edge = semiring.zero_weight_is_edge
 
     def __repr__(self):
         return f"Tagged({self.semiring!r})"

@@ -13,7 +13,7 @@ with 2.
 The single-text side is injected (no import of the command line from here):
 ``run_file(args, parse_semiring, document)`` with ``document(loaded, semiring, flows, tokens,
 target) -> dict`` building one document from computed flows. The per-input task and the run's
-fingerprint are the dataset layer's (:mod:`jaxpr_semiring.dataset.flows`: padding never
+fingerprint are the dataset layer's (:mod:`jaxpr_semiring.cli.dataset_flows`: padding never
 changes a record; the model is identified by its files' content, tokenizer included). Every
 check that needs no model (options, target syntax, the input file, ``--out-dir``) is made
 before the model loads; a results directory that fails mid-run is one line naming it.
@@ -32,12 +32,12 @@ import os
 import sys
 from typing import Any, Callable
 
-from . import outputs, report
-from .dataset import DatasetError, init_distributed, run_dataset
-from .dataset.flows import example_target, flows_task, model_digest, run_options
-from .models import loading
-from .models.loading import UsageError
-from .outputs import OutputError
+from .. import outputs
+from ..dataset import DatasetError, init_distributed, run_dataset
+from ..outputs import OutputError
+from . import loading, render
+from .dataset_flows import example_target, flows_task, model_digest, run_options
+from .errors import UsageError
 
 __all__ = ["add_arguments", "parse_buckets", "run_file", "example_target", "model_digest",
            "flows_task", "run_options"]
@@ -99,7 +99,7 @@ def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
                   if getattr(args, k, None) is not None]
         if single:
             raise UsageError(f"{', '.join(single)} is for one text; with --file the records go "
-                             f"to --out-dir/flows.jsonl (render one with jaxpr_semiring.report).")
+                             f"to --out-dir/flows.jsonl (render one with jaxpr_semiring.cli.render).")
         if args.batch_size < 1:
             raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
         init_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -119,7 +119,7 @@ def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
         try:
             run_dataset(args.file, args.out_dir, prepare=prepare, compute=compute, record=record,
                         params=loaded.model.params, options=options, batch_size=args.batch_size,
-                        buckets=buckets, format=args.format, encode=report.to_json,
+                        buckets=buckets, format=args.format, encode=render.to_json,
                         progress=not args.no_progress, stream=stream,
                         about={"model": args.model})
         except OSError as e:     # the results directory failed mid-run (read-only, full, gone)

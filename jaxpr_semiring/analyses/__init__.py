@@ -1,0 +1,13 @@
+"""Analyses: what the one backward walk is run for, each an observer and/or a semiring of its own.
+
+* :mod:`.flows` — flow reports at tapped variables, per consumer (``flows``, ``FlowReport``);
+* :mod:`.top_path` — the top gradient path itself, by pointer chasing (``top_path``, ``Path``),
+  on :mod:`.pointer` (max-product carrying next-node pointers);
+* :mod:`.sampling` — exact samples of paths in proportion to their products (``sample_paths``);
+* :mod:`.component_channels` — component flows at a model's branch points, on :mod:`.tagged`
+  (a semiring split into component channels); the model front end is
+  :mod:`jaxpr_semiring.models.components`.
+
+A new analysis goes here as one module: an :class:`~jaxpr_semiring.interpreter.Observer` (and a
+semiring only it uses), run with :func:`jaxpr_semiring.api.backprop` (DEVELOPERS.md).
+"""
