@@ -15,6 +15,7 @@ measured.
     python benchmarks/bench_atomic.py --batch-sizes 1 --json benchmarks/atomic_cpu.json
     python benchmarks/bench_atomic.py --tiny          # CI smoke test: seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def atomic_context(parts):
     stack = contextlib.ExitStack()
     if "layernorm" in parts:
         stack.enter_context(js.atomic_modules(types=nn.LayerNorm))
-    funcs = ([(jax.nn, "softmax")] if "softmax" in parts else []) + \
-        ([(ACT2FN, "gelu")] if "gelu" in parts else [])
+    funcs = ([(jax.nn, "softmax")] if "softmax" in parts else []) + (
+        [(ACT2FN, "gelu")] if "gelu" in parts else []
+    )
     if funcs:
         stack.enter_context(js.atomic_functions(*funcs))
     return stack
@@ -51,9 +53,11 @@ def atomic_context(parts):
 
 def granular(f, parts):
     """``f`` traced with ``parts`` atomic (the patches are active while it is traced)."""
+
     def g(*args):
         with atomic_context(parts):
             return f(*args)
+
     return g
 
 
@@ -77,47 +81,68 @@ def run(args):
     table = np.asarray(params["bert"]["embeddings"]["word_embeddings"]["embedding"])
     f = make_target(model, seq_len)
     fa = granular(f, parts)
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), jax=jax.__version__,
-                backend=jax.default_backend(), platform=platform.platform(), config=cfg,
-                seq_len=seq_len, parts=parts, load=os.getloadavg())
+    meta = dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        platform=platform.platform(),
+        config=cfg,
+        seq_len=seq_len,
+        parts=parts,
+        load=os.getloadavg(),
+    )
     rows = []
     rng = np.random.default_rng(0)
     for b in batches:
         batch = make_batch(rng, b, seq_len, cfg["hidden_size"], cfg["vocab_size"], table)
         call_args = (batch[0], params) + batch[1:]
-        grad = measure(jax.vmap(jax.grad(f), in_axes=(0, None, 0, 0, 0, 0)), call_args, repeats, min_time)
+        grad = measure(
+            jax.vmap(jax.grad(f), in_axes=(0, None, 0, 0, 0, 0)), call_args, repeats, min_time
+        )
         print(f"# batch {b}: jax.grad {1e3 * grad['median_s']:.1f} ms", flush=True)
         for name in semirings:
             S = SEMIRINGS[name]()
             r = {"batch": b, "semiring": name, "grad_s": grad["median_s"]}
             for label, fun in (("decomposed", f), ("atomic", fa)):
-                m = measure(jax.vmap(js.semiring_grad(fun, S), in_axes=(0, None, 0, 0, 0, 0)),
-                            call_args, repeats, min_time)
+                m = measure(
+                    jax.vmap(js.semiring_grad(fun, S), in_axes=(0, None, 0, 0, 0, 0)),
+                    call_args,
+                    repeats,
+                    min_time,
+                )
                 r[label] = m
             r["ratio"] = r["atomic"]["median_s"] / r["decomposed"]["median_s"]
             rows.append(r)
-            print(f"#   {name:10s} decomposed {1e3 * r['decomposed']['median_s']:9.1f} ms  atomic "
-                  f"{1e3 * r['atomic']['median_s']:9.1f} ms  atomic/decomposed {r['ratio']:.2f}  "
-                  f"(compile {r['decomposed']['compile_s']:.1f} s / {r['atomic']['compile_s']:.1f} s)",
-                  flush=True)
+            print(
+                f"#   {name:10s} decomposed {1e3 * r['decomposed']['median_s']:9.1f} ms  atomic "
+                f"{1e3 * r['atomic']['median_s']:9.1f} ms  atomic/decomposed {r['ratio']:.2f}  "
+                f"(compile {r['decomposed']['compile_s']:.1f} s / "
+                f"{r['atomic']['compile_s']:.1f} s)",
+                flush=True,
+            )
             if args.json:
                 _write(args.json, dict(meta=meta, rows=rows))
     return meta, rows
 
 
 def markdown(meta, rows):
-    lines = [f"{meta['backend']}, jax {meta['jax']}, {meta['config']['num_hidden_layers']} layers, "
-             f"hidden {meta['config']['hidden_size']}, {meta['seq_len']} tokens; atomic: "
-             f"{', '.join(meta['parts'])}; load average at start {meta['load'][0]:.1f}", "",
-             "| batch | semiring | decomposed (ms) | atomic (ms) | atomic / decomposed | "
-             "decomposed × jax.grad | atomic × jax.grad | compile decomposed / atomic (s) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{meta['backend']}, jax {meta['jax']}, {meta['config']['num_hidden_layers']} layers, "
+        f"hidden {meta['config']['hidden_size']}, {meta['seq_len']} tokens; atomic: "
+        f"{', '.join(meta['parts'])}; load average at start {meta['load'][0]:.1f}",
+        "",
+        "| batch | semiring | decomposed (ms) | atomic (ms) | atomic / decomposed | "
+        "decomposed × jax.grad | atomic × jax.grad | compile decomposed / atomic (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         d, a = r["decomposed"], r["atomic"]
-        lines.append(f"| {r['batch']} | {r['semiring']} | {1e3 * d['median_s']:.1f} | "
-                     f"{1e3 * a['median_s']:.1f} | {r['ratio']:.2f} | "
-                     f"{d['median_s'] / r['grad_s']:.2f} | {a['median_s'] / r['grad_s']:.2f} | "
-                     f"{d['compile_s']:.1f} / {a['compile_s']:.1f} |")
+        lines.append(
+            f"| {r['batch']} | {r['semiring']} | {1e3 * d['median_s']:.1f} | "
+            f"{1e3 * a['median_s']:.1f} | {r['ratio']:.2f} | "
+            f"{d['median_s'] / r['grad_s']:.2f} | {a['median_s'] / r['grad_s']:.2f} | "
+            f"{d['compile_s']:.1f} / {a['compile_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 

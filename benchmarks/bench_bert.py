@@ -19,6 +19,7 @@ for the first method that reaches a new peak) and the ratios to ``jax.grad`` at 
     python benchmarks/bench_bert.py --batch-sizes 1,8 --json results.json
     python benchmarks/bench_bert.py --tiny            # CI smoke test: seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,22 +43,38 @@ import numpy as np  # noqa: E402
 
 import jaxpr_semiring as js  # noqa: E402
 
-BERT_6L = dict(vocab_size=30522, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
-               intermediate_size=2048, max_position_embeddings=512)
-TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64)
+BERT_6L = dict(
+    vocab_size=30522,
+    hidden_size=512,
+    num_hidden_layers=6,
+    num_attention_heads=8,
+    intermediate_size=2048,
+    max_position_embeddings=512,
+)
+TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
 
 # "MaxProduct[xla]" / "MaxProduct[pallas]" / "MaxProduct[numba]" force a tropical kernel
 # (default "auto": kernels.describe() says which runs); "shared3" is the three semirings of
 # paper3 from ONE semiring_grad call (a tuple of semirings: one trace, one backward walk).
 METHODS = ("jax.grad", "Real", "MaxProduct", "Entropy", "Log", "paper3", "shared3", "top_path")
 EXTRA_METHODS = ("MaxProduct[xla]", "MaxProduct[pallas]", "MaxProduct[numba]")
-METHOD_LABEL = {"paper3": "Real+MaxProduct+Entropy (one jit)",
-                "shared3": "(Real, MaxProduct, Entropy) one pass", "top_path": "top_path (one path)"}
+METHOD_LABEL = {
+    "paper3": "Real+MaxProduct+Entropy (one jit)",
+    "shared3": "(Real, MaxProduct, Entropy) one pass",
+    "top_path": "top_path (one path)",
+}
 
 
 def build_model(config_kwargs):
     from transformers import BertConfig, FlaxBertForMaskedLM
+
     config = BertConfig(**config_kwargs)
     model = FlaxBertForMaskedLM(config, seed=0)
     return model
@@ -82,23 +99,30 @@ def make_target(model, seq_len):
 
 def make_methods(f, names):
     """name -> per-sentence function (emb, params, ids, mask_pos, correct, wrong) -> pytree."""
-    semirings = {"Real": js.Real(), "MaxProduct": js.MaxProduct(), "Entropy": js.Entropy(),
-                 "Log": js.Log()}
+    semirings = {
+        "Real": js.Real(),
+        "MaxProduct": js.MaxProduct(),
+        "Entropy": js.Entropy(),
+        "Log": js.Log(),
+    }
     out = {}
     for name in names:
         if name == "jax.grad":
             out[name] = jax.grad(f)
         elif name == "paper3":
+
             def three(*a):
-                return tuple(js.semiring_grad(f, s)(*a) for s in
-                             (js.Real(), js.MaxProduct(), js.Entropy()))
+                return tuple(
+                    js.semiring_grad(f, s)(*a) for s in (js.Real(), js.MaxProduct(), js.Entropy())
+                )
+
             out[name] = three
         elif name == "shared3":
             out[name] = js.semiring_grad(f, (js.Real(), js.MaxProduct(), js.Entropy()))
         elif name == "top_path":
             out[name] = js.top_path(f)
         elif name.startswith("MaxProduct["):
-            out[name] = js.semiring_grad(f, js.MaxProduct(kernel=name[len("MaxProduct["):-1]))
+            out[name] = js.semiring_grad(f, js.MaxProduct(kernel=name[len("MaxProduct[") : -1]))
         else:
             out[name] = js.semiring_grad(f, semirings[name])
     return out
@@ -158,8 +182,9 @@ def measure(fn, args, repeats, min_time):
         if ma is not None:
             # peak of the XLA program: arguments (model parameters, batch) + temporaries +
             # outputs; the working memory (temporaries + outputs) is reported separately
-            mem_analysis = int(ma.argument_size_in_bytes + ma.temp_size_in_bytes
-                               + ma.output_size_in_bytes)
+            mem_analysis = int(
+                ma.argument_size_in_bytes + ma.temp_size_in_bytes + ma.output_size_in_bytes
+            )
             temp_bytes = int(ma.temp_size_in_bytes + ma.output_size_in_bytes)
     except Exception:
         pass
@@ -168,7 +193,9 @@ def measure(fn, args, repeats, min_time):
     first = time.perf_counter() - t0
     times = []
     start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 10 * repeats):
+    while len(times) < repeats or (
+        time.perf_counter() - start < min_time and len(times) < 10 * repeats
+    ):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t0)
@@ -176,9 +203,17 @@ def measure(fn, args, repeats, min_time):
         peak, kind = _device_peak(), "device peak_bytes_in_use"
     else:
         peak, kind = _peak_rss_bytes() - rss0, "peak RSS growth"
-    return dict(compile_s=compile_s, first_call_s=first, median_s=statistics.median(times),
-                min_s=min(times), n=len(times), peak_bytes=int(peak), peak_kind=kind,
-                xla_memory_bytes=mem_analysis, xla_temp_bytes=temp_bytes)
+    return dict(
+        compile_s=compile_s,
+        first_call_s=first,
+        median_s=statistics.median(times),
+        min_s=min(times),
+        n=len(times),
+        peak_bytes=int(peak),
+        peak_kind=kind,
+        xla_memory_bytes=mem_analysis,
+        xla_temp_bytes=temp_bytes,
+    )
 
 
 def run(args):
@@ -195,8 +230,10 @@ def run(args):
     names = args.methods.split(",") if args.methods else list(METHODS)
     unknown = sorted(set(names) - set(METHODS + EXTRA_METHODS))
     if unknown:
-        raise SystemExit(f"bench_bert: unknown method(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(METHODS + EXTRA_METHODS)}")
+        raise SystemExit(
+            f"bench_bert: unknown method(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(METHODS + EXTRA_METHODS)}"
+        )
     if "jax.grad" not in names:
         names = ["jax.grad"] + names
 
@@ -206,8 +243,11 @@ def run(args):
     table = np.asarray(params["bert"]["embeddings"]["word_embeddings"]["embedding"])
     f = make_target(model, seq_len)
     methods = make_methods(f, names)
-    print(f"# model built in {time.perf_counter() - t0:.1f}s; backend {jax.default_backend()}, "
-          f"device {jax.devices()[0].device_kind}", flush=True)
+    print(
+        f"# model built in {time.perf_counter() - t0:.1f}s; backend {jax.default_backend()}, "
+        f"device {jax.devices()[0].device_kind}",
+        flush=True,
+    )
 
     meta = _meta(cfg, seq_len)
     rng = np.random.default_rng(0)
@@ -233,12 +273,18 @@ def run(args):
             if r["xla_temp_bytes"] and base["xla_temp_bytes"]:
                 r["xla_temp_ratio"] = r["xla_temp_bytes"] / base["xla_temp_bytes"]
             rows.append(r)
-            print(f"#   batch {b:4d} {r['label']:36s} median {1e3 * r['median_s']:9.2f} ms "
-                  f"({r['time_ratio']:6.2f}x)  compile {r['compile_s']:6.2f} s "
-                  f"({r['compile_ratio']:5.2f}x)  xla mem {_mib(r['xla_memory_bytes'])}"
-                  + (f"  ({r['maxproduct_ratio']:.2f}x MaxProduct)" if "maxproduct_ratio" in r else ""),
-                  flush=True)
-            if args.json:   # after every row, atomically: a crash keeps what was measured
+            print(
+                f"#   batch {b:4d} {r['label']:36s} median {1e3 * r['median_s']:9.2f} ms "
+                f"({r['time_ratio']:6.2f}x)  compile {r['compile_s']:6.2f} s "
+                f"({r['compile_ratio']:5.2f}x)  xla mem {_mib(r['xla_memory_bytes'])}"
+                + (
+                    f"  ({r['maxproduct_ratio']:.2f}x MaxProduct)"
+                    if "maxproduct_ratio" in r
+                    else ""
+                ),
+                flush=True,
+            )
+            if args.json:  # after every row, atomically: a crash keeps what was measured
                 _write_json(args.json, meta, rows)
     return meta, rows
 
@@ -251,17 +297,25 @@ def _write_json(path, meta, rows):
 
 
 def _meta(cfg, seq_len):
-    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
-                jax=jax.__version__, backend=jax.default_backend(),
-                device=jax.devices()[0].device_kind, platform=platform.platform(),
-                processor=_cpu_name(), cpu_count=os.cpu_count(), config=cfg, seq_len=seq_len,
-                command=" ".join([os.path.basename(sys.executable)] + sys.argv),
-                kernels=_kernel_info())
+    return dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        device=jax.devices()[0].device_kind,
+        platform=platform.platform(),
+        processor=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        config=cfg,
+        seq_len=seq_len,
+        command=" ".join([os.path.basename(sys.executable)] + sys.argv),
+        kernels=_kernel_info(),
+    )
 
 
 def _kernel_info():
     try:
         from jaxpr_semiring import kernels
+
         return kernels.describe()
     except Exception:
         return None
@@ -279,16 +333,18 @@ def _cpu_name():
 
 
 def _mib(x):
-    return "n/a" if not x else f"{x / 2 ** 20:.0f} MiB"
+    return "n/a" if not x else f"{x / 2**20:.0f} MiB"
 
 
 def markdown(meta, rows):
-    lines = [f"{meta['device']} ({meta['backend']}), jax {meta['jax']}, seq_len {meta['seq_len']}, "
-             f"{meta['config']['num_hidden_layers']} layers, hidden {meta['config']['hidden_size']}",
-             "",
-             "| batch | method | median (ms) | × jax.grad | inputs/s | compile (s) | compile × | "
-             "peak memory (MiB) | memory × | working memory (MiB) | working × | measured peak (MiB) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{meta['device']} ({meta['backend']}), jax {meta['jax']}, seq_len {meta['seq_len']}, "
+        f"{meta['config']['num_hidden_layers']} layers, hidden {meta['config']['hidden_size']}",
+        "",
+        "| batch | method | median (ms) | × jax.grad | inputs/s | compile (s) | compile × | "
+        "peak memory (MiB) | memory × | working memory (MiB) | working × | measured peak (MiB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         mem = r.get("xla_memory_bytes")
         tmp = r.get("xla_temp_bytes")
@@ -296,28 +352,38 @@ def markdown(meta, rows):
             f"| {r['batch']} | {r['label']} | {1e3 * r['median_s']:.2f} | {r['time_ratio']:.2f} | "
             f"{r['batch'] / r['median_s']:.1f} | "
             f"{r['compile_s']:.2f} | {r['compile_ratio']:.2f} | "
-            f"{'n/a' if not mem else f'{mem / 2 ** 20:.1f}'} | "
+            f"{'n/a' if not mem else f'{mem / 2**20:.1f}'} | "
             f"{r.get('xla_memory_ratio', float('nan')):.2f} | "
-            f"{'n/a' if not tmp else f'{tmp / 2 ** 20:.1f}'} | "
-            f"{r.get('xla_temp_ratio', float('nan')):.2f} | {r['peak_bytes'] / 2 ** 20:.0f} |")
-    lines += ["", "peak memory: XLA's memory analysis of the compiled program (arguments incl. the "
-              "model parameters + temporaries + outputs); working memory: temporaries + outputs; "
-              f"measured peak: {rows[0]['peak_kind']} while the method ran (CPU: growth of the "
-              "process's peak RSS, so 0 when an earlier method already reached a higher peak)."]
+            f"{'n/a' if not tmp else f'{tmp / 2**20:.1f}'} | "
+            f"{r.get('xla_temp_ratio', float('nan')):.2f} | {r['peak_bytes'] / 2**20:.0f} |"
+        )
+    lines += [
+        "",
+        "peak memory: XLA's memory analysis of the compiled program (arguments incl. the "
+        "model parameters + temporaries + outputs); working memory: temporaries + outputs; "
+        f"measured peak: {rows[0]['peak_kind']} while the method ran (CPU: growth of the "
+        "process's peak RSS, so 0 when an earlier method already reached a higher peak).",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch-sizes", default=None,
-                   help="comma-separated (default: 1,64,512 on GPU, 1,8 on CPU, 1,2 with --tiny)")
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated (default: 1,64,512 on GPU, 1,8 on CPU, 1,2 with --tiny)",
+    )
     p.add_argument("--tiny", action="store_true", help="2 layers, hidden 32, vocab 100, 8 tokens")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--repeats", type=int, default=None, help="timed calls (at least)")
     p.add_argument("--min-time", type=float, default=2.0, help="keep timing at least this long (s)")
     p.add_argument("--seq-len", type=int, default=30)
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {','.join(METHODS + EXTRA_METHODS)}")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated subset of {','.join(METHODS + EXTRA_METHODS)}",
+    )
     args = p.parse_args(argv)
     meta, rows = run(args)
     table = markdown(meta, rows)

@@ -5,6 +5,7 @@ median of ``--repeats`` calls.
 
     python benchmarks/bench_components.py [--tokens 12] [--repeats 7]
 """
+
 import argparse
 import os
 import statistics
@@ -33,11 +34,20 @@ def median_ms(f, *args, repeats):
 
 def models(n_tokens):
     from transformers import FlaxGPT2LMHeadModel, GPT2Config
+
     mini = loading.load("minilm").model
-    yield ("MiniLM-L6-H384", mini, targets.similarity,
-           (jax.random.normal(jax.random.PRNGKey(0), (384,)),))
-    yield ("GPT-2 6L-512", FlaxGPT2LMHeadModel(GPT2Config(n_embd=512, n_layer=6, n_head=8), seed=0),
-           targets.logit_diff, (n_tokens - 1, 11, 7))
+    yield (
+        "MiniLM-L6-H384",
+        mini,
+        targets.similarity,
+        (jax.random.normal(jax.random.PRNGKey(0), (384,)),),
+    )
+    yield (
+        "GPT-2 6L-512",
+        FlaxGPT2LMHeadModel(GPT2Config(n_embd=512, n_layer=6, n_head=8), seed=0),
+        targets.logit_diff,
+        (n_tokens - 1, 11, 7),
+    )
 
 
 def main():
@@ -46,24 +56,40 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     ids = jnp.arange(args.tokens, dtype=jnp.int32) + 1000
-    print(f"{'model':16s} {'semiring':10s} {'jax.grad':>9s} {'plain':>9s} {'flows':>9s} {'heads':>9s}"
-          f"   flows/plain  heads/plain  flows/grad  (ms, median of {args.repeats})")
+    print(
+        f"{'model':16s} {'semiring':10s} {'jax.grad':>9s} {'plain':>9s} {'flows':>9s} {'heads':>9s}"
+        f"   flows/plain  heads/plain  flows/grad  (ms, median of {args.repeats})"
+    )
     for name, model, target, targs in models(args.tokens):
         inputs = {"input_ids": ids}
 
         def f(p, *t):
             return components.embedding_target(model, p, inputs, target, t)
 
-        t_grad = median_ms(jax.jit(lambda p, *t: jax.grad(f(p, *t)[0])(f(p, *t)[1])), model.params,
-                           *targs, repeats=args.repeats)
+        t_grad = median_ms(
+            jax.jit(lambda p, *t: jax.grad(f(p, *t)[0])(f(p, *t)[1])),
+            model.params,
+            *targs,
+            repeats=args.repeats,
+        )
         for S in (js.Real(), js.MaxProduct(), js.Entropy()):
             plain = jax.jit(lambda p, *t: js.semiring_grad(f(p, *t)[0], S)(f(p, *t)[1]))
             t_plain = median_ms(plain, model.params, *targs, repeats=args.repeats)
             t_flows, t_heads = (
-                median_ms(jax.jit(components.component_flows_fn(model, target, S, heads=h)),
-                          model.params, inputs, *targs, repeats=args.repeats) for h in (False, True))
-            print(f"{name:16s} {S.name:10s} {t_grad:9.1f} {t_plain:9.1f} {t_flows:9.1f} {t_heads:9.1f}"
-                  f"   {t_flows / t_plain:11.2f}  {t_heads / t_plain:11.2f}  {t_flows / t_grad:10.2f}")
+                median_ms(
+                    jax.jit(components.component_flows_fn(model, target, S, heads=h)),
+                    model.params,
+                    inputs,
+                    *targs,
+                    repeats=args.repeats,
+                )
+                for h in (False, True)
+            )
+            print(
+                f"{name:16s} {S.name:10s} {t_grad:9.1f} {t_plain:9.1f} {t_flows:9.1f} "
+                f"{t_heads:9.1f}"
+                f"   {t_flows / t_plain:11.2f}  {t_heads / t_plain:11.2f}  {t_flows / t_grad:10.2f}"
+            )
 
 
 if __name__ == "__main__":

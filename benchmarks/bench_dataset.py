@@ -19,6 +19,7 @@ compilation (steady), and flows ÷ jax.grad time per input (steady) at the same 
     python benchmarks/bench_dataset.py --n 1000 --json benchmarks/dataset_cpu.json
     python benchmarks/bench_dataset.py --tiny          # smoke test: a tiny BERT, 12 sentences
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,17 +49,24 @@ def build(tiny: bool):
 
     from jaxpr_semiring.cli import loading
     from jaxpr_semiring.models import presets
+
     config = dict(TINY, vocab_size=BERT_6L["vocab_size"]) if tiny else BERT_6L
     model = FlaxBertForMaskedLM(BertConfig(**config), seed=0)
     tokenizer = AutoTokenizer.from_pretrained(loading.minilm_dir())
-    return loading.Loaded("bert-6l-random" if not tiny else "bert-tiny-random", model,
-                          tokenizer, presets.PRESETS["bert"], "mlm")
+    return loading.Loaded(
+        "bert-6l-random" if not tiny else "bert-tiny-random",
+        model,
+        tokenizer,
+        presets.PRESETS["bert"],
+        "mlm",
+    )
 
 
 def document(loaded, S, cf, tokens, tgt):
     """The single-text document of flows computed by the dataset layer (``cli.document``, or
     FlowsRunner.document's builder until the command line exposes it)."""
     from jaxpr_semiring.cli import commands as cli
+
     if hasattr(cli, "document"):
         return cli.document(loaded, S, cf, tokens, tgt)
     r = cli.FlowsRunner(loaded, S)
@@ -70,6 +78,7 @@ def grad_task(loaded, prepare):
     """``(prepare, compute, record)``: jax.grad of the same target w.r.t. the embeddings."""
     from jaxpr_semiring.dataset import unpad
     from jaxpr_semiring.models.hf_bert import word_embedding_table, word_embeddings_replaced_by
+
     model = loaded.model
 
     def compute(params, row):
@@ -95,28 +104,53 @@ def one_run(name: str, src: str, tiny: bool, batch_size: int) -> dict:
     from jaxpr_semiring import Entropy, MaxProduct
     from jaxpr_semiring.dataset import run_dataset
     from jaxpr_semiring.cli.dataset import flows_task
+
     loaded = build(tiny)
     task = flows_task(loaded, [MaxProduct(), Entropy()], None, False, document)
     if name.startswith("grad"):
         task = grad_task(loaded, task[0])
     with tempfile.TemporaryDirectory() as out:
-        s = run_dataset(src, out, prepare=task[0], compute=task[1], record=task[2],
-                        params=loaded.model.params, options={"run": name},
-                        batch_size=batch_size, progress=sys.stderr.isatty())
+        s = run_dataset(
+            src,
+            out,
+            prepare=task[0],
+            compute=task[1],
+            record=task[2],
+            params=loaded.model.params,
+            options={"run": name},
+            batch_size=batch_size,
+            progress=sys.stderr.isatty(),
+        )
     steady = s.seconds - s.compile_seconds
-    return {"run": name, "devices": len(jax.local_devices()), "batch_per_device": batch_size,
-            "inputs": s.computed, "skipped": len(s.skipped), "wall_s": s.seconds,
-            "compile_s": s.compile_seconds, "inputs_per_s": s.rate,
-            "steady_inputs_per_s": s.computed / steady if steady > 0 else None}
+    return {
+        "run": name,
+        "devices": len(jax.local_devices()),
+        "batch_per_device": batch_size,
+        "inputs": s.computed,
+        "skipped": len(s.skipped),
+        "wall_s": s.seconds,
+        "compile_s": s.compile_seconds,
+        "inputs_per_s": s.rate,
+        "steady_inputs_per_s": s.computed / steady if steady > 0 else None,
+    }
 
 
 def child(name: str, src: str, tiny: bool, batch_size: int, devices: int) -> dict:
     """``one_run`` in a subprocess with ``devices`` forced host devices."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                        f" --xla_force_host_platform_device_count={devices}").strip()
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--inputs", src,
-           "--batch-size", str(batch_size)] + ["--tiny"] * tiny
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    ).strip()
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        name,
+        "--inputs",
+        src,
+        "--batch-size",
+        str(batch_size),
+    ] + ["--tiny"] * tiny
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"{name} failed:\n{p.stderr[-3000:]}")
@@ -126,23 +160,34 @@ def child(name: str, src: str, tiny: bool, batch_size: int, devices: int) -> dic
 def table(rows: list[dict]) -> str:
     grad = {r["run"].replace("grad", "flows"): r for r in rows if r["run"].startswith("grad")}
     b1 = next((r for r in rows if r["run"] == "flows-b1"), None)
-    out = ["| run | devices | batch/device | inputs | wall (s) | compile (s) | inputs/s | "
-           "inputs/s w/o compile | × batch 1 (steady) | flows ÷ jax.grad per input (steady) |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| run | devices | batch/device | inputs | wall (s) | compile (s) | inputs/s | "
+        "inputs/s w/o compile | × batch 1 (steady) | flows ÷ jax.grad per input (steady) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     fmt = lambda x: "—" if x is None else f"{x:.2f}"
     for r in rows:
-        speedup = (r["steady_inputs_per_s"] / b1["steady_inputs_per_s"]
-                   if b1 and r["run"].startswith("flows") and r["steady_inputs_per_s"] else None)
+        speedup = (
+            r["steady_inputs_per_s"] / b1["steady_inputs_per_s"]
+            if b1 and r["run"].startswith("flows") and r["steady_inputs_per_s"]
+            else None
+        )
         g = grad.get(r["run"]) if r["run"].startswith("flows") else None
-        ratio = g["steady_inputs_per_s"] / r["steady_inputs_per_s"] if g and r["steady_inputs_per_s"] else None
-        out.append(f"| {r['run']} | {r['devices']} | {r['batch_per_device']} | {r['inputs']} | "
-                   f"{r['wall_s']:.1f} | {r['compile_s']:.1f} | {fmt(r['inputs_per_s'])} | "
-                   f"{fmt(r['steady_inputs_per_s'])} | {fmt(speedup)} | {fmt(ratio)} |")
+        ratio = (
+            g["steady_inputs_per_s"] / r["steady_inputs_per_s"]
+            if g and r["steady_inputs_per_s"]
+            else None
+        )
+        out.append(
+            f"| {r['run']} | {r['devices']} | {r['batch_per_device']} | {r['inputs']} | "
+            f"{r['wall_s']:.1f} | {r['compile_s']:.1f} | {fmt(r['inputs_per_s'])} | "
+            f"{fmt(r['steady_inputs_per_s'])} | {fmt(speedup)} | {fmt(ratio)} |"
+        )
     return "\n".join(out)
 
 
 def save(path: str | None, result: dict) -> None:
-    if path:   # after every run, atomically: a crash keeps what was measured
+    if path:  # after every run, atomically: a crash keeps what was measured
         with open(path + ".tmp", "w") as fh:
             json.dump(result, fh, indent=1)
         os.replace(path + ".tmp", path)
@@ -168,27 +213,45 @@ def main(argv=None):
         ap.error(f"unknown runs {unknown}: choose from {', '.join(RUNS)}")
     n = 12 if a.tiny else a.n
     from jaxpr_semiring.paper import sva
+
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "sentences.jsonl")
         with open(src, "w") as fh:
             for ex in sva.generate(n, seed=0):
-                fh.write(json.dumps({"text": ex.masked_sentence, "good": ex.good, "bad": ex.bad}) + "\n")
-        result = {"date": datetime.date.today().isoformat(), "jax": jax.__version__,
-                  "backend": jax.default_backend(), "machine": platform.processor() or platform.machine(),
-                  "cpus": os.cpu_count(), "load_before": os.getloadavg(), "n": n,
-                  "model": "tiny" if a.tiny else "BERT-6L", "rows": []}
+                fh.write(
+                    json.dumps({"text": ex.masked_sentence, "good": ex.good, "bad": ex.bad}) + "\n"
+                )
+        result = {
+            "date": datetime.date.today().isoformat(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_before": os.getloadavg(),
+            "n": n,
+            "model": "tiny" if a.tiny else "BERT-6L",
+            "rows": [],
+        }
         for name in runs:
             if name.endswith("-4dev"):
                 row = child(name[:-5], src, a.tiny, a.batch_size, a.devices)
                 row["run"] = name
             else:
-                row = one_run(name[:-3] if name.endswith("-b1") else name, src, a.tiny,
-                              1 if name.endswith("-b1") else a.batch_size)
+                row = one_run(
+                    name[:-3] if name.endswith("-b1") else name,
+                    src,
+                    a.tiny,
+                    1 if name.endswith("-b1") else a.batch_size,
+                )
                 row["run"] = name
             result["rows"].append(row)
             save(a.json, result)
-            print(f"{name}: {row['inputs']} inputs, {row['inputs_per_s']:.2f} inputs/s "
-                  f"(compile {row['compile_s']:.1f} s)", file=sys.stderr, flush=True)
+            print(
+                f"{name}: {row['inputs']} inputs, {row['inputs_per_s']:.2f} inputs/s "
+                f"(compile {row['compile_s']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         result["load_after"] = os.getloadavg()
         save(a.json, result)
     print(table(result["rows"]))

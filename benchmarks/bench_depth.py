@@ -17,6 +17,7 @@ writing ``--json`` after every measurement (atomically; ``--resume`` skips what 
     python benchmarks/bench_depth.py --tiny --out /tmp/depth.png     # CI smoke test
     python benchmarks/bench_depth.py --bert-compile 2,6,12,24 --json depth_compile.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,14 @@ import jaxpr_semiring as js
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(os.path.dirname(HERE), "tests")
 
-SEMIRINGS = {"Real": js.Real, "MaxProduct": js.MaxProduct, "MaxAbs": js.MaxAbs, "Log": js.Log,
-             "Entropy": js.Entropy, "Counting": js.Counting}
+SEMIRINGS = {
+    "Real": js.Real,
+    "MaxProduct": js.MaxProduct,
+    "MaxAbs": js.MaxAbs,
+    "Log": js.Log,
+    "Entropy": js.Entropy,
+    "Counting": js.Counting,
+}
 
 
 def make_mlp(depth, width, seed=0):
@@ -69,6 +76,7 @@ def brute_force_times(depths, width, budget, max_paths, n_draws=4):
     per equation: linear in depth) and the path enumeration (DFS: exponential) separately."""
     sys.path.insert(0, TESTS)
     import brute_force as bf
+
     bf.N_DRAWS = n_draws  # structure probes per equation; the weights come from the primal point
     out = []
     for d in depths:
@@ -81,16 +89,24 @@ def brute_force_times(depths, width, budget, max_paths, n_draws=4):
         if n_paths > max_paths:
             print(f"# brute force depth {d}: {n_paths} paths > --max-paths, stopping")
             break
-        paths = [bf._paths_from(graph, int(s), out_id, count) for s in np.asarray(in_ids[0]).reshape(-1)]
+        paths = [
+            bf._paths_from(graph, int(s), out_id, count) for s in np.asarray(in_ids[0]).reshape(-1)
+        ]
         t2 = time.perf_counter()
         assert sum(len(p) for p in paths) == n_paths
         # the semiring answer on the same narrow graph, for comparison
         ts = time_fn(js.semiring_grad(f, js.MaxProduct()), (x, Ws, bs), 3)
-        out.append(dict(depth=d, build_seconds=t1 - t0, seconds=t2 - t1, paths=n_paths,
-                        semiring_seconds=ts))
-        print(f"# brute force depth {d:3d} width {width}: {n_paths:9d} paths, enumeration "
-              f"{t2 - t1:8.3f} s (graph construction {t1 - t0:.1f} s); MaxProduct "
-              f"semiring_grad {1e3 * ts:.2f} ms", flush=True)
+        out.append(
+            dict(
+                depth=d, build_seconds=t1 - t0, seconds=t2 - t1, paths=n_paths, semiring_seconds=ts
+            )
+        )
+        print(
+            f"# brute force depth {d:3d} width {width}: {n_paths:9d} paths, enumeration "
+            f"{t2 - t1:8.3f} s (graph construction {t1 - t0:.1f} s); MaxProduct "
+            f"semiring_grad {1e3 * ts:.2f} ms",
+            flush=True,
+        )
         if t2 - t1 > budget:
             break
     return out
@@ -105,15 +121,29 @@ def run(args):
         row = dict(depth=d, times={})
         row["times"]["jax.grad"] = time_fn(jax.grad(f), (x, Ws, bs), args.repeats)
         for name in names:
-            row["times"][name] = time_fn(js.semiring_grad(f, SEMIRINGS[name]()), (x, Ws, bs),
-                                         args.repeats)
+            row["times"][name] = time_fn(
+                js.semiring_grad(f, SEMIRINGS[name]()), (x, Ws, bs), args.repeats
+            )
         rows.append(row)
-        print(f"# depth {d:3d}: " + "  ".join(f"{k} {1e3 * v:.2f} ms" for k, v in row["times"].items()),
-              flush=True)
-    brute = brute_force_times([int(d) for d in args.brute_depths.split(",")], args.brute_width,
-                              args.brute_budget, args.max_paths)
-    return dict(width=args.width, rows=rows, brute_force=brute, brute_width=args.brute_width,
-                jax=jax.__version__, backend=jax.default_backend())
+        print(
+            f"# depth {d:3d}: "
+            + "  ".join(f"{k} {1e3 * v:.2f} ms" for k, v in row["times"].items()),
+            flush=True,
+        )
+    brute = brute_force_times(
+        [int(d) for d in args.brute_depths.split(",")],
+        args.brute_width,
+        args.brute_budget,
+        args.max_paths,
+    )
+    return dict(
+        width=args.width,
+        rows=rows,
+        brute_force=brute,
+        brute_width=args.brute_width,
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+    )
 
 
 def _save(res, path):
@@ -128,9 +158,15 @@ def bert_compile_times(args):
     """Compile seconds of jax.grad and each semiring per BERT depth (see the module docstring)."""
     sys.path.insert(0, HERE)
     import bench_bert as bb
+
     names = ["jax.grad"] + args.semirings.split(",")
-    res = dict(kind="bert-compile", rows=[], jax=jax.__version__, backend=jax.default_backend(),
-               kernels=js.kernels.describe())
+    res = dict(
+        kind="bert-compile",
+        rows=[],
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        kernels=js.kernels.describe(),
+    )
     if args.resume and args.json and os.path.exists(args.json):
         with open(args.json) as fh:
             res = json.load(fh)
@@ -140,8 +176,14 @@ def bert_compile_times(args):
         model = bb.build_model(cfg)
         table = np.asarray(model.params["bert"]["embeddings"]["word_embeddings"]["embedding"])
         f = bb.make_target(model, 8 if args.tiny else 30)
-        batch = bb.make_batch(np.random.default_rng(0), 1, 8 if args.tiny else 30,
-                              cfg["hidden_size"], cfg["vocab_size"], table)
+        batch = bb.make_batch(
+            np.random.default_rng(0),
+            1,
+            8 if args.tiny else 30,
+            cfg["hidden_size"],
+            cfg["vocab_size"],
+            table,
+        )
         fargs = (batch[0], model.params) + batch[1:]
         methods = bb.make_methods(f, [n for n in names if n in bb.METHODS])
         for name in names:
@@ -151,16 +193,27 @@ def bert_compile_times(args):
             fn = jax.vmap(fn, in_axes=(0, None, 0, 0, 0, 0))
             c0, w0 = time.process_time(), time.perf_counter()
             jax.jit(fn).lower(*fargs).compile()
-            row = dict(depth=depth, method=name, compile_s=time.perf_counter() - w0,
-                       compile_cpu_s=time.process_time() - c0)
-            base = next((r for r in res["rows"] if r["depth"] == depth and r["method"] == "jax.grad"), row)
-            row.update(ratio=row["compile_s"] / base["compile_s"],
-                       cpu_ratio=row["compile_cpu_s"] / base["compile_cpu_s"])
+            row = dict(
+                depth=depth,
+                method=name,
+                compile_s=time.perf_counter() - w0,
+                compile_cpu_s=time.process_time() - c0,
+            )
+            base = next(
+                (r for r in res["rows"] if r["depth"] == depth and r["method"] == "jax.grad"), row
+            )
+            row.update(
+                ratio=row["compile_s"] / base["compile_s"],
+                cpu_ratio=row["compile_cpu_s"] / base["compile_cpu_s"],
+            )
             res["rows"].append(row)
             _save(res, args.json)
-            print(f"# depth {depth:3d} {name:10s} compile {row['compile_s']:7.2f} s "
-                  f"({row['ratio']:5.2f}x jax.grad), cpu {row['compile_cpu_s']:7.2f} s "
-                  f"({row['cpu_ratio']:5.2f}x)", flush=True)
+            print(
+                f"# depth {depth:3d} {name:10s} compile {row['compile_s']:7.2f} s "
+                f"({row['ratio']:5.2f}x jax.grad), cpu {row['compile_cpu_s']:7.2f} s "
+                f"({row['cpu_ratio']:5.2f}x)",
+                flush=True,
+            )
             jax.clear_caches()
         del model, methods
     return res
@@ -168,8 +221,10 @@ def bert_compile_times(args):
 
 def plot(res, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     depths = [r["depth"] for r in res["rows"]]
     for name in res["rows"][0]["times"]:
@@ -181,10 +236,18 @@ def plot(res, path):
     ax1.grid(alpha=0.3)
     bf = res["brute_force"]
     if bf:
-        ax2.semilogy([b["depth"] for b in bf], [b["seconds"] for b in bf], "s-",
-                     label="brute-force path enumeration (DFS)")
-        ax2.semilogy([b["depth"] for b in bf], [b["semiring_seconds"] for b in bf], "o-",
-                     label="semiring_grad (MaxProduct)")
+        ax2.semilogy(
+            [b["depth"] for b in bf],
+            [b["seconds"] for b in bf],
+            "s-",
+            label="brute-force path enumeration (DFS)",
+        )
+        ax2.semilogy(
+            [b["depth"] for b in bf],
+            [b["semiring_seconds"] for b in bf],
+            "o-",
+            label="semiring_grad (MaxProduct)",
+        )
         ax2.legend(fontsize=8)
     ax2.set_xlabel("depth (residual blocks)")
     ax2.set_ylabel("seconds (log scale)")
@@ -203,14 +266,22 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--brute-depths", default="2,4,6,8,10,12")
     p.add_argument("--brute-width", type=int, default=2)
-    p.add_argument("--brute-budget", type=float, default=20.0,
-                   help="stop enumerating at the first depth that takes longer (s)")
+    p.add_argument(
+        "--brute-budget",
+        type=float,
+        default=20.0,
+        help="stop enumerating at the first depth that takes longer (s)",
+    )
     p.add_argument("--max-paths", type=int, default=2_000_000)
     p.add_argument("--tiny", action="store_true", help="few small depths, narrow, for CI")
     p.add_argument("--out", default="bench_depth.png", help="PNG path")
     p.add_argument("--json", default=None)
-    p.add_argument("--bert-compile", default=None, metavar="DEPTHS",
-                   help="measure BERT compile time at these depths instead (e.g. 2,6,12,24)")
+    p.add_argument(
+        "--bert-compile",
+        default=None,
+        metavar="DEPTHS",
+        help="measure BERT compile time at these depths instead (e.g. 2,6,12,24)",
+    )
     p.add_argument("--resume", action="store_true", help="keep the rows already in --json")
     args = p.parse_args(argv)
     if args.bert_compile:

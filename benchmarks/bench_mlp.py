@@ -18,6 +18,7 @@ Reported: median time per call (batch), ratio to ``jax.grad``, compile time.
     python benchmarks/bench_mlp.py --json mlp.json
     python benchmarks/bench_mlp.py --tiny            # CI smoke test: seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,13 @@ WAYS = ("separate", "one jit", "product")
 
 def make_mlp(sizes, seed=0):
     rng = np.random.default_rng(seed)
-    params = [(jnp.asarray(rng.standard_normal((a, b)) / np.sqrt(a), jnp.float64),
-               jnp.asarray(0.01 * rng.standard_normal(b), jnp.float64))
-              for a, b in zip(sizes[:-1], sizes[1:])]
+    params = [
+        (
+            jnp.asarray(rng.standard_normal((a, b)) / np.sqrt(a), jnp.float64),
+            jnp.asarray(0.01 * rng.standard_normal(b), jnp.float64),
+        )
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
     def logit(x, params, label):
         h = x
@@ -69,7 +74,9 @@ def timed(fn, args, repeats, min_time):
     run = lambda: [jax.block_until_ready(c(*args)) for c in compiled]
     run()
     times, start = [], time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 100 * repeats):
+    while len(times) < repeats or (
+        time.perf_counter() - start < min_time and len(times) < 100 * repeats
+    ):
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
@@ -87,33 +94,55 @@ def run(args):
         x = jnp.asarray(rng.standard_normal((b, sizes[0])), jnp.float64)
         label = jnp.asarray(rng.integers(0, sizes[-1], size=b), jnp.int32)
         fargs = (x, params, label)
-        methods = {"jax.grad": per(jax.grad(logit)),
-                   "separate": [per(js.semiring_grad(logit, S)) for S in SEMIRINGS],
-                   "one jit": per(lambda *a: tuple(js.semiring_grad(logit, S)(*a) for S in SEMIRINGS)),
-                   "product": per(js.semiring_grad(logit, SEMIRINGS))}
+        methods = {
+            "jax.grad": per(jax.grad(logit)),
+            "separate": [per(js.semiring_grad(logit, S)) for S in SEMIRINGS],
+            "one jit": per(lambda *a: tuple(js.semiring_grad(logit, S)(*a) for S in SEMIRINGS)),
+            "product": per(js.semiring_grad(logit, SEMIRINGS)),
+        }
         base = None
         for name in ("jax.grad",) + tuple(args.ways.split(",")):
             c, t, n = timed(methods[name], fargs, args.repeats, args.min_time)
             base = base or (c, t)
-            row = dict(batch=b, method=name, compile_s=c, median_s=t, n=n,
-                       time_ratio=t / base[1], compile_ratio=c / base[0])
+            row = dict(
+                batch=b,
+                method=name,
+                compile_s=c,
+                median_s=t,
+                n=n,
+                time_ratio=t / base[1],
+                compile_ratio=c / base[0],
+            )
             rows.append(row)
-            print(f"#   batch {b:3d} {name:9s} median {1e3 * t:8.3f} ms ({row['time_ratio']:6.2f}x "
-                  f"jax.grad)  compile {c:6.2f} s ({row['compile_ratio']:5.2f}x)", flush=True)
-    meta = dict(jax=jax.__version__, backend=jax.default_backend(), sizes=sizes,
-                kernels=js.kernels.describe(), cpu_count=os.cpu_count(),
-                command=" ".join([os.path.basename(sys.executable)] + sys.argv))
+            print(
+                f"#   batch {b:3d} {name:9s} median {1e3 * t:8.3f} ms ({row['time_ratio']:6.2f}x "
+                f"jax.grad)  compile {c:6.2f} s ({row['compile_ratio']:5.2f}x)",
+                flush=True,
+            )
+    meta = dict(
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        sizes=sizes,
+        kernels=js.kernels.describe(),
+        cpu_count=os.cpu_count(),
+        command=" ".join([os.path.basename(sys.executable)] + sys.argv),
+    )
     return meta, rows
 
 
 def markdown(meta, rows):
-    lines = [f"MLP {'-'.join(map(str, meta['sizes']))} float64, {meta['backend']}, jax {meta['jax']}",
-             "", "| batch | method | median (ms) | × jax.grad | compile (s) | compile × |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        f"MLP {'-'.join(map(str, meta['sizes']))} float64, {meta['backend']}, jax {meta['jax']}",
+        "",
+        "| batch | method | median (ms) | × jax.grad | compile (s) | compile × |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         label = r["method"] if r["method"] == "jax.grad" else f"4 semirings, {r['method']}"
-        lines.append(f"| {r['batch']} | {label} | {1e3 * r['median_s']:.3f} | {r['time_ratio']:.2f} "
-                     f"| {r['compile_s']:.2f} | {r['compile_ratio']:.2f} |")
+        lines.append(
+            f"| {r['batch']} | {label} | {1e3 * r['median_s']:.3f} | {r['time_ratio']:.2f} "
+            f"| {r['compile_s']:.2f} | {r['compile_ratio']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -122,7 +151,9 @@ def main(argv=None):
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--repeats", type=int, default=20, help="timed calls (at least)")
     p.add_argument("--min-time", type=float, default=2.0, help="keep timing at least this long (s)")
-    p.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated subset of {','.join(WAYS)}")
+    p.add_argument(
+        "--ways", default=",".join(WAYS), help=f"comma-separated subset of {','.join(WAYS)}"
+    )
     p.add_argument("--tiny", action="store_true", help="16-8-8-3, for CI")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)

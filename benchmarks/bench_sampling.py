@@ -8,6 +8,7 @@ distinct equation signatures, not the depth. Writes ``--json`` (atomically) if g
     python benchmarks/bench_sampling.py                  # MiniLM, 400 samples
     python benchmarks/bench_sampling.py --bert-layers 6 --samples 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,13 @@ import jax.numpy as jnp  # noqa: E402
 
 import jaxpr_semiring as js  # noqa: E402
 
-SENTENCE = "The keys to the old cabinet are on the kitchen table."   # the example's first
+SENTENCE = "The keys to the old cabinet are on the kitchen table."  # the example's first
 
 
 def minilm_target():
     from jaxpr_semiring.cli import loading
     from jaxpr_semiring.models import hf_bert
+
     loaded = loading.load("minilm")
     model = loaded.model
     ids = jnp.asarray(loading.encode(loaded, SENTENCE)[0])
@@ -44,13 +46,17 @@ def minilm_target():
 
 def bert_target(layers, seq_len=30):
     from bench_bert import BERT_6L, build_model, make_target
+
     cfg = dict(BERT_6L, num_hidden_layers=layers)
     model = build_model(cfg)
     target = make_target(model, seq_len)
     ids = jnp.arange(seq_len) % cfg["vocab_size"]
     emb = model.params["bert"]["embeddings"]["word_embeddings"]["embedding"][ids]
-    return (f"BERT-{layers}L-H512 (random init), {seq_len} tokens",
-            lambda e: target(e, model.params, ids, 2, 3, 4), emb)
+    return (
+        f"BERT-{layers}L-H512 (random init), {seq_len} tokens",
+        lambda e: target(e, model.params, ids, 2, 3, 4),
+        emb,
+    )
 
 
 def main(argv=None):
@@ -70,11 +76,21 @@ def main(argv=None):
     jax.block_until_ready(s.products)
     t3 = time.perf_counter()
     est, err = s.entropy()
-    row = dict(model=name, samples=a.samples, compile_s=t1 - t0, first_call_s=t2 - t1,
-               call_s=t3 - t2, mc_entropy=est, mc_entropy_err=err, jax=jax.__version__)
-    print(f"{name}: {a.samples} samples, lower+compile {row['compile_s']:.1f} s, first call "
-          f"{row['first_call_s']:.2f} s, call {row['call_s']:.2f} s, Monte-Carlo path entropy "
-          f"{est:.2f} ± {err:.2f}")
+    row = dict(
+        model=name,
+        samples=a.samples,
+        compile_s=t1 - t0,
+        first_call_s=t2 - t1,
+        call_s=t3 - t2,
+        mc_entropy=est,
+        mc_entropy_err=err,
+        jax=jax.__version__,
+    )
+    print(
+        f"{name}: {a.samples} samples, lower+compile {row['compile_s']:.1f} s, first call "
+        f"{row['first_call_s']:.2f} s, call {row['call_s']:.2f} s, Monte-Carlo path entropy "
+        f"{est:.2f} ± {err:.2f}"
+    )
     if a.json:
         tmp = a.json + ".tmp"
         with open(tmp, "w") as fh:

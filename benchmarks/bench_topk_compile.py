@@ -9,6 +9,7 @@ docs/semantics.md, "TopK"). Writes ``--json`` (atomically) after every k.
 
     python benchmarks/bench_topk_compile.py --k 1,4,16,32 --json topk_compile_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,15 @@ def main(argv=None):
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from transformers import BertConfig, FlaxBertForMaskedLM
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=a.layers,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=a.layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
     model = FlaxBertForMaskedLM(cfg, seed=0)
     ids = jnp.array([1, 5, 3, 8, 9, 2])
     emb = jnp.take(hf_bert.word_embedding_table(model.params), ids, axis=0)
@@ -68,19 +76,33 @@ def main(argv=None):
             logits = model(ids[None], params=model.params).logits[0]
         return logits[1, 3] - logits[1, 4]
 
-    doc = dict(model=f"random BERT-{a.layers}L-H32, 6 tokens", backend=jax.default_backend(),
-               jax=jax.__version__, machine=platform.processor() or platform.machine(), rows=[])
+    doc = dict(
+        model=f"random BERT-{a.layers}L-H32, 6 tokens",
+        backend=jax.default_backend(),
+        jax=jax.__version__,
+        machine=platform.processor() or platform.machine(),
+        rows=[],
+    )
     g = _timed(jax.grad(target), (emb,))
     doc["jax_grad"] = dict(lower_s=g[0], compile_s=g[1], call_s=g[2])
     print(f"jax.grad: lower {g[0]:.2f}s compile {g[1]:.2f}s call {g[2] * 1e3:.2f}ms", flush=True)
     for k in map(int, a.k.split(",")):
         t = _timed(js.semiring_grad(target, js.TopK(k)), (emb,))
-        row = dict(k=k, lower_s=t[0], compile_s=t[1], call_s=t[2], lower_ratio=t[0] / g[0],
-                   compile_ratio=t[1] / g[1], call_ratio=t[2] / g[2])
+        row = dict(
+            k=k,
+            lower_s=t[0],
+            compile_s=t[1],
+            call_s=t[2],
+            lower_ratio=t[0] / g[0],
+            compile_ratio=t[1] / g[1],
+            call_ratio=t[2] / g[2],
+        )
         doc["rows"].append(row)
-        print(f"TopK({k}): lower {t[0]:.2f}s ({row['lower_ratio']:.1f}×) compile {t[1]:.2f}s "
-              f"({row['compile_ratio']:.1f}×) call {t[2] * 1e3:.2f}ms ({row['call_ratio']:.1f}×)",
-              flush=True)
+        print(
+            f"TopK({k}): lower {t[0]:.2f}s ({row['lower_ratio']:.1f}×) compile {t[1]:.2f}s "
+            f"({row['compile_ratio']:.1f}×) call {t[2] * 1e3:.2f}ms ({row['call_ratio']:.1f}×)",
+            flush=True,
+        )
         if a.json:
             _write(a.json, doc)
 

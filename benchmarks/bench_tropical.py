@@ -9,13 +9,15 @@ path's (exactly: products of float32 values and max/min are exact) before it is 
 are random with 0̄ entries (−inf, +inf) and zero weights; never all zeros.
 
 Shapes: one BERT-6L FFN layer, [M×2048]·[2048×512] and [M×512]·[512×2048], for
-M = 2048, 256, 32 rows (64, 8, 1 sentences of ~30 tokens; the largest first). Results are written to ``--json``
+M = 2048, 256, 32 rows (64, 8, 1 sentences of ~30 tokens; the largest first). Results are
+written to ``--json``
 after every measurement (atomically), so a run stopped by ``--budget-s`` or a time limit keeps
 what it measured.
 
     python benchmarks/bench_tropical.py --json tropical.json            # GPU: full sweep
     python benchmarks/bench_tropical.py --tiny --pallas-interpret       # CPU rehearsal, seconds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +41,16 @@ from jaxpr_semiring import kernels
 SHAPES = [(1, m, c, n) for c, n in ((2048, 512), (512, 2048)) for m in (2048, 256, 32)]
 TINY_SHAPES = [(1, 30, 64, 48), (2, 33, 40, 70)]
 # Pallas tiles (block_m, block_n, block_c): the design study saw bm ≥ 64 10–50× slower on an H100
-SWEEP = [dict(block_m=m, block_n=n, block_c=c)
-         for m, n, c in itertools.product((16, 32, 64), (32, 64, 128), (4, 8, 16))]
-QUICK_SWEEP = [dict(block_m=32, block_n=64, block_c=8), dict(block_m=16, block_n=64, block_c=8),
-               dict(block_m=32, block_n=128, block_c=4), dict(block_m=16, block_n=32, block_c=16)]
+SWEEP = [
+    dict(block_m=m, block_n=n, block_c=c)
+    for m, n, c in itertools.product((16, 32, 64), (32, 64, 128), (4, 8, 16))
+]
+QUICK_SWEEP = [
+    dict(block_m=32, block_n=64, block_c=8),
+    dict(block_m=16, block_n=64, block_c=8),
+    dict(block_m=32, block_n=128, block_c=4),
+    dict(block_m=16, block_n=32, block_c=16),
+]
 
 
 def make_inputs(shape, seed=0, dtype=np.float32):
@@ -66,18 +74,22 @@ def matmul(p, n, w):
 def candidates(backend, pallas_interpret=False):
     """name -> function(p, n, w) for the kernels that run on ``backend``."""
     # matmul first (the baseline of every ratio), xla second (the reference of every result)
-    out = {"matmul": matmul, "xla": kernels.xla.maxproduct,
-           "auto": lambda p, n, w: kernels.dispatch.maxproduct(p, n, w, kernel="auto")}
+    out = {
+        "matmul": matmul,
+        "xla": kernels.xla.maxproduct,
+        "auto": lambda p, n, w: kernels.dispatch.maxproduct(p, n, w, kernel="auto"),
+    }
     if backend == "cpu" and kernels.cpu.available():
         out["numba"] = kernels.cpu.maxproduct
     if backend == "gpu" or pallas_interpret:
-        out["pallas"] = None     # one entry per tile configuration: pallas_variant
+        out["pallas"] = None  # one entry per tile configuration: pallas_variant
     return out
 
 
 def pallas_variant(tiles, interpret):
     def fn(p, n, w):
         return tuple(kernels.gpu.maxproduct(p, n, w, interpret=interpret, **tiles))
+
     return fn
 
 
@@ -88,7 +100,9 @@ def time_fn(fn, args, repeats, min_time):
     compile_s = time.perf_counter() - t0
     out = jax.block_until_ready(compiled(*args))
     times, start = [], time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 20 * repeats):
+    while len(times) < repeats or (
+        time.perf_counter() - start < min_time and len(times) < 20 * repeats
+    ):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t0)
@@ -98,8 +112,9 @@ def time_fn(fn, args, repeats, min_time):
 def same(a, b):
     """Bitwise-equal results (nan never passes)."""
     a, b = (np.asarray(x) for x in a), (np.asarray(x) for x in b)
-    return all(x.shape == y.shape and np.array_equal(x, y) and not np.isnan(x).any()
-               for x, y in zip(a, b))
+    return all(
+        x.shape == y.shape and np.array_equal(x, y) and not np.isnan(x).any() for x, y in zip(a, b)
+    )
 
 
 def write_json(path, payload):
@@ -123,11 +138,17 @@ def run(args):
         sweep = [dict(block_m=8, block_n=16, block_c=4)]
     interpret = backend != "gpu"
     names = candidates(backend, args.pallas_interpret)
-    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), jax=jax.__version__,
-                backend=backend, device=jax.devices()[0].device_kind, platform=platform.platform(),
-                command=" ".join([os.path.basename(sys.executable)] + sys.argv),
-                kernels=kernels.describe("auto"), pallas_interpret=interpret and "pallas" in names,
-                complete=False)
+    meta = dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        jax=jax.__version__,
+        backend=backend,
+        device=jax.devices()[0].device_kind,
+        platform=platform.platform(),
+        command=" ".join([os.path.basename(sys.executable)] + sys.argv),
+        kernels=kernels.describe("auto"),
+        pallas_interpret=interpret and "pallas" in names,
+        complete=False,
+    )
     rows = []
     deadline = time.perf_counter() + args.budget_s
     print(f"# backend {backend}, device {meta['device']}, jax {jax.__version__}", flush=True)
@@ -147,13 +168,20 @@ def run(args):
             try:
                 compile_s, med, mn, n_, out = time_fn(fn, args_, args.repeats, args.min_time)
             except Exception as e:  # a tile configuration the compiler refuses: record, go on
-                row.update(error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+                row.update(
+                    error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                )
                 rows.append(row)
                 print(f"#   {shape} {name:7s} {tiles or ''} FAILED {row['error']}", flush=True)
                 write_json(args.json, dict(meta=meta, rows=rows))
                 continue
-            row.update(compile_s=compile_s, median_s=med, min_s=mn, n=n_,
-                       candidates_per_s=B * M * C * N / med)
+            row.update(
+                compile_s=compile_s,
+                median_s=med,
+                min_s=mn,
+                n=n_,
+                candidates_per_s=B * M * C * N / med,
+            )
             base = med if name == "matmul" else base
             ref = out if name == "xla" else ref
             if base:
@@ -161,9 +189,12 @@ def run(args):
             if name != "matmul" and ref is not None:
                 row["equal_to_xla"] = same(out, ref)
             rows.append(row)
-            print(f"#   {B}x{M}x{C}x{N} {name:7s} {str(tiles or ''):46s} {1e3 * med:9.3f} ms "
-                  f"{row.get('matmul_ratio', float('nan')):7.2f}x matmul  equal to xla: "
-                  f"{row.get('equal_to_xla', '-')}", flush=True)
+            print(
+                f"#   {B}x{M}x{C}x{N} {name:7s} {str(tiles or ''):46s} {1e3 * med:9.3f} ms "
+                f"{row.get('matmul_ratio', float('nan')):7.2f}x matmul  equal to xla: "
+                f"{row.get('equal_to_xla', '-')}",
+                flush=True,
+            )
             write_json(args.json, dict(meta=meta, rows=rows))
     meta["complete"] = True
     write_json(args.json, dict(meta=meta, rows=rows))
@@ -172,39 +203,58 @@ def run(args):
 
 def summary(rows):
     """Per shape: the fastest configuration of each kernel, as a markdown table."""
-    lines = ["| B×M×C×N | kernel | best tiles | median (ms) | × matmul | equal to XLA |",
-             "|---|---|---|---:|---:|---|"]
+    lines = [
+        "| B×M×C×N | kernel | best tiles | median (ms) | × matmul | equal to XLA |",
+        "|---|---|---|---:|---:|---|",
+    ]
     shapes = list(dict.fromkeys((r["B"], r["M"], r["C"], r["N"]) for r in rows))
     for s in shapes:
         ok = [r for r in rows if (r["B"], r["M"], r["C"], r["N"]) == s and "median_s" in r]
         for k in dict.fromkeys(r["kernel"] for r in ok):
             best = min((r for r in ok if r["kernel"] == k), key=lambda r: r["median_s"])
-            lines.append(f"| {'×'.join(map(str, s))} | {k} | {best['tiles'] or ''} | "
-                         f"{1e3 * best['median_s']:.3f} | {best.get('matmul_ratio', float('nan')):.2f} | "
-                         f"{best.get('equal_to_xla', '')} |")
+            lines.append(
+                f"| {'×'.join(map(str, s))} | {k} | {best['tiles'] or ''} | "
+                f"{1e3 * best['median_s']:.3f} | {best.get('matmul_ratio', float('nan')):.2f} | "
+                f"{best.get('equal_to_xla', '')} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write results here (after every measurement)")
-    p.add_argument("--tiny", action="store_true", help="two small shapes, one Pallas tile (CPU rehearsal)")
+    p.add_argument(
+        "--tiny", action="store_true", help="two small shapes, one Pallas tile (CPU rehearsal)"
+    )
     p.add_argument("--shapes", default=None, help="comma-separated BxMxCxN, e.g. 1x2048x2048x512")
-    p.add_argument("--sweep", choices=["none", "quick", "full"], default="full",
-                   help="Pallas tile configurations (GPU): none, 4, or all 27")
-    p.add_argument("--pallas-interpret", action="store_true",
-                   help="off the GPU, also run the Pallas kernel in interpret mode (slow: tiny shapes)")
+    p.add_argument(
+        "--sweep",
+        choices=["none", "quick", "full"],
+        default="full",
+        help="Pallas tile configurations (GPU): none, 4, or all 27",
+    )
+    p.add_argument(
+        "--pallas-interpret",
+        action="store_true",
+        help="off the GPU, also run the Pallas kernel in interpret mode (slow: tiny shapes)",
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.5, help="keep timing at least this long (s)")
-    p.add_argument("--budget-s", type=float, default=1e9, help="stop starting measurements after this")
+    p.add_argument(
+        "--budget-s", type=float, default=1e9, help="stop starting measurements after this"
+    )
     args = p.parse_args(argv)
     meta, rows = run(args)
     print(summary(rows))
     bad = [r for r in rows if r.get("equal_to_xla") is False]
     if bad:
-        print(f"bench_tropical: {len(bad)} kernel result(s) differ from the XLA path: "
-              + ", ".join(f"{r['kernel']} {r['tiles'] or ''} {r['B']}x{r['M']}x{r['C']}x{r['N']}" for r in bad),
-              file=sys.stderr)
+        print(
+            f"bench_tropical: {len(bad)} kernel result(s) differ from the XLA path: "
+            + ", ".join(
+                f"{r['kernel']} {r['tiles'] or ''} {r['B']}x{r['M']}x{r['C']}x{r['N']}" for r in bad
+            ),
+            file=sys.stderr,
+        )
         sys.exit(1)
     return meta, rows
 

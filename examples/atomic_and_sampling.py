@@ -16,6 +16,7 @@ head). Prints markdown tables (docs/atomic_and_sampling.md shows them).
 
     python examples/atomic_and_sampling.py [--samples 400] [--sentence "..."]
 """
+
 import argparse
 import contextlib
 import os
@@ -43,6 +44,7 @@ def load_minilm():
     from tokenizers import Tokenizer
     from transformers import FlaxBertModel
     from jaxpr_semiring.paper.sva_models import minilm_dir
+
     tok = Tokenizer.from_file(os.path.join(minilm_dir(), "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
@@ -55,6 +57,7 @@ def granularity(name):
     if name == "atomic":
         import flax.linen as nn
         from transformers.modeling_flax_utils import ACT2FN
+
         stack.enter_context(js.atomic_modules(types=nn.LayerNorm))
         stack.enter_context(js.atomic_functions((jax.nn, "softmax"), (ACT2FN, "gelu")))
     return stack
@@ -62,9 +65,11 @@ def granularity(name):
 
 def traced_with(name, fn):
     """``fn`` jitted, traced with the granularity ``name`` active."""
+
     def g(*a):
         with granularity(name):
             return fn(*a)
+
     return jax.jit(g)
 
 
@@ -76,29 +81,39 @@ def granularity_table(model, tok, vec, sentences):
     S = js.Entropy()
     rows = {}
     for name in GRANULARITIES:
-        branch = traced_with(name, hf_bert.branch_flows_fn(model, target=target, semiring=js.MaxProduct()))
+        branch = traced_with(
+            name, hf_bert.branch_flows_fn(model, target=target, semiring=js.MaxProduct())
+        )
         ent = traced_with(name, hf_bert.embedding_flows_fn(model, target=target, semiring=S))
         log = traced_with(name, hf_bert.embedding_flows_fn(model, target=target, semiring=js.Log()))
         wins, ents, logs = np.zeros(4), [], []
         for text in sentences:
             ids = jnp.array(tok.encode(text).ids)
-            flows = np.asarray(branch(model.params, ids, vec).flows.top_pos)      # [L, T, 4]
+            flows = np.asarray(branch(model.params, ids, vec).flows.top_pos)  # [L, T, 4]
             wins += np.bincount(flows.argmax(-1).ravel(), minlength=4)
             _, e = ent(model.params, ids, vec)
             ents.append(float(np.mean(S.sum(e, axes=-1).entropy)))
             _, lg = log(model.params, ids, vec)
             logs.append(float(js.Log().sum(lg)))
         rows[name] = (wins / wins.sum(), np.mean(ents), np.mean(logs))
-    print("| granularity | " + " | ".join(f"top paths via {b}" for b in hf_bert.BRANCHES)
-          + " | path entropy per token | log Σ\\|product\\| |")
+    print(
+        "| granularity | "
+        + " | ".join(f"top paths via {b}" for b in hf_bert.BRANCHES)
+        + " | path entropy per token | log Σ\\|product\\| |"
+    )
     print("|---|" + "---:|" * 6)
     for name, (share, h, lz) in rows.items():
-        print(f"| {name} | " + " | ".join(f"{100 * s:.1f}%" for s in share) + f" | {h:.2f} | {lz:.2f} |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{100 * s:.1f}%" for s in share)
+            + f" | {h:.2f} | {lz:.2f} |"
+        )
     return rows
 
 
 def sampled_table(model, tok, vec, sentence, n):
     from transformers.models.bert.modeling_flax_bert import FlaxBertLayer
+
     ids = jnp.array(tok.encode(sentence).ids)
     emb0 = jnp.take(hf_bert.word_embedding_table(model.params), ids, axis=0)
 
@@ -106,10 +121,14 @@ def sampled_table(model, tok, vec, sentence, n):
         with hf_bert.word_embeddings_replaced_by(emb[None]), js.tap_modules(types=FlaxBertLayer):
             return target(model(ids[None], params=model.params), vec)
 
-    print(f"\nsentence: {sentence!r}; {n} sampled paths from the input element with the largest "
-          f"total flow")
-    print("| granularity | layer | paths via skip | via query | via key | via value | "
-          "top path's branch |")
+    print(
+        f"\nsentence: {sentence!r}; {n} sampled paths from the input element with the largest "
+        f"total flow"
+    )
+    print(
+        "| granularity | layer | paths via skip | via query | via key | via value | "
+        "top path's branch |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     summary = {}
     for name in GRANULARITIES:
@@ -120,7 +139,7 @@ def sampled_table(model, tok, vec, sentence, n):
         shares = s.branch_shares()
         top_branch = _top_path_branches(top)
         for label, bs in shares.items():
-            if "[tap:" not in label:        # the taps on every layer input
+            if "[tap:" not in label:  # the taps on every layer input
                 continue
             layer_path = label.split("[tap:")[1].rstrip("]").rsplit(":", 1)[0]
             layer = layer_path.rsplit("/", 1)[1]
@@ -129,8 +148,11 @@ def sampled_table(model, tok, vec, sentence, n):
                 b = hf_bert.classify_consumer(cons, layer_path)
                 if b is not None:
                     per[b] += share
-            print(f"| {name} | {layer} | " + " | ".join(f"{100 * per[b]:.0f}%" for b in hf_bert.BRANCHES)
-                  + f" | {top_branch.get(layer, '-')} |")
+            print(
+                f"| {name} | {layer} | "
+                + " | ".join(f"{100 * per[b]:.0f}%" for b in hf_bert.BRANCHES)
+                + f" | {top_branch.get(layer, '-')} |"
+            )
         est, err = s.entropy()
         summary[name] = (est, err, float(h_exact))
     print("\n| granularity | Monte-Carlo path entropy | Entropy semiring |")

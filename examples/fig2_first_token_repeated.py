@@ -42,37 +42,59 @@ import numpy as np
 from jaxpr_semiring.models import hf_bert
 
 BRANCHES = ("skip", "query", "key", "value")
-BRANCH_LABELS = {"skip": "skip connection", "query": "queries", "key": "keys",
-                 "value": "values"}
+BRANCH_LABELS = {"skip": "skip connection", "query": "queries", "key": "keys", "value": "values"}
 # consumer module path (relative to the layer) -> branch
-_BRANCH_OF = {"skip": "skip", "attention/query": "query", "attention/key": "key",
-              "attention/value": "value"}
+_BRANCH_OF = {
+    "skip": "skip",
+    "attention/query": "query",
+    "attention/key": "key",
+    "attention/value": "value",
+}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n-train", type=int, default=8000, help="training examples (default 8000)")
-    p.add_argument("--n-val", type=int, default=2000,
-                   help="validation examples, also the analysed set (default 2000)")
+    p.add_argument(
+        "--n-val",
+        type=int,
+        default=2000,
+        help="validation examples, also the analysed set (default 2000)",
+    )
     p.add_argument("--seq-len", type=int, default=10, help="sequence length (paper: 10)")
     p.add_argument("--vocab", type=int, default=20, help="vocabulary size (paper: 20)")
     p.add_argument("--layers", type=int, default=1, help="encoder layers (paper: 1)")
     p.add_argument("--hidden", type=int, default=16, help="model width (paper: 16)")
     p.add_argument("--heads", type=int, default=2, help="attention heads (paper: 2)")
-    p.add_argument("--epochs", type=int, default=200,
-                   help="maximum training epochs (early stop at 100%% val. accuracy)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=200,
+        help="maximum training epochs (early stop at 100%% val. accuracy)",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, default=64, help="training minibatch size")
     p.add_argument("--seed", type=int, default=0, help="data / init / shuffling seed")
-    p.add_argument("--target", choices=("pred", "diff"), default="pred",
-                   help="'pred': logit of the predicted class; 'diff': logit(true) - "
-                        "logit(other)")
-    p.add_argument("--eval-batch", type=int, default=500,
-                   help="validation examples per jit+vmap semiring-gradient call")
+    p.add_argument(
+        "--target",
+        choices=("pred", "diff"),
+        default="pred",
+        help="'pred': logit of the predicted class; 'diff': logit(true) - logit(other)",
+    )
+    p.add_argument(
+        "--eval-batch",
+        type=int,
+        default=500,
+        help="validation examples per jit+vmap semiring-gradient call",
+    )
     p.add_argument("--out", default="fig2_first_token_repeated.png", help="output PNG path")
-    p.add_argument("--quick", action="store_true",
-                   help="reduced configuration (tiny data, few epochs) for smoke tests")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced configuration (tiny data, few epochs) for smoke tests",
+    )
     p.add_argument("--no-progress", action="store_true", help="disable the tqdm bar")
     return p.parse_args(argv)
 
@@ -125,8 +147,9 @@ def branch_flow_fn(model, params, target: str = "pred"):
     return jax.jit(jax.vmap(fn))
 
 
-def group_means(flows: np.ndarray, groups: np.ndarray, n_groups: int = 3
-                ) -> tuple[np.ndarray, np.ndarray]:
+def group_means(
+    flows: np.ndarray, groups: np.ndarray, n_groups: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``flows [n, S, B]`` per group id ``groups [n, S]`` → ``([G, B], counts [G])``."""
     means = np.full((n_groups, flows.shape[-1]), np.nan)
     counts = np.zeros(n_groups, dtype=int)
@@ -156,28 +179,44 @@ def check_expectations(means: np.ndarray) -> list[tuple[str, bool, str]]:
     out = []
     first = means[FIRST_TOKEN]
     best = max(attn, key=lambda b: first[bi[b]])
-    skip_cmp = ("above" if first[bi["skip"]] > first[bi["query"]] else "below")
-    out.append(("(1) first token: highest flow through the queries (among q/k/v)",
-                best == "query",
-                f"argmax over q/k/v = {BRANCH_LABELS[best]}; queries {first[bi['query']]:.4f}, "
-                f"skip {first[bi['skip']]:.4f} ({skip_cmp} queries; highest over all 4 "
-                f"branches: {BRANCH_LABELS[BRANCHES[int(np.argmax(first))]]})"))
+    skip_cmp = "above" if first[bi["skip"]] > first[bi["query"]] else "below"
+    out.append(
+        (
+            "(1) first token: highest flow through the queries (among q/k/v)",
+            best == "query",
+            f"argmax over q/k/v = {BRANCH_LABELS[best]}; queries {first[bi['query']]:.4f}, "
+            f"skip {first[bi['skip']]:.4f} ({skip_cmp} queries; highest over all 4 "
+            f"branches: {BRANCH_LABELS[BRANCHES[int(np.argmax(first))]]})",
+        )
+    )
     other = means[OTHER_TOKEN]
     best_o = BRANCHES[int(np.argmax(other))]
-    out.append(("(2) other tokens: highest flow through the keys", best_o == "key",
-                f"argmax = {BRANCH_LABELS[best_o]} ("
-                + ", ".join(f"{b} {other[bi[b]]:.4f}" for b in BRANCHES) + ")"))
+    out.append(
+        (
+            "(2) other tokens: highest flow through the keys",
+            best_o == "key",
+            f"argmax = {BRANCH_LABELS[best_o]} ("
+            + ", ".join(f"{b} {other[bi[b]]:.4f}" for b in BRANCHES)
+            + ")",
+        )
+    )
     keys = means[:, bi["key"]]
     finite = np.where(np.isnan(keys), -np.inf, keys)
     top_g = int(np.argmax(finite))
     holds = top_g == REPEAT_TOKEN and not np.isnan(keys[REPEAT_TOKEN])
-    out.append(("(3) repeat token: highest key flow of all groups", bool(holds),
-                "key flows: first {:.4f}, repeat {:.4f}, other {:.4f}".format(*keys)))
+    out.append(
+        (
+            "(3) repeat token: highest key flow of all groups",
+            bool(holds),
+            "key flows: first {:.4f}, repeat {:.4f}, other {:.4f}".format(*keys),
+        )
+    )
     return out
 
 
 def plot(means: np.ndarray, group_names, out: str, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -186,8 +225,12 @@ def plot(means: np.ndarray, group_names, out: str, title: str) -> None:
     width = 0.8 / n_b
     x = np.arange(len(group_names))
     for j, b in enumerate(BRANCHES):
-        ax.bar(x + (j - (n_b - 1) / 2) * width, np.nan_to_num(means[:, j]), width,
-               label=BRANCH_LABELS[b])
+        ax.bar(
+            x + (j - (n_b - 1) / 2) * width,
+            np.nan_to_num(means[:, j]),
+            width,
+            label=BRANCH_LABELS[b],
+        )
     ax.set_xticks(x)
     ax.set_xticklabels(group_names)
     ax.set_ylabel("mean max-product gradient (top_pos)")
@@ -203,40 +246,58 @@ def plot(means: np.ndarray, group_names, out: str, title: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.quick:
-        args.n_train, args.n_val, args.epochs = min(args.n_train, 256), min(args.n_val, 64), \
-            min(args.epochs, 2)
+        args.n_train, args.n_val, args.epochs = (
+            min(args.n_train, 256),
+            min(args.n_val, 64),
+            min(args.epochs, 2),
+        )
         args.eval_batch = min(args.eval_batch, 64)
     t0 = time.time()
 
     import jax.numpy as jnp
 
-    from jaxpr_semiring.paper.synthetic import (TOKEN_GROUP_NAMES, FirstTokenRepeatedOnce,
-                                                token_groups)
+    from jaxpr_semiring.paper.synthetic import (
+        TOKEN_GROUP_NAMES,
+        FirstTokenRepeatedOnce,
+        token_groups,
+    )
     from jaxpr_semiring.paper.training import train_on_task
 
     task = FirstTokenRepeatedOnce(seq_len=args.seq_len, vocab_size=args.vocab)
-    run = train_on_task(task, n_train=args.n_train, n_val=args.n_val, data_seed=args.seed,
-                        model_kwargs=dict(num_layers=args.layers, hidden=args.hidden,
-                                          heads=args.heads),
-                        learning_rate=args.lr, batch_size=args.batch_size,
-                        max_epochs=args.epochs, target_val_acc=1.0, seed=args.seed,
-                        progress=not args.no_progress)
+    run = train_on_task(
+        task,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        data_seed=args.seed,
+        model_kwargs=dict(num_layers=args.layers, hidden=args.hidden, heads=args.heads),
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        target_val_acc=1.0,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     h = run.history
     t_train = time.time() - t0
-    print(f"FirstTokenRepeatedOnce: n_train={args.n_train} n_val={args.n_val} "
-          f"seq_len={args.seq_len} vocab={args.vocab}; model layers={args.layers} "
-          f"hidden={args.hidden} heads={args.heads}")
-    print(f"training: {len(h.epoch)} epoch(s), best validation accuracy "
-          f"{h.best_val_acc * 100:.2f} % at epoch {h.best_epoch}"
-          f"{'' if h.best_val_acc >= 1.0 else ' (target 100 % NOT reached)'}; "
-          f"{t_train:.1f} s")
+    print(
+        f"FirstTokenRepeatedOnce: n_train={args.n_train} n_val={args.n_val} "
+        f"seq_len={args.seq_len} vocab={args.vocab}; model layers={args.layers} "
+        f"hidden={args.hidden} heads={args.heads}"
+    )
+    print(
+        f"training: {len(h.epoch)} epoch(s), best validation accuracy "
+        f"{h.best_val_acc * 100:.2f} % at epoch {h.best_epoch}"
+        f"{'' if h.best_val_acc >= 1.0 else ' (target 100 % NOT reached)'}; "
+        f"{t_train:.1f} s"
+    )
 
     x_val, y_val = run.val
     fn = branch_flow_fn(run.model, run.params, args.target)
     flows, logits = [], []
     for s in range(0, len(y_val), args.eval_batch):
-        fl, lg = fn(jnp.asarray(x_val[s:s + args.eval_batch]),
-                    jnp.asarray(y_val[s:s + args.eval_batch]))
+        fl, lg = fn(
+            jnp.asarray(x_val[s : s + args.eval_batch]), jnp.asarray(y_val[s : s + args.eval_batch])
+        )
         flows.append(np.asarray(fl))
         logits.append(np.asarray(lg))
     flows = np.concatenate(flows)  # [n, S, 4]
@@ -245,11 +306,14 @@ def main(argv=None) -> dict:
     means, counts = group_means(flows, groups, len(TOKEN_GROUP_NAMES))
     t_flow = time.time() - t0 - t_train
 
-    target_desc = ("logit of the predicted class" if args.target == "pred"
-                   else "logit(true) - logit(other)")
-    print(f"\nmax-product flow at the layer_0 input (target: {target_desc}; top_pos, max over "
-          f"hidden dims, mean over positions in each group; validation accuracy "
-          f"{acc * 100:.2f} %; {t_flow:.1f} s)")
+    target_desc = (
+        "logit of the predicted class" if args.target == "pred" else "logit(true) - logit(other)"
+    )
+    print(
+        f"\nmax-product flow at the layer_0 input (target: {target_desc}; top_pos, max over "
+        f"hidden dims, mean over positions in each group; validation accuracy "
+        f"{acc * 100:.2f} %; {t_flow:.1f} s)"
+    )
     table = format_table(means, counts, TOKEN_GROUP_NAMES)
     print(table)
 
@@ -258,11 +322,22 @@ def main(argv=None) -> dict:
     for stmt, holds, detail in verdicts:
         print(f"  {stmt}: {'HOLDS' if holds else 'does NOT hold'} -- {detail}")
 
-    plot(means, TOKEN_GROUP_NAMES, args.out,
-         f"FirstTokenRepeatedOnce, {args.layers}-layer Transformer (val acc {acc * 100:.1f} %)")
+    plot(
+        means,
+        TOKEN_GROUP_NAMES,
+        args.out,
+        f"FirstTokenRepeatedOnce, {args.layers}-layer Transformer (val acc {acc * 100:.1f} %)",
+    )
     print(f"\nwrote {args.out}  (total {time.time() - t0:.1f} s)")
-    return {"means": means, "counts": counts, "val_acc": acc, "history": h.as_dict(),
-            "verdicts": verdicts, "table": table, "out": args.out}
+    return {
+        "means": means,
+        "counts": counts,
+        "val_acc": acc,
+        "history": h.as_dict(),
+        "verdicts": verdicts,
+        "table": table,
+        "out": args.out,
+    }
 
 
 if __name__ == "__main__":

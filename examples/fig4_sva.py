@@ -35,24 +35,28 @@ import warnings
 
 import numpy as np
 
-BRANCH_LABELS = {"skip": "skip connection", "query": "queries", "key": "keys",
-                 "value": "values"}
+BRANCH_LABELS = {"skip": "skip connection", "query": "queries", "key": "keys", "value": "values"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="fig4_sva.png")
     p.add_argument("--json", default=None)
-    p.add_argument("--model", default="minilm",
-                   help="'minilm', 'small-mlm' or a local FlaxBertForMaskedLM directory")
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="'minilm', 'small-mlm' or a local FlaxBertForMaskedLM directory",
+    )
     p.add_argument("--n", type=int, default=200, help="number of sentences")
     p.add_argument("--batch", type=int, default=8, help="sentences per vmapped batch")
     p.add_argument("--head-train", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--correct-only", action="store_true",
-                   help="keep only sentences the model gets right")
+    p.add_argument(
+        "--correct-only", action="store_true", help="keep only sentences the model gets right"
+    )
     return p.parse_args(argv)
 
 
@@ -74,14 +78,21 @@ def main(argv=None):
     from jaxpr_semiring.paper.sva_models import load_sva_model
 
     t0 = time.time()
-    model, tok, rep = load_sva_model(args.model, head_train=args.head_train,
-                                     head_steps=50 if args.quick else 300,
-                                     mlm_epochs=1 if args.quick else 30, seed=args.seed)
+    model, tok, rep = load_sva_model(
+        args.model,
+        head_train=args.head_train,
+        head_steps=50 if args.quick else 300,
+        mlm_epochs=1 if args.quick else 30,
+        seed=args.seed,
+    )
     if rep is not None:
-        print(f"model {args.model}: held-out agreement accuracy {rep.heldout_accuracy:.3f} "
-              f"[{time.time() - t0:.0f} s]")
-    items = sva.tokenize(tok, sva.generate(args.n, seed=args.seed + 3, min_attractors=1,
-                                           max_attractors=4))
+        print(
+            f"model {args.model}: held-out agreement accuracy {rep.heldout_accuracy:.3f} "
+            f"[{time.time() - t0:.0f} s]"
+        )
+    items = sva.tokenize(
+        tok, sva.generate(args.n, seed=args.seed + 3, min_attractors=1, max_attractors=4)
+    )
     batch = sva.collate(items, pad_to=max(t.length for t in items))
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
@@ -90,8 +101,7 @@ def main(argv=None):
     if args.correct_only:
         batch = batch.select(targets > 0)
 
-    fn = branch_flows_fn(model.encoder, target=model.target_from_outputs,
-                         semiring=MaxProduct())
+    fn = branch_flows_fn(model.encoder, target=model.target_from_outputs, semiring=MaxProduct())
 
     def one(params, ids, am, mpos, good, bad):
         return fn(params, ids, mpos, good, bad, attention_mask=am).flows.top_pos  # [L, S, 4]
@@ -112,16 +122,20 @@ def main(argv=None):
 
     groups = {}
     for name in ("subject", "attractors", "tokens"):
-        mask = batch.position_mask(name)              # [n, S]
+        mask = batch.position_mask(name)  # [n, S]
         v = np.where(mask[:, None, :, None], flows, np.nan)
         # mean over the group's tokens within a sentence, then over sentences
         with warnings.catch_warnings():  # sentences without the group: all-NaN slices
             warnings.simplefilter("ignore", RuntimeWarning)
-            per_sentence = np.nanmean(v, axis=2)          # [n, layers, 4]
+            per_sentence = np.nanmean(v, axis=2)  # [n, layers, 4]
             groups[name] = np.nanmean(per_sentence, axis=0)  # [layers, 4]
 
-    res = {"model": args.model, "n_sentences": int(len(batch)), "branches": list(BRANCHES),
-           "groups": {k: v.tolist() for k, v in groups.items()}}
+    res = {
+        "model": args.model,
+        "n_sentences": int(len(batch)),
+        "branches": list(BRANCHES),
+        "groups": {k: v.tolist() for k, v in groups.items()},
+    }
     ki, qi, vi = BRANCHES.index("key"), BRANCHES.index("query"), BRANCHES.index("value")
     print(f"{'group':10s} {'layer':>5s} " + " ".join(f"{b:>10s}" for b in BRANCHES))
     for name, g in groups.items():
@@ -133,18 +147,24 @@ def main(argv=None):
         share = float(last[ki] / attn) if attn > 0 else float("nan")
         res[f"{name}_last_layer_key_share"] = share
         top = BRANCHES[int(np.nanargmax(last))]
-        print(f"{name}: last-layer share of keys among q/k/v = {share:.1%} "
-              f"(top branch: {top})")
+        print(f"{name}: last-layer share of keys among q/k/v = {share:.1%} (top branch: {top})")
     res["runtime_s"] = time.time() - t0
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     layers = np.arange(1, n_layers + 1)
-    for ax, (name, title) in zip(axes, (("attractors", "(b) attractors"),
-                                        ("subject", "(a) subject"),
-                                        ("tokens", "(c) all tokens"))):
+    for ax, (name, title) in zip(
+        axes,
+        (
+            ("attractors", "(b) attractors"),
+            ("subject", "(a) subject"),
+            ("tokens", "(c) all tokens"),
+        ),
+    ):
         for j, b in enumerate(BRANCHES):
             ax.plot(layers, groups[name][:, j], marker="o", label=BRANCH_LABELS[b])
         ax.set_title(title)
@@ -152,8 +172,9 @@ def main(argv=None):
         ax.set_xticks(layers)
     axes[0].set_ylabel("max-product value (top_pos)")
     axes[-1].legend(fontsize=8)
-    fig.suptitle(f"Top gradient path through BERT branches on SVA ({args.model}, "
-                 f"{len(batch)} sentences)")
+    fig.suptitle(
+        f"Top gradient path through BERT branches on SVA ({args.model}, {len(batch)} sentences)"
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=110)

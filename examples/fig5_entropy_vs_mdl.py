@@ -41,8 +41,9 @@ import numpy as np
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny run for CI (seconds)")
     p.add_argument("--out", default="fig5_entropy_vs_mdl.png", help="output PNG")
     p.add_argument("--json", default=None, help="also write the results table as JSON")
@@ -52,32 +53,58 @@ def parse_args(argv=None):
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--seeds", type=int, default=3, help="model seeds per task")
     p.add_argument("--max-epochs", type=int, default=30, help="paper: 50 epochs")
-    p.add_argument("--mdl-min-steps", type=int, default=100,
-                   help="minimum Adam steps per MDL block model")
-    p.add_argument("--n-entropy", type=int, default=100,
-                   help="validation examples for the mean entropy")
-    p.add_argument("--target", choices=("pred", "true"), default="pred",
-                   help="explain the logit of the predicted or the true class")
-    p.add_argument("--min-val-acc", type=float, default=0.9,
-                   help="drop runs with validation accuracy <= this (paper: 90 %%)")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated BinCountOnes class counts (default: all C | S)")
+    p.add_argument(
+        "--mdl-min-steps", type=int, default=100, help="minimum Adam steps per MDL block model"
+    )
+    p.add_argument(
+        "--n-entropy", type=int, default=100, help="validation examples for the mean entropy"
+    )
+    p.add_argument(
+        "--target",
+        choices=("pred", "true"),
+        default="pred",
+        help="explain the logit of the predicted or the true class",
+    )
+    p.add_argument(
+        "--min-val-acc",
+        type=float,
+        default=0.9,
+        help="drop runs with validation accuracy <= this (paper: 90 %%)",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated BinCountOnes class counts (default: all C | S)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def build_tasks(seq_len, vocab_size, classes=None, quick=False):
-    from jaxpr_semiring.paper.synthetic import (AdjacentDuplicate, BinCountOnes, Contains1,
-                                                ContainsTokenSet, FirstTokenRepeatedImmediately,
-                                                FirstTokenRepeatedLast)
+    from jaxpr_semiring.paper.synthetic import (
+        AdjacentDuplicate,
+        BinCountOnes,
+        Contains1,
+        ContainsTokenSet,
+        FirstTokenRepeatedImmediately,
+        FirstTokenRepeatedLast,
+    )
+
     kw = dict(seq_len=seq_len, vocab_size=vocab_size)
     if quick:
         return [Contains1(**kw), BinCountOnes(num_classes=3, **kw)]
     tasks = [ContainsTokenSet(token_set=ts, **kw) for ts in ((1, 2), (1, 2, 3), (1, 2, 3, 4))]
-    tasks += [Contains1(**kw), AdjacentDuplicate(**kw), FirstTokenRepeatedImmediately(**kw),
-              FirstTokenRepeatedLast(**kw)]
-    cs = ([int(c) for c in classes.split(",")] if classes else
-          [c for c in range(2, seq_len + 1) if seq_len % c == 0])
+    tasks += [
+        Contains1(**kw),
+        AdjacentDuplicate(**kw),
+        FirstTokenRepeatedImmediately(**kw),
+        FirstTokenRepeatedLast(**kw),
+    ]
+    cs = (
+        [int(c) for c in classes.split(",")]
+        if classes
+        else [c for c in range(2, seq_len + 1) if seq_len % c == 0]
+    )
     tasks += [BinCountOnes(num_classes=c, **kw) for c in cs]
     return tasks
 
@@ -103,8 +130,8 @@ def make_entropy_fn(model):
     def one(params, tokens, cls):
         h0 = embed_tokens(model, params, tokens)
         f = lambda h: logits_from_embeddings_fn(model, params)(h)[cls]  # noqa: E731
-        e = js.semiring_grad(f, S)(h0)          # EntropyValue, fields [S, hidden]
-        return S.sum(e, axes=-1).entropy         # [S]
+        e = js.semiring_grad(f, S)(h0)  # EntropyValue, fields [S, hidden]
+        return S.sum(e, axes=-1).entropy  # [S]
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
 
@@ -126,63 +153,93 @@ def run(args):
         model = model_for_task(task, num_layers=2, hidden=64, heads=4, num_classes=36)
         for seed in range(args.seeds):
             t0 = time.time()
-            mdl = online_codelength(train[0], train[1], task.num_classes, model=model,
-                                    max_epochs=args.max_epochs, min_steps=args.mdl_min_steps,
-                                    seed=seed)
-            params, hist = train_classifier(model, train, val, max_epochs=args.max_epochs,
-                                            seed=seed, progress=False)
+            mdl = online_codelength(
+                train[0],
+                train[1],
+                task.num_classes,
+                model=model,
+                max_epochs=args.max_epochs,
+                min_steps=args.mdl_min_steps,
+                seed=seed,
+            )
+            params, hist = train_classifier(
+                model, train, val, max_epochs=args.max_epochs, seed=seed, progress=False
+            )
             if model not in entropy_fns:
                 entropy_fns[model] = make_entropy_fn(model)
-            xe = val[0][:args.n_entropy]
+            xe = val[0][: args.n_entropy]
             logits = np.asarray(model.apply(params, jnp.asarray(xe)))
-            cls = logits.argmax(-1) if args.target == "pred" else val[1][:args.n_entropy]
-            ent = np.asarray(entropy_fns[model](params, jnp.asarray(xe),
-                                                jnp.asarray(cls, jnp.int32)))
+            cls = logits.argmax(-1) if args.target == "pred" else val[1][: args.n_entropy]
+            ent = np.asarray(
+                entropy_fns[model](params, jnp.asarray(xe), jnp.asarray(cls, jnp.int32))
+            )
             if not np.all(np.isfinite(ent)):
-                print(f"WARNING: non-finite entropies for {task_label(task)} seed {seed}",
-                      file=sys.stderr)
-            row = dict(task=task_label(task), family=task.name, num_classes=task.num_classes,
-                       seed=seed, val_acc=float(hist.best_val_acc), mdl_bits=mdl.codelength,
-                       uniform_bits=mdl.uniform_codelength, compression=mdl.compression,
-                       entropy=float(np.nanmean(ent)),
-                       kept=bool(hist.best_val_acc > args.min_val_acc),
-                       seconds=round(time.time() - t0, 1))
+                print(
+                    f"WARNING: non-finite entropies for {task_label(task)} seed {seed}",
+                    file=sys.stderr,
+                )
+            row = dict(
+                task=task_label(task),
+                family=task.name,
+                num_classes=task.num_classes,
+                seed=seed,
+                val_acc=float(hist.best_val_acc),
+                mdl_bits=mdl.codelength,
+                uniform_bits=mdl.uniform_codelength,
+                compression=mdl.compression,
+                entropy=float(np.nanmean(ent)),
+                kept=bool(hist.best_val_acc > args.min_val_acc),
+                seconds=round(time.time() - t0, 1),
+            )
             rows.append(row)
             if not args.no_progress:
-                print(f"{row['task']:32s} seed={seed} val_acc={row['val_acc']:.3f} "
-                      f"MDL={row['mdl_bits']:9.1f} bits (x{row['compression']:.2f}) "
-                      f"H={row['entropy']:.4f} {'kept' if row['kept'] else 'DROPPED'} "
-                      f"[{row['seconds']} s]", flush=True)
+                print(
+                    f"{row['task']:32s} seed={seed} val_acc={row['val_acc']:.3f} "
+                    f"MDL={row['mdl_bits']:9.1f} bits (x{row['compression']:.2f}) "
+                    f"H={row['entropy']:.4f} {'kept' if row['kept'] else 'DROPPED'} "
+                    f"[{row['seconds']} s]",
+                    flush=True,
+                )
     return rows, time.time() - t_start
 
 
 def summarize(rows):
-    lines = [f"{'task':32s} {'C':>3s} {'seeds':>5s} {'val_acc':>8s} {'MDL bits':>10s} "
-             f"{'compr.':>7s} {'entropy':>8s}"]
+    lines = [
+        f"{'task':32s} {'C':>3s} {'seeds':>5s} {'val_acc':>8s} {'MDL bits':>10s} "
+        f"{'compr.':>7s} {'entropy':>8s}"
+    ]
     for name in dict.fromkeys(r["task"] for r in rows):
         rs = [r for r in rows if r["task"] == name and r["kept"]]
         if not rs:
             lines.append(f"{name:32s} (all runs dropped: val acc <= threshold)")
             continue
         m = lambda k: np.mean([r[k] for r in rs])  # noqa: E731
-        lines.append(f"{name:32s} {rs[0]['num_classes']:3d} {len(rs):5d} {m('val_acc'):8.3f} "
-                     f"{m('mdl_bits'):10.1f} {m('compression'):7.2f} {m('entropy'):8.4f}")
+        lines.append(
+            f"{name:32s} {rs[0]['num_classes']:3d} {len(rs):5d} {m('val_acc'):8.3f} "
+            f"{m('mdl_bits'):10.1f} {m('compression'):7.2f} {m('entropy'):8.4f}"
+        )
     kept = [r for r in rows if r["kept"]]
     stats = {}
     if len(kept) >= 3:
         from scipy.stats import spearmanr
-        for fam, sel in (("all", kept), ("binary", [r for r in kept if r["num_classes"] == 2]),
-                         ("BinCountOnes", [r for r in kept if r["family"] == "BinCountOnes"])):
+
+        for fam, sel in (
+            ("all", kept),
+            ("binary", [r for r in kept if r["num_classes"] == 2]),
+            ("BinCountOnes", [r for r in kept if r["family"] == "BinCountOnes"]),
+        ):
             if len(sel) >= 3:
                 rho, p = spearmanr([r["mdl_bits"] for r in sel], [r["entropy"] for r in sel])
                 stats[fam] = (float(rho), float(p), len(sel))
-                lines.append(f"Spearman(MDL, entropy) {fam:13s}: rho={rho:+.3f} p={p:.3g} "
-                             f"(n={len(sel)})")
+                lines.append(
+                    f"Spearman(MDL, entropy) {fam:13s}: rho={rho:+.3f} p={p:.3g} (n={len(sel)})"
+                )
     return "\n".join(lines), stats
 
 
 def plot(rows, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -226,8 +283,11 @@ def main(argv=None):
     print(f"wrote {args.out}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "rows": rows, "spearman": stats,
-                       "runtime_s": secs}, fh, indent=1)
+            json.dump(
+                {"args": vars(args), "rows": rows, "spearman": stats, "runtime_s": secs},
+                fh,
+                indent=1,
+            )
     return rows
 
 

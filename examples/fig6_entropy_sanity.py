@@ -39,21 +39,28 @@ import numpy as np
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny run for CI")
     p.add_argument("--out", default="fig6_entropy_sanity.png")
     p.add_argument("--json", default=None)
     p.add_argument("--parts", default="abc", help="which panels to compute (subset of 'abc')")
-    p.add_argument("--checkpoint", default=None,
-                   help="local HF BERT masked-LM directory (default: MiniLM + verb head)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="local HF BERT masked-LM directory (default: MiniLM + verb head)",
+    )
     p.add_argument("--tsv", default=None, help="Linzen/Goldberg TSV for panel (c)")
     p.add_argument("--head-train", type=int, default=2000, help="sentences to fit the head")
     p.add_argument("--n-length", type=int, default=120, help="sentences for panel (a)")
     p.add_argument("--n-attractors", type=int, default=400, help="sentences for panel (c)")
-    p.add_argument("--bins", default=None,
-                   help="token-length bin edges for (c), e.g. 10,15,20,25,30 (generated data "
-                        "default) or 10,20,30,40,50 (paper / TSV default)")
+    p.add_argument(
+        "--bins",
+        default=None,
+        help="token-length bin edges for (c), e.g. 10,15,20,25,30 (generated data "
+        "default) or 10,20,30,40,50 (paper / TSV default)",
+    )
     p.add_argument("--hidden-sizes", default="2,4,8,16,32,64,128")
     p.add_argument("--mlp-layers", type=int, default=2)
     p.add_argument("--mlp-seeds", type=int, default=3)
@@ -78,12 +85,14 @@ def sentence_entropy_fn(model):
     def one(params, ids, am, mpos, good, bad):
         emb = model.word_embeddings(params, ids)
         f = lambda e: model.target_from_embeddings(params, e, ids, am, mpos, good, bad)  # noqa
-        g = js.semiring_grad(f, S)(emb)                 # [L, H]
-        per_token = S.sum(g, axes=-1).entropy           # ⊕ over hidden dims
-        keep = am.astype(bool)[:, None]                 # only real tokens
-        masked = js.EntropyValue(jax.numpy.where(keep, g.log_z, -jax.numpy.inf),
-                                 jax.numpy.where(keep, g.mean_log_abs, 0.0))
-        whole = S.sum(masked, axes=(0, 1)).entropy      # ⊕ over tokens and hidden dims
+        g = js.semiring_grad(f, S)(emb)  # [L, H]
+        per_token = S.sum(g, axes=-1).entropy  # ⊕ over hidden dims
+        keep = am.astype(bool)[:, None]  # only real tokens
+        masked = js.EntropyValue(
+            jax.numpy.where(keep, g.log_z, -jax.numpy.inf),
+            jax.numpy.where(keep, g.mean_log_abs, 0.0),
+        )
+        whole = S.sum(masked, axes=(0, 1)).entropy  # ⊕ over tokens and hidden dims
         return per_token, whole
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, 0)))
@@ -91,6 +100,7 @@ def sentence_entropy_fn(model):
 
 def batch_entropies(model, fn, batch, bs):
     from jaxpr_semiring.paper.batching import map_batches
+
     per_tok, whole = map_batches(lambda *c: fn(model.params, *c), batch.target_args(), bs)
     am = batch.attention_mask.astype(bool)
     mean_tok = np.array([per_tok[i][am[i]].mean() for i in range(len(batch))])
@@ -99,38 +109,53 @@ def batch_entropies(model, fn, batch, bs):
 
 def data_a(args, tok):
     from jaxpr_semiring.paper import sva
+
     return sva.tokenize(tok, sva.generate(args.n_length, seed=args.seed + 1, max_attractors=4))
 
 
 def part_a(args, model, items, fn, pad_to):
     from jaxpr_semiring.paper import sva
+
     batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
     mean_tok, whole = batch_entropies(model, fn, batch, args.batch)
     lengths = batch.lengths
     from scipy.stats import spearmanr
+
     r1 = spearmanr(lengths, whole)
     r2 = spearmanr(lengths, mean_tok)
-    return dict(lengths=lengths.tolist(), whole=whole.tolist(), mean_token=mean_tok.tolist(),
-                spearman_whole=(float(r1.statistic), float(r1.pvalue)),
-                spearman_mean_token=(float(r2.statistic), float(r2.pvalue)))
+    return dict(
+        lengths=lengths.tolist(),
+        whole=whole.tolist(),
+        mean_token=mean_tok.tolist(),
+        spearman_whole=(float(r1.statistic), float(r1.pvalue)),
+        spearman_mean_token=(float(r2.statistic), float(r2.pvalue)),
+    )
 
 
 def data_c(args, tok):
     from jaxpr_semiring.paper import sva
+
     if args.tsv:
         exs = sva.load_tsv(args.tsv)
         rng = np.random.default_rng(args.seed)
         by = {k: [e for e in exs if e.n_attractors == k] for k in range(1, 5)}
         per = args.n_attractors // 4
-        exs = [e for k in range(1, 5) for e in
-               (list(np.array(by[k], dtype=object)[rng.permutation(len(by[k]))[:per]])
-                if by[k] else [])]
+        exs = [
+            e
+            for k in range(1, 5)
+            for e in (
+                list(np.array(by[k], dtype=object)[rng.permutation(len(by[k]))[:per]])
+                if by[k]
+                else []
+            )
+        ]
         bins = args.bins or "10,20,30,40,50"
     else:
-        exs = sva.generate(args.n_attractors, seed=args.seed + 2, min_attractors=1,
-                           max_attractors=4)
+        exs = sva.generate(
+            args.n_attractors, seed=args.seed + 2, min_attractors=1, max_attractors=4
+        )
         bins = args.bins or "10,15,20,25,30"
     edges = [int(b) for b in bins.split(",")]
     items = sva.tokenize(tok, exs)
@@ -141,6 +166,7 @@ def part_c(args, model, items, edges, fn, pad_to):
     from scipy.stats import spearmanr
 
     from jaxpr_semiring.paper import sva
+
     batch = sva.collate(items, pad_to=pad_to)
     if hasattr(model, "register_batch"):
         model.register_batch(batch)
@@ -165,14 +191,22 @@ def part_c(args, model, items, edges, fn, pad_to):
         sel = batch.lengths == length
         if sel.sum() >= 8 and len(np.unique(k[sel])) > 1:
             r = spearmanr(k[sel], mean_tok[sel])
-            exact.append(dict(length=int(length), n=int(sel.sum()), rho=float(r.statistic),
-                              p=float(r.pvalue)))
+            exact.append(
+                dict(
+                    length=int(length), n=int(sel.sum()), rho=float(r.statistic), p=float(r.pvalue)
+                )
+            )
     A = np.stack([L, np.ones_like(L)], 1)
     resid = mean_tok - A @ np.linalg.lstsq(A, mean_tok, rcond=None)[0]
     r = spearmanr(k, resid) if len(np.unique(k)) > 1 else None
-    return dict(n_attractors=k.tolist(), lengths=batch.lengths.tolist(),
-                entropy=mean_tok.tolist(), bins=rows, exact_length=exact,
-                residual_spearman=(float(r.statistic), float(r.pvalue)) if r else None)
+    return dict(
+        n_attractors=k.tolist(),
+        lengths=batch.lengths.tolist(),
+        entropy=mean_tok.tolist(),
+        bins=rows,
+        exact_length=exact,
+        residual_spearman=(float(r.statistic), float(r.pvalue)) if r else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,16 +244,22 @@ def part_b(args):
     for h in sizes:
         model = MLP(h, args.mlp_layers)
         for seed in range(args.mlp_seeds):
+
             def loss(p, batch, model=model):
                 xb, yb = batch
-                return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, xb),
-                                                                       yb).mean()
+                return optax.softmax_cross_entropy_with_integer_labels(
+                    model.apply(p, xb), yb
+                ).mean()
 
             # one epoch: 1500 (--quick: 100) minibatches of 128 rows drawn with replacement
             r = np.random.default_rng(seed)
             draws = (r.integers(0, n_train, 128) for _ in range(100 if args.quick else 1500))
-            params, _ = fit(loss, model.init(jax.random.key(seed), xtr[:1]),
-                            ((xtr[i], ytr[i]) for i in draws), learning_rate=1e-2)
+            params, _ = fit(
+                loss,
+                model.init(jax.random.key(seed), xtr[:1]),
+                ((xtr[i], ytr[i]) for i in draws),
+                learning_rate=1e-2,
+            )
             logits = np.asarray(model.apply(params, xte))
             acc = float((logits.argmax(-1) == yte).mean())
             cls = jnp.asarray(logits.argmax(-1), jnp.int32)
@@ -230,10 +270,16 @@ def part_b(args):
                 return jnp.where(g.log_z > -jnp.inf, g.entropy, jnp.nan)
 
             e = np.asarray(jax.jit(jax.vmap(ent, in_axes=(None, 0, 0)))(params, xte, cls))
-            out.append(dict(hidden=h, seed=seed, test_acc=acc,
-                            dead_fraction=float(np.isnan(e).mean()),
-                            relevant=float(np.nanmean(e[:, 0])),
-                            irrelevant=float(np.nanmean(e[:, 1:]))))
+            out.append(
+                dict(
+                    hidden=h,
+                    seed=seed,
+                    test_acc=acc,
+                    dead_fraction=float(np.isnan(e).mean()),
+                    relevant=float(np.nanmean(e[:, 0])),
+                    irrelevant=float(np.nanmean(e[:, 1:])),
+                )
+            )
     return out
 
 
@@ -242,6 +288,7 @@ def part_b(args):
 
 def plot(res, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -259,8 +306,10 @@ def plot(res, out):
             ax.legend(fontsize=8)
         elif k == "b":
             hs = sorted({d["hidden"] for d in r})
-            for key, lab in (("relevant", "relevant feature"),
-                             ("irrelevant", "irrelevant features")):
+            for key, lab in (
+                ("relevant", "relevant feature"),
+                ("irrelevant", "irrelevant features"),
+            ):
                 m = [np.mean([d[key] for d in r if d["hidden"] == h]) for h in hs]
                 sd = [np.std([d[key] for d in r if d["hidden"] == h]) for h in hs]
                 ax.errorbar(hs, m, yerr=sd, marker="o", capsize=3, label=lab)
@@ -279,8 +328,12 @@ def plot(res, out):
                 if not sel.any():
                     continue
                 ks = sorted(set(k_att[sel].tolist()))
-                ax.plot(ks, [ent[sel & (k_att == kk)].mean() for kk in ks], marker="o",
-                        label=f"{b['bin']} tok (ρ={b['rho']:+.2f})")
+                ax.plot(
+                    ks,
+                    [ent[sel & (k_att == kk)].mean() for kk in ks],
+                    marker="o",
+                    label=f"{b['bin']} tok (ρ={b['rho']:+.2f})",
+                )
             ax.set_xlabel("number of attractors")
             ax.set_ylabel("mean per-token entropy")
             ax.set_title("(c) entropy vs attractors (App. B.2)")
@@ -307,21 +360,30 @@ def main(argv=None):
         print("(b) hidden  relevant  irrelevant  test_acc")
         for h in sorted({d["hidden"] for d in res["b"]}):
             ds = [d for d in res["b"] if d["hidden"] == h]
-            print(f"    {h:6d} {np.mean([d['relevant'] for d in ds]):9.4f} "
-                  f"{np.mean([d['irrelevant'] for d in ds]):10.4f} "
-                  f"{np.mean([d['test_acc'] for d in ds]):9.3f}")
+            print(
+                f"    {h:6d} {np.mean([d['relevant'] for d in ds]):9.4f} "
+                f"{np.mean([d['irrelevant'] for d in ds]):10.4f} "
+                f"{np.mean([d['test_acc'] for d in ds]):9.3f}"
+            )
         print(f"    [{time.time() - tb:.0f} s]")
     if "a" in args.parts or "c" in args.parts:
         from jaxpr_semiring.paper.sva_models import load_sva_model
+
         tm = time.time()
-        model, tok, rep = load_sva_model(args.checkpoint or "minilm",
-                                         head_train=args.head_train,
-                                         head_steps=50 if args.quick else 300, seed=args.seed)
+        model, tok, rep = load_sva_model(
+            args.checkpoint or "minilm",
+            head_train=args.head_train,
+            head_steps=50 if args.quick else 300,
+            seed=args.seed,
+        )
         if rep is not None:
-            print(f"verb-number head: train acc {rep.train_accuracy:.3f}, held-out acc "
-                  f"{rep.heldout_accuracy:.3f} [{time.time() - tm:.0f} s]")
-            res["head"] = dict(train_accuracy=rep.train_accuracy,
-                               heldout_accuracy=rep.heldout_accuracy)
+            print(
+                f"verb-number head: train acc {rep.train_accuracy:.3f}, held-out acc "
+                f"{rep.heldout_accuracy:.3f} [{time.time() - tm:.0f} s]"
+            )
+            res["head"] = dict(
+                train_accuracy=rep.train_accuracy, heldout_accuracy=rep.heldout_accuracy
+            )
         fn = sentence_entropy_fn(model)
         # one padded length for (a) and (c): a single compilation of the semiring pass
         items_a = data_a(args, tok) if "a" in args.parts else []
@@ -335,12 +397,16 @@ def main(argv=None):
             for lo in range(0, int(L.max()) + 1, 5):
                 sel = (L >= lo) & (L < lo + 5)
                 if sel.any():
-                    print(f"    {lo:3d}-{lo + 4:<3d} {sel.sum():4d} "
-                          f"{np.mean(np.array(res['a']['whole'])[sel]):13.4f} "
-                          f"{np.mean(np.array(res['a']['mean_token'])[sel]):13.4f}")
-            print(f"    Spearman(length, whole H) = {res['a']['spearman_whole'][0]:+.3f}; "
-                  f"(length, mean-token H) = {res['a']['spearman_mean_token'][0]:+.3f} "
-                  f"[{time.time() - ta:.0f} s]")
+                    print(
+                        f"    {lo:3d}-{lo + 4:<3d} {sel.sum():4d} "
+                        f"{np.mean(np.array(res['a']['whole'])[sel]):13.4f} "
+                        f"{np.mean(np.array(res['a']['mean_token'])[sel]):13.4f}"
+                    )
+            print(
+                f"    Spearman(length, whole H) = {res['a']['spearman_whole'][0]:+.3f}; "
+                f"(length, mean-token H) = {res['a']['spearman_mean_token'][0]:+.3f} "
+                f"[{time.time() - ta:.0f} s]"
+            )
         if "c" in args.parts:
             tc = time.time()
             res["c"] = part_c(args, model, items_c, edges, fn, pad_to)
@@ -349,18 +415,24 @@ def main(argv=None):
                 print(f"    {b['bin']:8s} {b['n']:4d} {b['rho']:+.3f} {b['p']:.3g}")
             ex = res["c"]["exact_length"]
             if ex:
-                print("    exact-length groups: median rho "
-                      f"{np.median([d['rho'] for d in ex]):+.3f} over {len(ex)} lengths, "
-                      f"{sum(d['p'] < 0.05 for d in ex)} with p < 0.05")
+                print(
+                    "    exact-length groups: median rho "
+                    f"{np.median([d['rho'] for d in ex]):+.3f} over {len(ex)} lengths, "
+                    f"{sum(d['p'] < 0.05 for d in ex)} with p < 0.05"
+                )
             if res["c"]["residual_spearman"]:
                 rho, pv = res["c"]["residual_spearman"]
-                print(f"    Spearman(#attractors, length-residualised entropy) = {rho:+.3f} "
-                      f"(p={pv:.3g})")
+                print(
+                    f"    Spearman(#attractors, length-residualised entropy) = {rho:+.3f} "
+                    f"(p={pv:.3g})"
+                )
             k = np.array(res["c"]["n_attractors"])
             e = np.array(res["c"]["entropy"])
-            print("    mean entropy by #attractors: " + ", ".join(
-                f"{kk}: {e[k == kk].mean():.4f}" for kk in sorted(set(k.tolist()))) +
-                f" [{time.time() - tc:.0f} s]")
+            print(
+                "    mean entropy by #attractors: "
+                + ", ".join(f"{kk}: {e[k == kk].mean():.4f}" for kk in sorted(set(k.tolist())))
+                + f" [{time.time() - tc:.0f} s]"
+            )
     plot(res, args.out)
     print(f"wrote {args.out}; total {time.time() - t0:.0f} s")
     if args.json:

@@ -8,6 +8,7 @@ scan, not unrolled); ``S.sum`` over the hidden axis aggregates a time step (pape
 
     python examples/lstm_top_paths.py --steps 8 --hidden 16
 """
+
 import argparse
 import time
 
@@ -33,7 +34,9 @@ class LSTMLM(nn.Module):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=8, help="sequence length")
     p.add_argument("--hidden", type=int, default=16, help="LSTM width (= embedding width)")
     p.add_argument("--vocab", type=int, default=20)
@@ -55,16 +58,20 @@ def main(argv=None):
 
     S = js.MaxProduct()
     t0 = time.time()
-    g = jax.jit(js.semiring_grad(logit, S))(emb)          # per element: MaxProductValue
-    per_step = S.sum(g, axes=(0, 2))                      # ⊕ over batch and hidden dims
+    g = jax.jit(js.semiring_grad(logit, S))(emb)  # per element: MaxProductValue
+    per_step = S.sum(g, axes=(0, 2))  # ⊕ over batch and hidden dims
     jax.block_until_ready(per_step)
     real = jax.grad(logit)(emb)
-    print(f"LSTM LM: {args.layers} layers, hidden {args.hidden}, {args.steps} steps; "
-          f"explaining logit of token {target} ({time.time() - t0:.2f}s incl. compile)")
+    print(
+        f"LSTM LM: {args.layers} layers, hidden {args.hidden}, {args.steps} steps; "
+        f"explaining logit of token {target} ({time.time() - t0:.2f}s incl. compile)"
+    )
     print(f"{'step':>4} {'token':>5} {'top_pos':>12} {'top_neg':>12} {'|grad|_1':>10}")
     for t in range(args.steps):
-        print(f"{t:>4} {int(tokens[t]):>5} {float(per_step.top_pos[t]):>12.4e} "
-              f"{float(per_step.top_neg[t]):>12.4e} {float(jnp.abs(real[0, t]).sum()):>10.4f}")
+        print(
+            f"{t:>4} {int(tokens[t]):>5} {float(per_step.top_pos[t]):>12.4e} "
+            f"{float(per_step.top_neg[t]):>12.4e} {float(jnp.abs(real[0, t]).sum()):>10.4f}"
+        )
     best = int(np.argmax(np.maximum(np.asarray(per_step.top_pos), -np.asarray(per_step.top_neg))))
     print(f"time step holding the strongest single path: {best}")
 

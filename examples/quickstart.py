@@ -5,6 +5,7 @@
 Paper Fig. 1: f(x, y) = exp(x) + (x − y)·y at (x, y) = (1, 2). From x there are two paths
 (e^x, and y through the product); from y two (−y through x − y, and x − y directly).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,16 @@ import jax.numpy as jnp
 
 import jaxpr_semiring as js
 
-SEMIRINGS = [js.Real(), js.MaxProduct(), js.MaxAbs(), js.Log(), js.Entropy(), js.Expectation(),
-             js.Counting(), js.Boolean()]
+SEMIRINGS = [
+    js.Real(),
+    js.MaxProduct(),
+    js.MaxAbs(),
+    js.Log(),
+    js.Entropy(),
+    js.Expectation(),
+    js.Counting(),
+    js.Boolean(),
+]
 
 
 def describe(value) -> str:
@@ -45,8 +54,14 @@ def small_bert(layers: int) -> None:
 
     from jaxpr_semiring.models.hf_bert import word_embeddings_replaced_by
 
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=32)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     model = FlaxBertForMaskedLM(cfg, seed=0)
     ids = jnp.array([[2, 17, 45, 3, 61, 9, 4]])
     mask_pos, good, bad = 3, 12, 40
@@ -57,8 +72,12 @@ def small_bert(layers: int) -> None:
             logits = model(ids, params=model.params).logits
         return logits[0, mask_pos, good] - logits[0, mask_pos, bad]
 
-    print(f"Random {layers}-layer BERT (hidden 32): logit({good}) - logit({bad}) at position {mask_pos}, "
-          f"semiring gradient w.r.t. each token's embedding, aggregated over hidden dims (paper Eq. 3)")
+    print(
+        f"Random {layers}-layer BERT (hidden 32): logit({good}) - logit({bad}) at position "
+        f"{mask_pos}, "
+        "semiring gradient w.r.t. each token's embedding, aggregated over hidden dims (paper "
+        "Eq. 3)"
+    )
     header = "semiring     " + " ".join(f"{'tok' + str(t):>10}" for t in range(ids.shape[1]))
     print(header)
     for S in SEMIRINGS:
@@ -74,16 +93,28 @@ def small_bert(layers: int) -> None:
             row = per_token.entropy
         else:
             row = per_token
-        label = {"Real": "|Real|", "MaxProduct": "MaxProd.pos", "MaxAbs": "MaxAbs.log", "Entropy": "Entropy.H",
-                 "Expectation": "Expect.H"}.get(S.name, S.name)
-        cells = " ".join(f"{str(bool(v)) if row.dtype == bool else f'{float(v):.3g}':>10}" for v in row)
+        label = {
+            "Real": "|Real|",
+            "MaxProduct": "MaxProd.pos",
+            "MaxAbs": "MaxAbs.log",
+            "Entropy": "Entropy.H",
+            "Expectation": "Expect.H",
+        }.get(S.name, S.name)
+        cells = " ".join(
+            f"{str(bool(v)) if row.dtype == bool else f'{float(v):.3g}':>10}" for v in row
+        )
         print(f"{label:<12} {cells}")
-    print("\n|Real| = Σ|jax.grad| over hidden dims; MaxProd.pos = best path product; Log and Counting are log Σ|g(p)| and "
-          "log #paths; Entropy.H is the path entropy.")
+    print(
+        "\n|Real| = Σ|jax.grad| over hidden dims; MaxProd.pos = best path product; Log and "
+        "Counting are log Σ|g(p)| and "
+        "log #paths; Entropy.H is the path entropy."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", type=int, default=2, help="BERT layers (default 2)")
     args = parser.parse_args()
     fig1()

@@ -7,6 +7,7 @@ Starts at the input-embedding element with the largest max-product value for a s
 primitive, Flax module path, element index, edge weight and running product. The path comes from
 one jitted backward pass (pointer max-product) and a pointer chase.
 """
+
 import argparse
 import os
 import time
@@ -44,11 +45,15 @@ def main():
     jax.block_until_ready(path.ids)
     took = time.perf_counter() - t0
     tokpos = path.start["index"][0]
-    print(f"sentence {args.sentence!r}; path starts at token {enc.tokens[tokpos]!r} "
-          f"(position {tokpos}), hidden dim {path.start['index'][1]}")
+    print(
+        f"sentence {args.sentence!r}; path starts at token {enc.tokens[tokpos]!r} "
+        f"(position {tokpos}), hidden dim {path.start['index'][1]}"
+    )
     print(path)
-    print(f"\nproduct of edge weights {path.product:.6g} vs max-product value {path.value:.6g} "
-          f"({took:.1f} s including compilation)")
+    print(
+        f"\nproduct of edge weights {path.product:.6g} vs max-product value {path.value:.6g} "
+        f"({took:.1f} s including compilation)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,25 @@
 >>> g.top_pos.tolist()
 [3.0, 3.0]
 """
-from .semirings import (Semiring, IndexMap, Real, MaxProduct, MaxAbs, Entropy, Expectation, Log,
-                        Counting, Boolean, TopK, MaxProductValue, MaxAbsValue, EntropyValue,
-                        ExpectationValue, TopKValue)
+
+from .semirings import (
+    Semiring,
+    IndexMap,
+    Real,
+    MaxProduct,
+    MaxAbs,
+    Entropy,
+    Expectation,
+    Log,
+    Counting,
+    Boolean,
+    TopK,
+    MaxProductValue,
+    MaxAbsValue,
+    EntropyValue,
+    ExpectationValue,
+    TopKValue,
+)
 from .semirings.product import Product
 from .api import semiring_grad, value_and_semiring_grad
 from .markers import tap
@@ -22,10 +38,40 @@ from . import kernels, rules
 __version__ = "0.1.0"
 
 __all__ = [
-    "semiring_grad", "value_and_semiring_grad", "Semiring", "IndexMap", "Real", "MaxProduct",
-    "MaxAbs", "Entropy", "Expectation", "Log", "Counting", "Boolean", "TopK", "MaxProductValue",
-    "MaxAbsValue", "EntropyValue", "ExpectationValue", "TopKValue", "Product", "tap",
-    "tap_modules", "flows", "FlowReport", "TapFlow", "top_path", "Path", "PathStep", "atomic",
-    "atomic_modules", "atomic_functions", "sample_paths", "SampledPaths", "BranchShare",
-    "run_dataset", "kernels", "rules",
+    "semiring_grad",
+    "value_and_semiring_grad",
+    "Semiring",
+    "IndexMap",
+    "Real",
+    "MaxProduct",
+    "MaxAbs",
+    "Entropy",
+    "Expectation",
+    "Log",
+    "Counting",
+    "Boolean",
+    "TopK",
+    "MaxProductValue",
+    "MaxAbsValue",
+    "EntropyValue",
+    "ExpectationValue",
+    "TopKValue",
+    "Product",
+    "tap",
+    "tap_modules",
+    "flows",
+    "FlowReport",
+    "TapFlow",
+    "top_path",
+    "Path",
+    "PathStep",
+    "atomic",
+    "atomic_modules",
+    "atomic_functions",
+    "sample_paths",
+    "SampledPaths",
+    "BranchShare",
+    "run_dataset",
+    "kernels",
+    "rules",
 ]

@@ -5,6 +5,7 @@ JAX renames primitives and their parameters between releases (``pjit`` → ``jit
 ``jaxpr``/``linear``/``_split_transpose``…). This module is the one place that knows; the
 interpreter and the rules ask it.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
@@ -32,10 +33,11 @@ _CALL_BODY_PARAM = {
 # body wraps the maximum in ``stop_gradient`` (jax 0.10: yes; 0.12 ``jax.nn.softmax``: no), which
 # would add or remove paths through the maximum. The graph is the same on every release: inside
 # these bodies the maximum is a constant (docs/semantics.md, "Library functions").
-# name (the function name in the body's debug info, as jaxprs print it) → primitives whose outputs are the shift.
+# name (the function name in the body's debug info, as jaxprs print it) → primitives whose outputs
+# are the shift.
 SHIFT_INVARIANT_BODIES = {
-    "_softmax": ("reduce_max",),          # jax.nn.softmax, jax >= 0.12
-    "_logsumexp_impl": ("reduce_max",),   # jax.nn.logsumexp / jax.scipy.special.logsumexp
+    "_softmax": ("reduce_max",),  # jax.nn.softmax, jax >= 0.12
+    "_logsumexp_impl": ("reduce_max",),  # jax.nn.logsumexp / jax.scipy.special.logsumexp
 }
 
 

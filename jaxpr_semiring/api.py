@@ -8,6 +8,7 @@ and :func:`backprop`, the one traced backward pass they (and flow reports, top p
 >>> f(jnp.zeros(2)).top_pos.tolist()
 [3.0, 3.0]
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,8 +23,14 @@ from . import interpreter
 from .semirings import Real, Semiring
 from .semirings.product import Product, as_semiring, split
 
-__all__ = ["semiring_grad", "value_and_semiring_grad", "backprop", "Backprop", "normalize_argnums",
-           "trace"]
+__all__ = [
+    "semiring_grad",
+    "value_and_semiring_grad",
+    "backprop",
+    "Backprop",
+    "normalize_argnums",
+    "trace",
+]
 
 
 def normalize_argnums(argnums) -> tuple[tuple[int, ...], bool]:
@@ -37,31 +44,42 @@ def _check_input(x):
     key_dtype = getattr(x, "dtype", None)
     if key_dtype is not None and jnp.issubdtype(key_dtype, jax.dtypes.prng_key):
         raise TypeError(
-            f"semiring_grad cannot differentiate a PRNG key (dtype {x.dtype}): a key is randomness, "
+            f"semiring_grad cannot differentiate a PRNG key (dtype {x.dtype}): a key is "
+            "randomness, "
             f"not data; pass it through a non-differentiated argnum (e.g. argnums=1 for f(key, x)) "
-            f"or close over it, as you would with jax.grad.")
+            f"or close over it, as you would with jax.grad."
+        )
     dtype = jnp.result_type(x)
     if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
         raise TypeError(
             f"semiring_grad requires real-valued inputs (input dtype that is a sub-dtype of "
             f"np.floating), but got {np.dtype(dtype).name}. Integer and boolean arguments are "
             f"structure, not data: pass them through a non-differentiated argnum (or close over "
-            f"them), as you would with jax.grad.")
+            f"them), as you would with jax.grad."
+        )
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(f"semiring_grad requires real-valued inputs, but got {np.dtype(dtype).name}: "
-                        f"complex-valued paths have no semiring semantics here.")
+        raise TypeError(
+            f"semiring_grad requires real-valued inputs, but got {np.dtype(dtype).name}: "
+            f"complex-valued paths have no semiring semantics here."
+        )
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"semiring_grad requires numerical-valued inputs, but got {np.dtype(dtype).name}.")
+        raise TypeError(
+            f"semiring_grad requires numerical-valued inputs, but got {np.dtype(dtype).name}."
+        )
 
 
 def _check_output(aval):
     if aval.shape != ():
-        raise TypeError(f"Gradient only defined for scalar-output functions. Output had shape: "
-                        f"{aval.shape}. Reduce it to a scalar first (e.g. sum it, or pick the "
-                        f"logit difference you want to explain).")
+        raise TypeError(
+            f"Gradient only defined for scalar-output functions. Output had shape: "
+            f"{aval.shape}. Reduce it to a scalar first (e.g. sum it, or pick the "
+            f"logit difference you want to explain)."
+        )
     if not jnp.issubdtype(aval.dtype, jnp.floating):
-        raise TypeError(f"semiring_grad requires real-valued outputs (output dtype that is a "
-                        f"sub-dtype of np.floating), but got {np.dtype(aval.dtype).name}.")
+        raise TypeError(
+            f"semiring_grad requires real-valued outputs (output dtype that is a "
+            f"sub-dtype of np.floating), but got {np.dtype(aval.dtype).name}."
+        )
 
 
 def trace(fun: Callable, args: Sequence, kwargs: dict, argnums: tuple[int, ...], has_aux: bool):
@@ -70,9 +88,12 @@ def trace(fun: Callable, args: Sequence, kwargs: dict, argnums: tuple[int, ...],
     Returns (closed_jaxpr, flat_diff_args, diff_treedef, aux_treedef).
     """
     if argnums and max(argnums) >= len(args):
-        raise TypeError(f"differentiating with respect to argnums={argnums if len(argnums) > 1 else argnums[0]} "
-                        f"requires at least {max(argnums) + 1} positional arguments to be passed by "
-                        f"the caller, but got only {len(args)} positional arguments.")
+        raise TypeError(
+            f"differentiating with respect to "
+            f"argnums={argnums if len(argnums) > 1 else argnums[0]} "
+            f"requires at least {max(argnums) + 1} positional arguments to be passed by "
+            f"the caller, but got only {len(args)} positional arguments."
+        )
     diff_args = tuple(args[i] for i in argnums)
     flat, treedef = jax.tree.flatten(diff_args)
     for x in flat:
@@ -86,8 +107,10 @@ def trace(fun: Callable, args: Sequence, kwargs: dict, argnums: tuple[int, ...],
         out = fun(*new_args, **kwargs)
         if has_aux:
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError(f"expected function with aux output to return a two-element tuple, "
-                                f"but got type {type(out)} with value {out!r}")
+                raise TypeError(
+                    f"expected function with aux output to return a two-element tuple, "
+                    f"but got type {type(out)} with value {out!r}"
+                )
             out, aux = out
         else:
             aux = None
@@ -102,23 +125,29 @@ def trace(fun: Callable, args: Sequence, kwargs: dict, argnums: tuple[int, ...],
 
 class Backprop(NamedTuple):
     """Everything one semiring backward pass produced (see :func:`backprop`)."""
-    value: Any        # fun's output (the first one with has_aux)
-    grads: Any        # semiring values shaped like the differentiated arguments
-    aux: Any          # the auxiliary output (has_aux), else None
-    graph: Any        # the flattened interpreter.Graph
+
+    value: Any  # fun's output (the first one with has_aux)
+    grads: Any  # semiring values shaped like the differentiated arguments
+    aux: Any  # the auxiliary output (has_aux), else None
+    graph: Any  # the flattened interpreter.Graph
     cotangents: dict  # every variable's semiring cotangent, by Ref key
-    env: dict         # every variable's primal, by Ref key
+    env: dict  # every variable's primal, by Ref key
 
 
 def _instance_hint(cls: type) -> str:
     """``"TopK(k)"``: how to call a semiring class (its required arguments by name)."""
     import inspect
+
     try:
         params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
         params = []
-    need = [p.name for p in params if p.default is inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    need = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     return f"{cls.__name__}({', '.join(need)})"
 
 
@@ -126,13 +155,19 @@ def _check_semiring(semiring) -> None:
     """A semiring class where an instance belongs (``js.MaxProduct``): a one-line TypeError."""
     for s in semiring if isinstance(semiring, (tuple, list)) else (semiring,):
         if isinstance(s, type) and issubclass(s, Semiring):
-            raise TypeError(f"got the semiring class {s.__name__}, not a semiring: pass an "
-                            f"instance: {_instance_hint(s)}.")
+            raise TypeError(
+                f"got the semiring class {s.__name__}, not a semiring: pass an "
+                f"instance: {_instance_hint(s)}."
+            )
 
 
-def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = None,
-             argnums: int | Sequence[int] = 0, has_aux: bool = False,
-             observer: interpreter.Observer | None = None) -> Callable[..., Backprop]:
+def backprop(
+    fun: Callable,
+    semiring: Semiring | Sequence[Semiring] | None = None,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+    observer: interpreter.Observer | None = None,
+) -> Callable[..., Backprop]:
     """Trace ``fun`` and run the semiring backward pass once, optionally with an ``observer``
     (:class:`jaxpr_semiring.interpreter.Observer`); returns a function of ``fun``'s arguments
     giving a :class:`Backprop`. The building block of :func:`semiring_grad`, flow reports and
@@ -152,8 +187,10 @@ def backprop(fun: Callable, semiring: Semiring | Sequence[Semiring] | None = Non
         closed, flat, treedef, aux_def = trace(fun, args, kwargs, argnums_t, has_aux)
         flat = [jnp.asarray(x) for x in flat]
         outs, cts, graph, env = interpreter.run(S, closed, flat, observer)
-        flat_cts = [cts[r.key] if r.key in cts else S.zeros(np.shape(x), jnp.result_type(x))
-                    for r, x in zip(graph.invars, flat)]
+        flat_cts = [
+            cts[r.key] if r.key in cts else S.zeros(np.shape(x), jnp.result_type(x))
+            for r, x in zip(graph.invars, flat)
+        ]
         one = lambda leaves: jax.tree.unflatten(treedef, leaves)[0 if single else slice(None)]
         if isinstance(S, Product):
             grads = tuple(one(c) for c in split(flat_cts, len(S.semirings)))
@@ -171,17 +208,21 @@ def _decorator_or(fun, semiring, make):
     _check_semiring(semiring)
     if isinstance(fun, type) and issubclass(fun, Semiring):
         _check_semiring(fun)
-    if isinstance(fun, Semiring) or (isinstance(fun, (tuple, list)) and fun
-                                     and all(isinstance(s, Semiring) for s in fun)):
+    if isinstance(fun, Semiring) or (
+        isinstance(fun, (tuple, list)) and fun and all(isinstance(s, Semiring) for s in fun)
+    ):
         fun, semiring = None, fun
     if fun is None:
         return lambda f: make(f, semiring)
     return make(fun, semiring)
 
 
-def value_and_semiring_grad(fun: Callable | None = None,
-                            semiring: Semiring | Sequence[Semiring] | None = None,
-                            argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+def value_and_semiring_grad(
+    fun: Callable | None = None,
+    semiring: Semiring | Sequence[Semiring] | None = None,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+) -> Callable:
     """Like :func:`semiring_grad` but also returns ``fun``'s value: ``(value, grad)`` or
     ``((value, aux), grad)`` with ``has_aux``.
 
@@ -190,6 +231,7 @@ def value_and_semiring_grad(fun: Callable | None = None,
     >>> float(v), g.tolist()
     (2.0, [2.0, 2.0])
     """
+
     def make(fun, semiring):
         run = backprop(fun, semiring, argnums, has_aux)
 
@@ -203,9 +245,12 @@ def value_and_semiring_grad(fun: Callable | None = None,
     return _decorator_or(fun, semiring, make)
 
 
-def semiring_grad(fun: Callable | None = None,
-                  semiring: Semiring | Sequence[Semiring] | None = None,
-                  argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+def semiring_grad(
+    fun: Callable | None = None,
+    semiring: Semiring | Sequence[Semiring] | None = None,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+) -> Callable:
     """Semiring gradient of a scalar function: ⊕ over all paths input → output of ⊗ of the
     lifted local derivatives (paper Eq. 2), for every element of the differentiated arguments.
 
@@ -226,6 +271,7 @@ def semiring_grad(fun: Callable | None = None,
     >>> float(mp.top_pos), round(float(ent.entropy), 4)
     (1.0, 0.6931)
     """
+
     def make(fun, semiring):
         run = backprop(fun, semiring, argnums, has_aux)
 

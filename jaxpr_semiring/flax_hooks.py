@@ -6,6 +6,7 @@ the selected modules' inputs/outputs (flow reports); :func:`module_selector` is 
 Flax linen also records each module's path in the equations' name stack, which is where the
 graph's node paths (``"bert/encoder/layer/0/attention/self/query"``) come from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def path_matcher(pattern) -> Callable[[str], bool]:
     return lambda s: fnmatch.fnmatchcase(s, pattern)
 
 
-def module_selector(select: Any = None, *, types: type | Sequence[type] = (),
-                    methods: Sequence[str] = ("__call__",)) -> Callable[[Any, str], str | None]:
+def module_selector(
+    select: Any = None, *, types: type | Sequence[type] = (), methods: Sequence[str] = ("__call__",)
+) -> Callable[[Any, str], str | None]:
     """``(module, method_name) -> path | None``: the module's path when the call matches
     ``select``/``types``/``methods`` as :func:`tap_modules` documents them, else None (shared by
     :func:`tap_modules` and :func:`jaxpr_semiring.atomic_modules`).
@@ -83,15 +85,23 @@ def _tap_floats(x, name):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(x)
     if len(leaves) == 1 and not leaves[0][0]:
         return tap(x, name) if _is_float_array(x) else x
-    out = [tap(leaf, name + jax.tree_util.keystr(p)) if _is_float_array(leaf) else leaf
-           for p, leaf in leaves]
+    out = [
+        tap(leaf, name + jax.tree_util.keystr(p)) if _is_float_array(leaf) else leaf
+        for p, leaf in leaves
+    ]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
 @contextlib.contextmanager
-def tap_modules(select: Any = None, *, types: type | Sequence[type] = (),
-                inputs: bool | int | Sequence[int] = True, outputs: bool = False,
-                methods: Sequence[str] = ("__call__",), prefix: str = ""):
+def tap_modules(
+    select: Any = None,
+    *,
+    types: type | Sequence[type] = (),
+    inputs: bool | int | Sequence[int] = True,
+    outputs: bool = False,
+    methods: Sequence[str] = ("__call__",),
+    prefix: str = "",
+):
     """Tap inputs and/or outputs of Flax linen modules without editing the model.
 
     Args:

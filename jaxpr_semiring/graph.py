@@ -8,6 +8,7 @@ Integer and boolean values are structure (they choose edges), never nodes: :func
 >>> is_float(jnp.zeros(2)), is_float(jnp.zeros(2, jnp.int32))
 (True, False)
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Sequence
@@ -26,17 +27,20 @@ def is_float(x) -> bool:
 
 class Ref(NamedTuple):
     """A graph variable (all elements of one jaxpr variable)."""
+
     key: int
     aval: Any
 
 
 class Const(NamedTuple):
     """A literal or closed-over constant: no node, no edges."""
+
     value: Any
 
 
 class Node(NamedTuple):
     """One equation: ``outvars = primitive(*invars, **params)``, at module path ``path``."""
+
     primitive: Any
     params: dict
     invars: tuple
@@ -46,7 +50,7 @@ class Node(NamedTuple):
 
 class Graph(NamedTuple):
     nodes: list
-    invars: list   # Refs of the jaxpr's inputs
+    invars: list  # Refs of the jaxpr's inputs
     outvars: list  # Refs or Consts
 
 
@@ -84,9 +88,11 @@ class GraphIndex:
         self.offset_of = {k: int(o) for k, o in zip(self.keys, self.offsets)}
         self.size = int(self.offsets[-1])
         self.max_steps = len(graph.nodes)
-        if 2 * self.size + 1 >= 2 ** 31:
-            raise ValueError(f"top_path: the graph has {self.size} reachable elements, too many for "
-                             f"int32 pointers.")
+        if 2 * self.size + 1 >= 2**31:
+            raise ValueError(
+                f"top_path: the graph has {self.size} reachable elements, too many for "
+                f"int32 pointers."
+            )
 
     def locate(self, element: int) -> tuple[int, tuple]:
         """(variable number, index tuple) of a global element number."""

@@ -20,6 +20,7 @@ primitive. Whoever needs to watch the walk (flow reports, top paths) passes an
 >>> cts[graph.invars[0].key].tolist()
 [2.0, 4.0]
 """
+
 from __future__ import annotations
 
 import itertools
@@ -87,8 +88,14 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes, shift=()):
         path = _compat.join_path(prefix, _compat.name_stack(eqn))
         body = _compat.call_body(eqn)
         if body is not None and not _opaque_elementwise(eqn, body):
-            outs = _inline(body.jaxpr, body.consts, ins[len(ins) - len(body.jaxpr.invars):], path,
-                           nodes, shift + _compat.shift_primitives(eqn))
+            outs = _inline(
+                body.jaxpr,
+                body.consts,
+                ins[len(ins) - len(body.jaxpr.invars) :],
+                path,
+                nodes,
+                shift + _compat.shift_primitives(eqn),
+            )
         else:
             outs = [Ref(next(_fresh), v.aval) for v in eqn.outvars]
             nodes.append(Node(eqn.primitive, dict(eqn.params), tuple(ins), tuple(outs), path))
@@ -119,7 +126,8 @@ def _opaque_elementwise(eqn, body) -> bool:
         return False
     shape = eqn.outvars[0].aval.shape
     return all(v.aval.shape == shape for v in eqn.outvars) and all(
-        len(v.aval.shape) in (0, len(shape)) for v in eqn.invars)
+        len(v.aval.shape) in (0, len(shape)) for v in eqn.invars
+    )
 
 
 def _stop_gradient(ref, path, nodes):
@@ -145,8 +153,14 @@ def forward(graph: Graph, args: Sequence) -> dict:
     return env
 
 
-def backward(S: Semiring, graph: Graph, env: dict, cts_out: Sequence, wanted_keys: set,
-             observer: Observer | None = None) -> dict:
+def backward(
+    S: Semiring,
+    graph: Graph,
+    env: dict,
+    cts_out: Sequence,
+    wanted_keys: set,
+    observer: Observer | None = None,
+) -> dict:
     """The reverse walk. ``cts_out`` holds one semiring value (or None) per graph output.
 
     Returns the accumulated cotangent of every wanted variable that received one.
@@ -168,8 +182,10 @@ def backward(S: Semiring, graph: Graph, env: dict, cts_out: Sequence, wanted_key
             continue
         node_cts = [cts.get(r.key) for r in node.outvars]
         if observer is not None:
-            node_cts = [None if c is None else observer.cotangent(r, c, node)
-                        for r, c in zip(node.outvars, node_cts)]
+            node_cts = [
+                None if c is None else observer.cotangent(r, c, node)
+                for r, c in zip(node.outvars, node_cts)
+            ]
         rule = lookup(node.primitive, node.path)
         ctx = Ctx(S, wanted, node.path, node.primitive, backward_jaxpr)
         primals_in = [value_of(env, a) for a in node.invars]
@@ -184,11 +200,12 @@ def backward(S: Semiring, graph: Graph, env: dict, cts_out: Sequence, wanted_key
 
 def _check_shape(ct, aval, node):
     for leaf in jax.tree.leaves(ct):
-        if tuple(leaf.shape[:len(aval.shape)]) != tuple(aval.shape):
+        if tuple(leaf.shape[: len(aval.shape)]) != tuple(aval.shape):
             raise ValueError(
                 f"The semiring rule for '{node.primitive.name}' (module path '{node.path}') "
                 f"returned a cotangent of shape {leaf.shape} for an operand of shape "
-                f"{aval.shape}; a rule must return values shaped like its operands.")
+                f"{aval.shape}; a rule must return values shaped like its operands."
+            )
 
 
 def run(S: Semiring, closed: jcore.ClosedJaxpr, args: Sequence, observer: Observer | None = None):
@@ -205,13 +222,21 @@ def run(S: Semiring, closed: jcore.ClosedJaxpr, args: Sequence, observer: Observ
     if observer is not None:
         sources += list(observer.start(graph, env))
     seed = S.ones((), outs[0].dtype)
-    cts = backward(S, graph, env, [seed] + [None] * (len(outs) - 1), reachable(graph, sources),
-                   observer)
+    cts = backward(
+        S, graph, env, [seed] + [None] * (len(outs) - 1), reachable(graph, sources), observer
+    )
     return outs, cts, graph, env
 
 
-def backward_jaxpr(S: Semiring, jaxpr: jcore.Jaxpr, consts: Sequence, args: Sequence,
-                   wanted: Sequence[bool], cts_out: Sequence, prefix: str = "") -> list:
+def backward_jaxpr(
+    S: Semiring,
+    jaxpr: jcore.Jaxpr,
+    consts: Sequence,
+    args: Sequence,
+    wanted: Sequence[bool],
+    cts_out: Sequence,
+    prefix: str = "",
+) -> list:
     """Semiring cotangents of a jaxpr's inputs given those of its outputs.
 
     ``wanted[i]`` says whether input i needs one; inputs that get no path hold ``None`` (0̄).

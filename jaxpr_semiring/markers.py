@@ -11,6 +11,7 @@ that writes or reads a marker goes through these names.
 >>> eqn.params["name"]
 'jaxpr_semiring.tap:h'
 """
+
 from __future__ import annotations
 
 import jax
@@ -39,14 +40,16 @@ def tap(x, name: str):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(x)
     if len(leaves) == 1 and not leaves[0][0]:
         return checkpoint_name(x, TAP_PREFIX + name)
-    tapped = [checkpoint_name(leaf, TAP_PREFIX + name + jax.tree_util.keystr(p)) for p, leaf in leaves]
+    tapped = [
+        checkpoint_name(leaf, TAP_PREFIX + name + jax.tree_util.keystr(p)) for p, leaf in leaves
+    ]
     return jax.tree_util.tree_unflatten(treedef, tapped)
 
 
 def tap_name(node) -> str | None:
     """The tap name of a marker node (``tap(x, name)``'s equation), else None."""
     n = _marker_name(node)
-    return n[len(TAP_PREFIX):] if n is not None and n.startswith(TAP_PREFIX) else None
+    return n[len(TAP_PREFIX) :] if n is not None and n.startswith(TAP_PREFIX) else None
 
 
 def atomic_marker(node):
@@ -54,5 +57,5 @@ def atomic_marker(node):
     n = _marker_name(node)
     if n is None or not n.startswith(ATOMIC_PREFIX):
         return None
-    uid, side, label = n[len(ATOMIC_PREFIX):].split(":", 2)
+    uid, side, label = n[len(ATOMIC_PREFIX) :].split(":", 2)
     return uid, side, label

@@ -14,16 +14,35 @@ Everything here maps arrays to arrays (jax.numpy and lax) and knows nothing abou
 >>> float(xlogx(jnp.float32(0.0)))
 0.0
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["opaque", "finite_or_zero", "logaddexp", "first_share", "logsumexp", "log_abs", "xlogx",
-           "abs_xlogx", "live", "scale_log", "sign1", "signed_scale", "lexmax", "lexmax_reduce",
-           "max_and_nan", "max_nan", "min_nan", "nan_first_better", "first_best_reduce",
-           "broadcast_to"]
+__all__ = [
+    "opaque",
+    "finite_or_zero",
+    "logaddexp",
+    "first_share",
+    "logsumexp",
+    "log_abs",
+    "xlogx",
+    "abs_xlogx",
+    "live",
+    "scale_log",
+    "sign1",
+    "signed_scale",
+    "lexmax",
+    "lexmax_reduce",
+    "max_and_nan",
+    "max_nan",
+    "min_nan",
+    "nan_first_better",
+    "first_best_reduce",
+    "broadcast_to",
+]
 
 
 def opaque(x):
@@ -124,7 +143,7 @@ def signed_scale(w, top_pos, top_neg):
     """w ⊗ (top_pos, top_neg) of max-product with signs (paper App. A): a negative weight swaps
     the chains. 0̄ = (−inf, +inf) annihilates whatever w is (no inf·0 = NaN, no sign flip, NaN
     included); a NaN value or a NaN weight on a live value gives NaN in both chains."""
-    alive = top_pos != -jnp.inf   # a NaN value is alive: it is a path
+    alive = top_pos != -jnp.inf  # a NaN value is alive: it is a path
     pos = w >= 0
     hi = jnp.where(pos, w * top_pos, w * top_neg)
     lo = jnp.where(pos, w * top_neg, w * top_pos)
@@ -147,8 +166,12 @@ def _reduce_nan(x, axes, larger: bool, keepdims: bool = False):
     axes = tuple(a % x.ndim for a in axes) if x.ndim else ()
     op = jnp.maximum if larger else jnp.minimum
     init = jnp.array(-jnp.inf if larger else jnp.inf, x.dtype)
-    out, nan = lax.reduce((x, jnp.isnan(x)), (init, jnp.array(False)),
-                          lambda a, b: (op(a[0], b[0]), a[1] | b[1]), axes)
+    out, nan = lax.reduce(
+        (x, jnp.isnan(x)),
+        (init, jnp.array(False)),
+        lambda a, b: (op(a[0], b[0]), a[1] | b[1]),
+        axes,
+    )
     if keepdims:
         out, nan = (jnp.expand_dims(a, axes) for a in (out, nan))
     return out, nan
@@ -198,6 +221,7 @@ def first_best_reduce(pos, neg, axes):
     the first NaN candidate wins). A lexicographic order, so the reduction order does not
     matter; argmax + gathers compile several times slower on XLA CPU. With nothing to reduce a
     chain is (∓inf, int32 max, 0)."""
+
     def better(a, b):
         bp = nan_first_better(a[0], a[1], b[0], b[1], True)
         bn = nan_first_better(a[3], a[4], b[3], b[4], False)
@@ -205,6 +229,12 @@ def first_best_reduce(pos, neg, axes):
 
     dt = pos[0].dtype
     big = jnp.int32(jnp.iinfo(jnp.int32).max)
-    init = (jnp.array(-jnp.inf, dt), big, jnp.array(0, pos[2].dtype),
-            jnp.array(jnp.inf, dt), big, jnp.array(0, neg[2].dtype))
+    init = (
+        jnp.array(-jnp.inf, dt),
+        big,
+        jnp.array(0, pos[2].dtype),
+        jnp.array(jnp.inf, dt),
+        big,
+        jnp.array(0, neg[2].dtype),
+    )
     return lax.reduce(tuple(pos) + tuple(neg), init, better, tuple(axes))

@@ -27,6 +27,7 @@ Traceback (most recent call last):
 ...
 jaxpr_semiring.outputs.OutputError: --json .../no/a.json: directory .../no does not exist: ...
 """
+
 from __future__ import annotations
 
 import errno
@@ -36,8 +37,14 @@ import sys
 import tempfile
 from typing import BinaryIO, Callable, Union
 
-__all__ = ["OutputError", "check_output_path", "check_output_dir", "write_output", "is_stdout",
-           "shown"]
+__all__ = [
+    "OutputError",
+    "check_output_path",
+    "check_output_dir",
+    "write_output",
+    "is_stdout",
+    "shown",
+]
 
 Data = Union[bytes, str, Callable[[BinaryIO], None]]
 
@@ -85,7 +92,7 @@ def _classify(path: str) -> tuple[str, str]:
         except FileNotFoundError:
             return _REPLACE, cur
         except NotADirectoryError:
-            return _REPLACE, cur            # check_output_path names the file in the way
+            return _REPLACE, cur  # check_output_path names the file in the way
         if _in_proc(folder):
             return (_DIR if stat.S_ISDIR(os.stat(cur).st_mode) else _THROUGH), cur
         if stat.S_ISLNK(st.st_mode):
@@ -118,11 +125,14 @@ def _plain_checks(path, option) -> str:
         raise OutputError(f"{option or 'output path'} {path!r} is not a path: pass a file name.")
     p = os.fsdecode(os.fspath(path))
     if p == "":
-        raise OutputError(f"{option or 'output path'}: the path is empty: give a file name "
-                          f"(or - for standard output).")
+        raise OutputError(
+            f"{option or 'output path'}: the path is empty: give a file name "
+            f"(or - for standard output)."
+        )
     if "\0" in p:
-        raise OutputError(f"{_label(p, option)}: the path contains a NUL character: give a "
-                          f"file name without it.")
+        raise OutputError(
+            f"{_label(p, option)}: the path contains a NUL character: give a file name without it."
+        )
     return p
 
 
@@ -141,8 +151,10 @@ def check_output_path(path, option: str | None = None) -> None:
     except OSError as e:
         raise OutputError(f"{what}: {e.strerror or e}: choose another path.") from None
     if how == _DIR:
-        raise OutputError(f"{what} is a directory: give a file name inside it, e.g. "
-                          f"{shown(os.path.join(p, 'flows' + _default_ext(option)))}.")
+        raise OutputError(
+            f"{what} is a directory: give a file name inside it, e.g. "
+            f"{shown(os.path.join(p, 'flows' + _default_ext(option)))}."
+        )
     if how == _THROUGH:
         if not os.access(target, os.W_OK):
             raise OutputError(f"{what}: permission denied: choose a writable path.")
@@ -164,15 +176,19 @@ def _check_folder(folder: str, what: str) -> None:
                 break
             up = parent
         if os.path.lexists(up) and not os.path.isdir(up):
-            raise OutputError(f"{what}: {shown(up)} is a file, not a directory: choose another "
-                              f"path.")
-        raise OutputError(f"{what}: directory {shown(folder)} does not exist: create it "
-                          f"(mkdir -p {shown(folder)}) or choose another path.")
+            raise OutputError(
+                f"{what}: {shown(up)} is a file, not a directory: choose another path."
+            )
+        raise OutputError(
+            f"{what}: directory {shown(folder)} does not exist: create it "
+            f"(mkdir -p {shown(folder)}) or choose another path."
+        )
     try:
         _probe(folder)
     except OSError as e:
-        raise OutputError(f"{what}: cannot write in {shown(folder)} ({e.strerror or e}): "
-                          f"{_fix(e)}.") from None
+        raise OutputError(
+            f"{what}: cannot write in {shown(folder)} ({e.strerror or e}): {_fix(e)}."
+        ) from None
 
 
 def _probe(folder: str) -> None:
@@ -194,13 +210,17 @@ def check_output_dir(path, option: str | None = "--out-dir") -> None:
             break
         up = parent
     if not os.path.isdir(up):
-        raise OutputError(f"{what}: cannot write to {shown(p)}: Not a directory ({shown(up)} is "
-                          f"a file): choose another --out-dir.")
+        raise OutputError(
+            f"{what}: cannot write to {shown(p)}: Not a directory ({shown(up)} is "
+            f"a file): choose another --out-dir."
+        )
     try:
         _probe(up)
     except OSError as e:
-        raise OutputError(f"{what}: cannot write to {shown(p)} ({e.strerror or e} in "
-                          f"{shown(up)}): choose a writable --out-dir.") from None
+        raise OutputError(
+            f"{what}: cannot write to {shown(p)} ({e.strerror or e} in "
+            f"{shown(up)}): choose a writable --out-dir."
+        ) from None
 
 
 def _emit(fh: BinaryIO, data: Data) -> None:
@@ -262,8 +282,9 @@ def _through(path: str, data: Data) -> None:
 def _stdout(data: Data) -> None:
     sys.stdout.flush()
     buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:   # a text-only stream (an IDE's, a test's)
+    if buffer is None:  # a text-only stream (an IDE's, a test's)
         import io
+
         raw = io.BytesIO()
         _emit(raw, data)
         sys.stdout.write(raw.getvalue().decode("utf-8", "replace"))

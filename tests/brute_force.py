@@ -53,6 +53,7 @@ Public API
 'Entropy', 'Expectation', 'Counting', 'Boolean', 'TopK') or any object whose class has
 that name (a ``TopK`` object's ``.k`` is used when ``k`` is not given).
 """
+
 from __future__ import annotations
 
 import math
@@ -85,6 +86,7 @@ class PathLimitExceeded(RuntimeError):
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _is_float(aval_or_dtype) -> bool:
     dt = getattr(aval_or_dtype, "dtype", aval_or_dtype)
     try:
@@ -102,8 +104,17 @@ def _no_ids(shape):
 
 
 _CALL_LIKE = {
-    "jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint",
-    "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "eval_jaxpr",
+    "jit",
+    "pjit",
+    "closed_call",
+    "core_call",
+    "remat",
+    "remat2",
+    "checkpoint",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "custom_vjp_call_jaxpr",
+    "eval_jaxpr",
 }
 # custom_jvp bodies (by function name) whose reduce_max is a stability shift: no edges
 _SHIFT_BODIES = {"_softmax", "_logsumexp_impl"}
@@ -159,6 +170,7 @@ class _Graph:
 
 # -------------------------------------------------------------- local Jacobians / edges
 
+
 def _elementwise_mask(in_shape, out_shape):
     n_in = int(np.prod(in_shape, dtype=np.int64))
     n_out = int(np.prod(out_shape, dtype=np.int64))
@@ -199,6 +211,7 @@ def _cum_mask(shape, axis, reverse):
 
 def _window_mask(rng, in_shape, params):
     from jax import lax
+
     x = jnp.asarray(rng.standard_normal((N_DRAWS,) + tuple(in_shape)).astype(np.float32))
     f = lambda v: lax.reduce_window_sum_p.bind(v, **params)
     J = np.asarray(jax.vmap(jax.jacfwd(f))(x))
@@ -237,8 +250,11 @@ def _local_edges(graph, eqn, prim, subfuns, bparams, invals, in_ids, out_ids):
     J_draw = None
     if name not in _ACTUAL_ONLY:
         draws = [
-            jnp.asarray(graph.rng.standard_normal((N_DRAWS,) + _shape(in_avals[p]))
-                        .astype(np.dtype(in_avals[p].dtype)))
+            jnp.asarray(
+                graph.rng.standard_normal((N_DRAWS,) + _shape(in_avals[p])).astype(
+                    np.dtype(in_avals[p].dtype)
+                )
+            )
             for p in float_in
         ]
         try:
@@ -288,7 +304,7 @@ def _atomic_marker(eqn):
     n = str(eqn.params.get("name", ""))
     if not n.startswith(ATOMIC_PREFIX):
         return None
-    uid, side, _ = n[len(ATOMIC_PREFIX):].split(":", 2)
+    uid, side, _ = n[len(ATOMIC_PREFIX) :].split(":", 2)
     return uid, side
 
 
@@ -316,6 +332,7 @@ def _atomic_ranges(eqns):
 
 def _debug_info(inputs, outputs):
     from jax._src import api_util  # a Jaxpr built by hand wants one (deprecation warning)
+
     return api_util.debug_info("atomic block", lambda *a: a, tuple(inputs), {}).with_unknown_names()
 
 
@@ -332,26 +349,34 @@ def _reach_from(graph, src):
 
 def _atomic_block(graph, jaxpr, first, last, read, build):
     """One block as one equation: returns ({outvar: (value, ids)})."""
-    eqns = jaxpr.eqns[first:last + 1]
+    eqns = jaxpr.eqns[first : last + 1]
     defined = {v for e in eqns for v in e.outvars if not isinstance(v, jex.DropVar)}
-    inputs = list(dict.fromkeys(v for e in eqns for v in e.invars
-                                if not isinstance(v, jex.Literal) and v not in defined))
-    later = {v for e in jaxpr.eqns[last + 1:] for v in e.invars if not isinstance(v, jex.Literal)}
+    inputs = list(
+        dict.fromkeys(
+            v for e in eqns for v in e.invars if not isinstance(v, jex.Literal) and v not in defined
+        )
+    )
+    later = {v for e in jaxpr.eqns[last + 1 :] for v in e.invars if not isinstance(v, jex.Literal)}
     later |= {v for v in jaxpr.outvars if not isinstance(v, jex.Literal)}
     outputs = [v for v in defined if v in later]
     sub = jex.Jaxpr([], inputs, outputs, list(eqns), debug_info=_debug_info(inputs, outputs))
     ins = [read(v) for v in inputs]
     vals, ids = [a for a, _ in ins], [b for _, b in ins]
     out_vals = jax.core.eval_jaxpr(sub, [], *vals)
-    out_ids = [graph.new_ids(_shape(v.aval)) if build and _is_float(v.aval) else _no_ids(_shape(v.aval))
-               for v in outputs]
+    out_ids = [
+        graph.new_ids(_shape(v.aval)) if build and _is_float(v.aval) else _no_ids(_shape(v.aval))
+        for v in outputs
+    ]
     if build:
         inner = _Graph(np.random.RandomState(0))
-        inner_in = [inner.new_ids(_shape(v.aval)) if _is_float(v.aval) else _no_ids(_shape(v.aval))
-                    for v in inputs]
+        inner_in = [
+            inner.new_ids(_shape(v.aval)) if _is_float(v.aval) else _no_ids(_shape(v.aval))
+            for v in inputs
+        ]
         # the block's own graph, its equations one by one (nested blocks keep reachability)
-        inner_out = [np.asarray(b).reshape(-1) for _, b in _run(inner, sub, [], vals, inner_in,
-                                                                 atomic=False)]
+        inner_out = [
+            np.asarray(b).reshape(-1) for _, b in _run(inner, sub, [], vals, inner_in, atomic=False)
+        ]
         live = [p for p, v in enumerate(inputs) if _is_float(v.aval) and np.any(ids[p] >= 0)]
         fouts = [k for k, v in enumerate(outputs) if _is_float(v.aval)]
 
@@ -362,7 +387,11 @@ def _atomic_block(graph, jaxpr, first, last, read, build):
             res = jax.core.eval_jaxpr(sub, [], *args)
             return tuple(res[k] for k in fouts)
 
-        J = jax.jacfwd(block_fn, argnums=tuple(range(len(live))))(*[vals[p] for p in live]) if live else ()
+        J = (
+            jax.jacfwd(block_fn, argnums=tuple(range(len(live))))(*[vals[p] for p in live])
+            if live
+            else ()
+        )
         for oi, k in enumerate(fouts):
             o_ids = np.asarray(out_ids[k]).reshape(-1)
             for ai, p in enumerate(live):
@@ -380,6 +409,7 @@ def _atomic_block(graph, jaxpr, first, last, read, build):
 
 # ----------------------------------------------------------------- the interpreter
 
+
 def _bit_level_custom_jvp(eqn):
     """A custom_jvp whose body builds floats from integer bits anywhere inside (jax 0.12's
     gamma) is one equation: edges from its own JVP (docs/semantics.md)."""
@@ -393,6 +423,7 @@ def _bit_level_custom_jvp(eqn):
             if e.primitive.name in _CALL_LIKE and bits(_sub_jaxpr(e)[0]):
                 return True
         return False
+
     return bits(_sub_jaxpr(eqn)[0])
 
 
@@ -438,8 +469,15 @@ def _run(graph, jaxpr, consts, in_vals, in_ids, build=True, atomic=True, shift=F
         if name in _CALL_LIKE and not _bit_level_custom_jvp(eqn):
             body, bconsts = _sub_jaxpr(eqn)
             inner_shift = shift or (name == "custom_jvp_call" and _body_name(eqn) in _SHIFT_BODIES)
-            outs = _run(graph, body, bconsts, invals[len(invals) - len(body.invars):],
-                        inids[len(inids) - len(body.invars):], build, shift=inner_shift)
+            outs = _run(
+                graph,
+                body,
+                bconsts,
+                invals[len(invals) - len(body.invars) :],
+                inids[len(inids) - len(body.invars) :],
+                build,
+                shift=inner_shift,
+            )
         elif name in _ALIAS:
             outs = list(ins) if eqn.primitive.multiple_results else [ins[0]]
         elif name == "scan":
@@ -482,15 +520,21 @@ def _scan(graph, eqn, invals, inids, build):
         c, k, _ = p["ft_in"].update(list(range(len(body.jaxpr.invars)))).unpack()
         nc, ncar = len(list(c)), len(list(k))
     consts = list(zip(invals[:nc], inids[:nc]))
-    carry = list(zip(invals[nc:nc + ncar], inids[nc:nc + ncar]))
-    xs = list(zip(invals[nc + ncar:], inids[nc + ncar:]))
+    carry = list(zip(invals[nc : nc + ncar], inids[nc : nc + ncar]))
+    xs = list(zip(invals[nc + ncar :], inids[nc + ncar :]))
     y_avals = [v.aval for v in eqn.outvars[ncar:]]
     ys = [[None] * length for _ in y_avals]
     order = range(length - 1, -1, -1) if p["reverse"] else range(length)
     for t in order:
         step_in = consts + carry + [(x[t], ids[t]) for x, ids in xs]
-        outs = _run(graph, body.jaxpr, list(body.consts),
-                    [a for a, _ in step_in], [b for _, b in step_in], build)
+        outs = _run(
+            graph,
+            body.jaxpr,
+            list(body.consts),
+            [a for a, _ in step_in],
+            [b for _, b in step_in],
+            build,
+        )
         carry = outs[:ncar]
         for j, y in enumerate(outs[ncar:]):
             ys[j][t] = y
@@ -499,8 +543,12 @@ def _scan(graph, eqn, invals, inids, build):
         if length == 0:
             y_outs.append((jnp.zeros(aval.shape, aval.dtype), _no_ids(aval.shape)))
         else:
-            y_outs.append((jnp.stack([jnp.asarray(a) for a, _ in ys[j]]),
-                           np.stack([np.broadcast_to(b, _shape(aval)[1:]) for _, b in ys[j]])))
+            y_outs.append(
+                (
+                    jnp.stack([jnp.asarray(a) for a, _ in ys[j]]),
+                    np.stack([np.broadcast_to(b, _shape(aval)[1:]) for _, b in ys[j]]),
+                )
+            )
     return carry + y_outs
 
 
@@ -509,20 +557,24 @@ def _while(graph, eqn, invals, inids, build):
     cn, bn = p["cond_nconsts"], p["body_nconsts"]
     cj, bj = p["cond_jaxpr"], p["body_jaxpr"]
     cconsts = list(zip(invals[:cn], inids[:cn]))
-    bconsts = list(zip(invals[cn:cn + bn], inids[cn:cn + bn]))
-    carry = list(zip(invals[cn + bn:], inids[cn + bn:]))
+    bconsts = list(zip(invals[cn : cn + bn], inids[cn : cn + bn]))
+    carry = list(zip(invals[cn + bn :], inids[cn + bn :]))
     for _ in range(MAX_WHILE_ITERS):
         ci = cconsts + carry
-        (pred, _), = _run(graph, cj.jaxpr, list(cj.consts), [a for a, _ in ci],
-                          [b for _, b in ci], build=False)
+        ((pred, _),) = _run(
+            graph, cj.jaxpr, list(cj.consts), [a for a, _ in ci], [b for _, b in ci], build=False
+        )
         if not bool(np.asarray(pred)):
             return carry
         bi = bconsts + carry
-        carry = _run(graph, bj.jaxpr, list(bj.consts), [a for a, _ in bi], [b for _, b in bi], build)
+        carry = _run(
+            graph, bj.jaxpr, list(bj.consts), [a for a, _ in bi], [b for _, b in bi], build
+        )
     raise RuntimeError("brute_force: while loop exceeded MAX_WHILE_ITERS")
 
 
 # ------------------------------------------------------------------ graph + paths
+
 
 def build_graph(f, *args, seed=0):
     """Return (graph, input_ids, output_id, output_value).
@@ -538,7 +590,9 @@ def build_graph(f, *args, seed=0):
         raise ValueError("brute_force: unexpected number of jaxpr inputs")
     in_ids = []
     for v in jaxpr.invars:
-        in_ids.append(graph.new_ids(_shape(v.aval)) if _is_float(v.aval) else _no_ids(_shape(v.aval)))
+        in_ids.append(
+            graph.new_ids(_shape(v.aval)) if _is_float(v.aval) else _no_ids(_shape(v.aval))
+        )
     outs = _run(graph, jaxpr, list(closed.consts), leaves, in_ids, build=True)
     if len(outs) != 1:
         raise TypeError("brute_force: f must return a single scalar")
@@ -608,8 +662,10 @@ def enumerate_paths(f, *args, argnums=0, max_paths=MAX_PATHS, seed=0):
         for j, leaf in enumerate(leaves):
             ids = in_ids[offsets[a] + j]
             if not _is_float(jnp.asarray(leaf).dtype):
-                raise TypeError(f"brute_force: differentiated input has non-float dtype "
-                                f"{jnp.asarray(leaf).dtype}")
+                raise TypeError(
+                    f"brute_force: differentiated input has non-float dtype "
+                    f"{jnp.asarray(leaf).dtype}"
+                )
             flat = np.asarray(ids).reshape(-1)
             n_here = sum(count.get(int(s), 0) for s in flat)
             total += n_here
@@ -634,8 +690,10 @@ def path_products(f, *args, argnums=0, max_paths=MAX_PATHS, seed=0):
     """Pytree like ``args[argnums]``: object arrays of lists of path products (float64)."""
     paths = enumerate_paths(f, *args, argnums=argnums, max_paths=max_paths, seed=seed)
     return jax.tree_util.tree_map(
-        lambda obj: _map_obj(lambda lst: [p for p, _ in lst], obj), paths,
-        is_leaf=lambda x: isinstance(x, np.ndarray))
+        lambda obj: _map_obj(lambda lst: [p for p, _ in lst], obj),
+        paths,
+        is_leaf=lambda x: isinstance(x, np.ndarray),
+    )
 
 
 # ------------------------------------------------------------------------ folding
@@ -700,8 +758,10 @@ def _fold_one(name, ps, k):
         z = math.fsum(abs(p) for p in ps)
         return {"value": f64(-np.inf if z == 0 else math.log(z))}
     if name == "Expectation":
-        return {"z": f64(math.fsum(abs(p) for p in ps)),
-                "t": f64(math.fsum(_xlogx(abs(p)) for p in ps))}
+        return {
+            "z": f64(math.fsum(abs(p) for p in ps)),
+            "t": f64(math.fsum(_xlogx(abs(p)) for p in ps)),
+        }
     if name == "Entropy":
         z = math.fsum(abs(p) for p in ps)
         t = math.fsum(_xlogx(abs(p)) for p in ps)
@@ -725,7 +785,8 @@ def _fold_one(name, ps, k):
 
 
 def fold(semiring, products, k=None):
-    """Fold path products into the semiring's value fields (see docs/semantics.md, "The semirings and their values").
+    """Fold path products into the semiring's value fields (see docs/semantics.md, "The semirings
+    and their values").
 
     ``products`` is either a list of floats (one node) -> dict of numpy scalars (TopK: (k,)
     arrays), or a numpy object array of such lists -> dict of float64 arrays shaped like it
@@ -755,5 +816,8 @@ def brute_force(f, *args, semiring_name, argnums=0, k=None, max_paths=MAX_PATHS,
     leaves are dicts ``{field: np.ndarray}`` shaped like the leaf (TopK: trailing axis k).
     """
     prods = path_products(f, *args, argnums=argnums, max_paths=max_paths, seed=seed)
-    return jax.tree_util.tree_map(lambda obj: fold(semiring_name, obj, k=k), prods,
-                                  is_leaf=lambda x: isinstance(x, np.ndarray))
+    return jax.tree_util.tree_map(
+        lambda obj: fold(semiring_name, obj, k=k),
+        prods,
+        is_leaf=lambda x: isinstance(x, np.ndarray),
+    )

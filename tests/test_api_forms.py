@@ -1,4 +1,6 @@
-"""The API's call forms: decorator factories, the Observer protocol, jittable/vmappable top paths."""
+"""The API's call forms: decorator factories, the Observer protocol, jittable/vmappable top
+paths."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,11 +30,11 @@ def test_decorator_forms_equal_the_call_form():
     def g1(x):
         return f(x)
 
-    @js.semiring_grad(S)            # a semiring in fun's place
+    @js.semiring_grad(S)  # a semiring in fun's place
     def g2(x):
         return f(x)
 
-    @js.semiring_grad               # bare: Real, like jax.grad
+    @js.semiring_grad  # bare: Real, like jax.grad
     def g3(x):
         return f(x)
 
@@ -46,7 +48,7 @@ def test_decorator_forms_equal_the_call_form():
     v, g = g4(X)
     assert float(v) == pytest.approx(float(f(X)))
     _eq(g, expected)
-    assert g1.__name__ == "g1"      # functools.wraps, as jax.grad
+    assert g1.__name__ == "g1"  # functools.wraps, as jax.grad
 
 
 def test_decorator_with_has_aux_and_argnums():
@@ -83,7 +85,7 @@ def test_observer_protocol_sees_the_one_walk():
     obs = Recorder()
     b = backprop(lambda x: jnp.sum(jnp.sin(x) * x), js.Real(), observer=obs)(X)
     assert obs.started == 1
-    assert obs.contributions[0] is None                    # the output seed comes first
+    assert obs.contributions[0] is None  # the output seed comes first
     assert set(obs.finals) == {"reduce_sum", "mul", "sin"}
     assert "mul" in obs.contributions and "sin" in obs.contributions
     _eq(b.grads, jax.grad(lambda x: jnp.sum(jnp.sin(x) * x))(X))
@@ -110,8 +112,9 @@ def test_top_path_jit_and_vmap_equal_eager():
     for i in range(3):
         eager = js.top_path(mlp)(xs[i])
         one = jax.tree.map(lambda a: a[i], batched)
-        assert [(s.primitive, s.index, s.chain) for s in one.steps] == \
-            [(s.primitive, s.index, s.chain) for s in eager.steps]
+        assert [(s.primitive, s.index, s.chain) for s in one.steps] == [
+            (s.primitive, s.index, s.chain) for s in eager.steps
+        ]
         assert one.product == pytest.approx(eager.product, rel=1e-6)
         g = js.semiring_grad(mlp, js.MaxProduct())(xs[i])
         assert one.value == pytest.approx(float(jnp.max(g.top_pos)), rel=1e-6)
@@ -126,6 +129,7 @@ def test_scan_is_one_step_of_a_path():
     def f(x):
         def body(c, w):
             return jnp.tanh(c * w), None
+
         c, _ = jax.lax.scan(body, x, jnp.array([2.0, -1.5, 0.7]))
         return jnp.sum(c * 3.0)
 

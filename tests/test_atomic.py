@@ -1,6 +1,7 @@
 """Atomic blocks: Real == jax.grad through them, every semiring == brute-force enumeration on the
 graph where each block is one equation with its Jacobian edges (tests/brute_force.py builds
 that graph independently), row layouts, Flax module selection, jit/vmap, errors."""
+
 from types import SimpleNamespace
 
 import flax.linen as nn
@@ -41,6 +42,7 @@ def assert_real_is_grad(f, *args, argnums=0):
 
 # ----------------------------------------------------------------- oracle A: Real == jax.grad
 
+
 def test_grad_jit_vmap_of_an_atomic_function_are_those_of_fn():
     fn = lambda v: jnp.tanh(v) * v.sum()
     x = rand(4)
@@ -48,7 +50,9 @@ def test_grad_jit_vmap_of_an_atomic_function_are_those_of_fn():
     fa = lambda v: jnp.sum(js.atomic(fn)(v) ** 2)
     np.testing.assert_allclose(jax.grad(fa)(x), jax.grad(f)(x), rtol=1e-6)
     np.testing.assert_allclose(jax.jit(fa)(x), f(x), rtol=1e-6)
-    np.testing.assert_allclose(jax.vmap(fa)(jnp.stack([x, -x])), jax.vmap(f)(jnp.stack([x, -x])), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(fa)(jnp.stack([x, -x])), jax.vmap(f)(jnp.stack([x, -x])), rtol=1e-6
+    )
     # lowering: the markers are identities, the compiled program is the one of fn
     assert jax.jit(fa).lower(x).compile()(x) == pytest.approx(float(f(x)), rel=1e-6)
 
@@ -64,35 +68,79 @@ def test_real_through_layer_norm_equals_grad(argnums):
 def test_real_closed_over_parameters_and_jit_inside():
     s = rand(4)
     blk = js.atomic(jax.jit(lambda v: jax.nn.softmax(v * s, axis=-1)))
-    f = lambda x: jnp.sum(blk(x) * jnp.arange(4.0)) + jnp.sum(blk(2.0 * x))  # one jaxpr inlined twice
+    f = lambda x: (
+        jnp.sum(blk(x) * jnp.arange(4.0)) + jnp.sum(blk(2.0 * x))
+    )  # one jaxpr inlined twice
     assert_real_is_grad(f, rand(2, 4))
 
 
 # ------------------------------------------------ oracle B: semirings == brute-force enumeration
 
 CASES = {
-    "layer_norm_all_args": (lambda x, s, b: jnp.sum(js.atomic(layer_norm)(x, s, b) * jnp.array([1.0, -2.0, 0.5])),
-                            (rand(2, 3), rand(3), rand(3)), (0, 1, 2)),
-    "cancelling_paths_zero_weight": (lambda x: jnp.sum(js.atomic(lambda v: v - v.mean())(x) * jnp.array([1.0, 2.0, -1.0])),
-                                     (rand(3),), 0),
-    "dead_relu_inside": (lambda x: jnp.sum(js.atomic(lambda v: jnp.maximum(v, 0.0) * 2.0)(x)),
-                         (jnp.array([-1.0, 0.5, 2.0]),), 0),
-    "select_inside": (lambda x: jnp.sum(js.atomic(lambda v: jnp.where(v > 0, v * v, jnp.sin(v)))(x)),
-                      (jnp.array([-1.0, 0.5, 2.0]),), 0),
-    "softmax_rows": (lambda x: jnp.sum(js.atomic(jax.nn.softmax)(x) * jnp.arange(6.0).reshape(2, 3)),
-                     (rand(2, 3),), 0),
-    "two_outputs_and_closure": (lambda x, y: (lambda o: jnp.sum(o[0] * o[1]))(
-        js.atomic(lambda a: (jnp.cumsum(a * y), a[::-1] - y))(x)), (rand(3), rand(3)), (0, 1)),
-    "nested_blocks": (lambda x: jnp.sum(js.atomic(lambda v: js.atomic(jnp.tanh)(v) * v[0])(x) ** 2),
-                      (rand(3),), 0),
-    "identity_block_and_passthrough": (lambda x: jnp.sum(js.atomic(lambda v: (v, 2.0 * v))(x)[0] * js.atomic(lambda v: v)(x)),
-                                       (rand(3),), 0),
-    "integer_input_block": (lambda t: jnp.sum(js.atomic(lambda i: jnp.take(t, i, axis=0))(jnp.array([2, 0, 2])) ** 2),
-                            (rand(3, 2),), 0),
-    "block_in_scan_body": (lambda x: jnp.sum(jax.lax.scan(lambda c, u: (js.atomic(lambda a, b: jnp.tanh(a * b + a.sum()))(c, u),) * 2,
-                                                          x[0], x[1:])[0]), (rand(3, 2),), 0),
+    "layer_norm_all_args": (
+        lambda x, s, b: jnp.sum(js.atomic(layer_norm)(x, s, b) * jnp.array([1.0, -2.0, 0.5])),
+        (rand(2, 3), rand(3), rand(3)),
+        (0, 1, 2),
+    ),
+    "cancelling_paths_zero_weight": (
+        lambda x: jnp.sum(js.atomic(lambda v: v - v.mean())(x) * jnp.array([1.0, 2.0, -1.0])),
+        (rand(3),),
+        0,
+    ),
+    "dead_relu_inside": (
+        lambda x: jnp.sum(js.atomic(lambda v: jnp.maximum(v, 0.0) * 2.0)(x)),
+        (jnp.array([-1.0, 0.5, 2.0]),),
+        0,
+    ),
+    "select_inside": (
+        lambda x: jnp.sum(js.atomic(lambda v: jnp.where(v > 0, v * v, jnp.sin(v)))(x)),
+        (jnp.array([-1.0, 0.5, 2.0]),),
+        0,
+    ),
+    "softmax_rows": (
+        lambda x: jnp.sum(js.atomic(jax.nn.softmax)(x) * jnp.arange(6.0).reshape(2, 3)),
+        (rand(2, 3),),
+        0,
+    ),
+    "two_outputs_and_closure": (
+        lambda x, y: (lambda o: jnp.sum(o[0] * o[1]))(
+            js.atomic(lambda a: (jnp.cumsum(a * y), a[::-1] - y))(x)
+        ),
+        (rand(3), rand(3)),
+        (0, 1),
+    ),
+    "nested_blocks": (
+        lambda x: jnp.sum(js.atomic(lambda v: js.atomic(jnp.tanh)(v) * v[0])(x) ** 2),
+        (rand(3),),
+        0,
+    ),
+    "identity_block_and_passthrough": (
+        lambda x: jnp.sum(js.atomic(lambda v: (v, 2.0 * v))(x)[0] * js.atomic(lambda v: v)(x)),
+        (rand(3),),
+        0,
+    ),
+    "integer_input_block": (
+        lambda t: jnp.sum(js.atomic(lambda i: jnp.take(t, i, axis=0))(jnp.array([2, 0, 2])) ** 2),
+        (rand(3, 2),),
+        0,
+    ),
+    "block_in_scan_body": (
+        lambda x: jnp.sum(
+            jax.lax.scan(
+                lambda c, u: (js.atomic(lambda a, b: jnp.tanh(a * b + a.sum()))(c, u),) * 2,
+                x[0],
+                x[1:],
+            )[0]
+        ),
+        (rand(3, 2),),
+        0,
+    ),
     "elementwise_rows_gelu": (lambda x: jnp.sum(js.atomic(jax.nn.gelu)(x) * x), (rand(2, 3),), 0),
-    "dense_no_rows": (lambda x: jnp.sum(js.atomic(lambda v: jnp.outer(v, v) @ v)(x)), (rand(3),), 0),
+    "dense_no_rows": (
+        lambda x: jnp.sum(js.atomic(lambda v: jnp.outer(v, v) @ v)(x)),
+        (rand(3),),
+        0,
+    ),
 }
 
 
@@ -111,9 +159,11 @@ def test_atomic_changes_the_statistics():
     atm = lambda x: jnp.sum(js.atomic(layer_norm)(x, s, b) * jnp.array([1.0, -2.0, 0.5]))
     c_dec = jnp.exp(js.semiring_grad(dec, js.Counting())(x))
     c_atm = jnp.exp(js.semiring_grad(atm, js.Counting())(x))
-    np.testing.assert_allclose(c_atm, 3.0, rtol=1e-5)      # one edge to each output of the row
+    np.testing.assert_allclose(c_atm, 3.0, rtol=1e-5)  # one edge to each output of the row
     assert np.all(c_dec > 3.5)
-    np.testing.assert_allclose(js.semiring_grad(dec)(x), js.semiring_grad(atm)(x), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        js.semiring_grad(dec)(x), js.semiring_grad(atm)(x), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_float64(enable_x64):
@@ -126,6 +176,7 @@ def test_float64(enable_x64):
 
 def build_with_block(program, first, last):
     """A random program whose steps first..last run inside one atomic block."""
+
     def run(pool, steps):
         pool = list(pool)
         for kind, op, i, j in steps:
@@ -135,15 +186,19 @@ def build_with_block(program, first, last):
 
     def f(x, y):
         pool = run([x, y], program[:first])
-        pool = js.atomic(lambda *p: tuple(run(p, program[first:last + 1])))(*pool)
-        pool = run(pool, program[last + 1:])
+        pool = js.atomic(lambda *p: tuple(run(p, program[first : last + 1])))(*pool)
+        pool = run(pool, program[last + 1 :])
         return jnp.sum(pool[-1] * jnp.array([1.0, -0.7, 1.3]))
+
     return f
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(program=st.lists(step, min_size=1, max_size=4), cut=st.tuples(st.integers(0, 3), st.integers(0, 3)),
-       xs=st.lists(value, min_size=6, max_size=6))
+@given(
+    program=st.lists(step, min_size=1, max_size=4),
+    cut=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    xs=st.lists(value, min_size=6, max_size=6),
+)
 def test_random_programs_with_a_block(program, cut, xs):
     first, last = sorted(c % len(program) for c in cut)
     f = build_with_block(program, first, last)
@@ -153,6 +208,7 @@ def test_random_programs_with_a_block(program, cut, xs):
 
 # --------------------------------------------------------------------------- rows and layout
 
+
 def _layout_of(f, *args):
     closed = jax.make_jaxpr(f)(*args)
     graph = flatten(closed.jaxpr, closed.consts)
@@ -160,15 +216,17 @@ def _layout_of(f, *args):
     env = forward(graph, args)
     blk = node.params["block"]
     inner_env = forward(blk.graph, [env[a.key] for a in node.invars])
-    wanted = [i for i, a in enumerate(blk.graph.invars) if jnp.issubdtype(a.aval.dtype, jnp.floating)]
+    wanted = [
+        i for i, a in enumerate(blk.graph.invars) if jnp.issubdtype(a.aval.dtype, jnp.floating)
+    ]
     return block_layout.layout(blk.graph, inner_env, wanted, [0])
 
 
 def test_rows_layer_norm_is_one_block_per_token():
     x, s, b = rand(7, 5), rand(5), rand(5)
     lay = _layout_of(lambda x, s, b: js.atomic(layer_norm)(x, s, b), x, s, b)
-    assert lay.rows == 7 and lay.n_dense == 5      # 5 probes, not 35
-    assert lay.n_probes == 7                       # + scale and bias: one position each, 2 JVPs
+    assert lay.rows == 7 and lay.n_dense == 5  # 5 probes, not 35
+    assert lay.n_probes == 7  # + scale and bias: one position each, 2 JVPs
     assert not lay.traced
 
 
@@ -204,7 +262,9 @@ def test_low_rank_and_probe_chunks_give_the_same_result(monkeypatch):
     semirings = (js.Log(), js.MaxProduct(), js.Entropy(), js.Counting())
     used = []
     low_rank = block_jacobian.low_rank
-    monkeypatch.setattr(block_jacobian, "low_rank", lambda *a: used.append(low_rank(*a)) or used[-1])
+    monkeypatch.setattr(
+        block_jacobian, "low_rank", lambda *a: used.append(low_rank(*a)) or used[-1]
+    )
     want = [js.semiring_grad(f, S, argnums=(0, 1))(x, s) for S in semirings]
     assert used and all(u is not None for u in used)
     for setting in (("low_rank", lambda *a: None), ("CHUNK_ENTRIES", 30)):  # 1 probe per chunk
@@ -224,19 +284,25 @@ def test_max_product_low_rank_loop_equals_stored_jacobian(monkeypatch):
     xs = rand(2, 3, 40)
     calls = []
     dot = js.MaxProduct.low_rank_dot
-    monkeypatch.setattr(js.MaxProduct, "low_rank_dot",
-                        lambda *a: calls.append(dot(*a)) or calls[-1])
-    fused = [js.semiring_grad(f, js.MaxProduct())(xs[0]),
-             jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs)]
+    monkeypatch.setattr(
+        js.MaxProduct, "low_rank_dot", lambda *a: calls.append(dot(*a)) or calls[-1]
+    )
+    fused = [
+        js.semiring_grad(f, js.MaxProduct())(xs[0]),
+        jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs),
+    ]
     assert calls and all(c is not None for c in calls)
     monkeypatch.setattr(js.MaxProduct, "low_rank_dot", lambda *a: None)
-    stored = [js.semiring_grad(f, js.MaxProduct())(xs[0]),
-              jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs)]
-    for a, c in zip(jax.tree.leaves(fused), jax.tree.leaves(stored)):   # XLA may fuse a·b + c
+    stored = [
+        js.semiring_grad(f, js.MaxProduct())(xs[0]),
+        jax.jit(jax.vmap(js.semiring_grad(f, js.MaxProduct())))(xs),
+    ]
+    for a, c in zip(jax.tree.leaves(fused), jax.tree.leaves(stored)):  # XLA may fuse a·b + c
         np.testing.assert_allclose(a, c, rtol=1e-6, atol=0)
 
 
 # -------------------------------------------------------------------- jit, vmap, top paths
+
 
 def test_jit_and_vmap():
     s, b = rand(4), rand(4)
@@ -262,6 +328,7 @@ def test_top_path_crosses_a_block_in_one_step():
 
 
 # -------------------------------------------------------------------------- Flax modules
+
 
 class Tiny(nn.Module):
     @nn.compact
@@ -303,8 +370,10 @@ def test_atomic_modules_matches_explicit_blocks():
     def gp(*q):  # tests/oracle.py compares flat argument tuples
         with js.atomic_modules(types=nn.LayerNorm):
             return g(jax.tree.unflatten(treedef, q), x)
-    check_all_semirings(gp, *leaves, argnums=tuple(range(len(leaves))),
-                        semirings=[js.MaxProduct(), js.Entropy()])
+
+    check_all_semirings(
+        gp, *leaves, argnums=tuple(range(len(leaves))), semirings=[js.MaxProduct(), js.Entropy()]
+    )
 
 
 def test_atomic_functions_patches_and_restores():
@@ -317,7 +386,7 @@ def test_atomic_functions_patches_and_restores():
     assert table["act"] is jnp.tanh and jax.nn.softmax.__name__ == "softmax"
     nodes = flatten(closed.jaxpr, closed.consts).nodes
     assert [n.path for n in nodes if n.primitive.name == "atomic"] == ["", ""]
-    np.testing.assert_allclose(jnp.exp(c), 3.0, rtol=1e-5)      # softmax: 3 edges, tanh: 1
+    np.testing.assert_allclose(jnp.exp(c), 3.0, rtol=1e-5)  # softmax: 3 edges, tanh: 1
 
 
 def test_block_ranges_repeated_uid_and_overlap_error():
@@ -326,8 +395,9 @@ def test_block_ranges_repeated_uid_and_overlap_error():
     graph = flatten(closed.jaxpr, closed.consts)
     assert sum(n.primitive.name == "atomic" for n in graph.nodes) == 2
     assert block_ranges([]) == []
-    marker = lambda uid, side: Node(SimpleNamespace(name="name"),
-                                    {"name": f"{ATOMIC_PREFIX}{uid}:{side}:f{uid}"}, (), (), "")
+    marker = lambda uid, side: Node(
+        SimpleNamespace(name="name"), {"name": f"{ATOMIC_PREFIX}{uid}:{side}:f{uid}"}, (), (), ""
+    )
     crossed = [marker(1, "in"), marker(2, "in"), marker(1, "out"), marker(2, "out")]
     with pytest.raises(ValueError, match="atomic blocks 'f1' and 'f2' overlap without nesting"):
         block_ranges(crossed)

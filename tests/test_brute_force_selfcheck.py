@@ -3,6 +3,7 @@
 These never involve jaxpr_semiring: the oracle is checked against jax.grad (the 'Real'
 fold) and against hand-computed path sets.
 """
+
 import math
 import os
 import sys
@@ -25,7 +26,9 @@ def _real(f, *args, argnums=0):
 def _assert_matches_grad(f, *args, argnums=0, rtol=2e-5, atol=2e-6):
     got = _real(f, *args, argnums=argnums)
     want = jax.grad(f, argnums=argnums)(*args)
-    got_leaves = jax.tree_util.tree_leaves(got, is_leaf=lambda d: isinstance(d, dict) and "value" in d)
+    got_leaves = jax.tree_util.tree_leaves(
+        got, is_leaf=lambda d: isinstance(d, dict) and "value" in d
+    )
     want_leaves = jax.tree_util.tree_leaves(want)
     assert len(got_leaves) == len(want_leaves)
     for g, w in zip(got_leaves, want_leaves):
@@ -50,6 +53,7 @@ def _scan_fn(x):
     def body(c, xi):
         c = c * xi + jnp.tanh(c)
         return c, c * 2.0
+
     c, ys = lax.scan(body, jnp.float32(1.0), x)
     return c + ys.sum()
 
@@ -58,20 +62,40 @@ CASES = {
     "exp_mul_sub": (lambda x, y: jnp.sum(jnp.exp(x) * y - x), (X4, Y4), (0, 1)),
     "rank0_broadcast": (lambda x, s: jnp.sum(x * 2.0 + x * s), (X4, YS), (0, 1)),
     "matmul": (lambda a, w: jnp.sum(jnp.tanh(a @ w)), (M34, W43), (0, 1)),
-    "sum_square": (lambda x: jnp.sum(x) * jnp.sum(x ** 2), (X4,), 0),
-    "maximum_relu": (lambda x, y: jnp.sum(jnp.maximum(x, 0.0) * x + jnp.maximum(x, y)), (X4, Y4), (0, 1)),
-    "where": (lambda x: jnp.sum(jnp.where(x > 0, x ** 2, -3.0 * x)), (X4,), 0),
-    "take_repeated": (lambda t, w: jnp.sum(jnp.take(t, jnp.array([0, 2, 0, 4]), axis=0) * w),
-                      (TABLE, M34[:, :3].reshape(-1)[:3]), (0, 1)),
+    "sum_square": (lambda x: jnp.sum(x) * jnp.sum(x**2), (X4,), 0),
+    "maximum_relu": (
+        lambda x, y: jnp.sum(jnp.maximum(x, 0.0) * x + jnp.maximum(x, y)),
+        (X4, Y4),
+        (0, 1),
+    ),
+    "where": (lambda x: jnp.sum(jnp.where(x > 0, x**2, -3.0 * x)), (X4,), 0),
+    "take_repeated": (
+        lambda t, w: jnp.sum(jnp.take(t, jnp.array([0, 2, 0, 4]), axis=0) * w),
+        (TABLE, M34[:, :3].reshape(-1)[:3]),
+        (0, 1),
+    ),
     "slice_concat": (lambda x: jnp.sum(jnp.concatenate([x[1:], x[:2] * 3.0]) ** 2), (X4,), 0),
     "softmax": (lambda x, y: jnp.sum(jax.nn.softmax(x) * y), (X4, Y4), (0, 1)),
     "jit_inner": (lambda x: jnp.sum(jax.jit(_inner)(x) * jax.jit(_inner)(x[::-1])), (X4,), 0),
-    "reduce_max_sort_cummax": (lambda x: jnp.max(x) * 2.0 + jnp.sort(x)[1] + lax.cummax(x)[2], (X4,), 0),
+    "reduce_max_sort_cummax": (
+        lambda x: jnp.max(x) * 2.0 + jnp.sort(x)[1] + lax.cummax(x)[2],
+        (X4,),
+        0,
+    ),
     "scan": (_scan_fn, (X4 * 0.5,), 0),
-    "cond_fori": (lambda x: lax.cond(x[0] > 0, lambda t: jnp.sum(t * t), lambda t: jnp.sum(jnp.sin(t)), x)
-                  + lax.fori_loop(0, 3, lambda i, c: c * x[i] + 1.0, x[3]),
-                  (X4,), 0),
-    "pytree_args": (lambda p: jnp.sum(p["w"] @ p["b"]) * p["s"], ({"w": M34, "b": X4, "s": YS},), 0),
+    "cond_fori": (
+        lambda x: (
+            lax.cond(x[0] > 0, lambda t: jnp.sum(t * t), lambda t: jnp.sum(jnp.sin(t)), x)
+            + lax.fori_loop(0, 3, lambda i, c: c * x[i] + 1.0, x[3])
+        ),
+        (X4,),
+        0,
+    ),
+    "pytree_args": (
+        lambda p: jnp.sum(p["w"] @ p["b"]) * p["s"],
+        ({"w": M34, "b": X4, "s": YS},),
+        0,
+    ),
     "relu_logsumexp": (lambda x: jax.nn.logsumexp(jax.nn.relu(x) * x), (X4,), 0),
 }
 
@@ -84,6 +108,7 @@ def test_real_fold_equals_grad(name):
 
 # ------------------------------------------------------------------- paper Fig. 1
 
+
 def fig1(x, y):
     return jnp.exp(x) + (x - y) * y
 
@@ -91,7 +116,8 @@ def fig1(x, y):
 def test_fig1_paths():
     x, y = jnp.float32(0.5), jnp.float32(2.0)
     px, py = bf.enumerate_paths(fig1, x, y, argnums=(0, 1))
-    gx = sorted(px[()]); gy = sorted(py[()])
+    gx = sorted(px[()])
+    gy = sorted(py[()])
     e = math.exp(0.5)
     # x: exp(x) then add (2 edges); sub, mul operand 0 (weight y), add (3 edges)
     np.testing.assert_allclose([p for p, _ in gx], sorted([e, 2.0]), rtol=1e-6)
@@ -129,7 +155,8 @@ def test_fig1_paths():
     ex = bf.brute_force(fig1, x, y, semiring_name="Expectation", argnums=(0, 1))
     for ps, en, xp in ((gx, ent[0], ex[0]), (gy, ent[1], ex[1])):
         a = np.abs([p for p, _ in ps])
-        z = a.sum(); t = (a * np.log(a)).sum()
+        z = a.sum()
+        t = (a * np.log(a)).sum()
         np.testing.assert_allclose(xp["z"], z, rtol=1e-6)
         np.testing.assert_allclose(xp["t"], t, rtol=1e-6)
         np.testing.assert_allclose(en["log_z"], np.log(z), rtol=1e-6)
@@ -158,6 +185,7 @@ def test_mul_x_x_is_two_parallel_edges():
 
 # ---------------------------------------------------------------------- dead ReLU
 
+
 @pytest.mark.parametrize("relu", [jax.nn.relu, lambda x: jnp.maximum(x, 0.0)])
 def test_dead_relu_is_zero_product_path(relu):
     f = lambda x: relu(x) * 3.0
@@ -178,6 +206,7 @@ def test_dead_relu_is_zero_product_path(relu):
 
 
 # ------------------------------------------------------------- gather / no path
+
 
 def test_take_repeated_index_two_paths():
     f = lambda t: jnp.sum(jnp.take(t, jnp.array([1, 1, 0]), axis=0) * 2.0)
@@ -228,7 +257,9 @@ def test_unused_input_and_fold_on_lists():
 
 def test_while_loop_unrolled():
     # reverse mode cannot differentiate while_loop; compare with forward mode
-    f = lambda x: lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, jnp.sin(c[1]) * x), (0, x))[1].sum()
+    f = lambda x: lax.while_loop(
+        lambda c: c[0] < 3, lambda c: (c[0] + 1, jnp.sin(c[1]) * x), (0, x)
+    )[1].sum()
     got = _real(f, X4)["value"]
     np.testing.assert_allclose(got, jax.jacfwd(f)(X4), rtol=2e-5, atol=2e-6)
 
@@ -238,6 +269,7 @@ def test_path_limit():
         for _ in range(20):
             x = x * x  # doubles the path count each time
         return x
+
     with pytest.raises(bf.PathLimitExceeded):
         bf.path_products(f, jnp.float32(1.0), max_paths=1000)
 

@@ -10,6 +10,7 @@ checkpoints written with save_pretrained:
 * bad input is one line and exit code 2 (a one-line exception from the Python API), never a
   traceback.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -44,6 +45,7 @@ def ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     dirs = {"bert": fc.build("bert", str(root / "bert"))}
     from transformers import FlaxBertModel
+
     enc = FlaxBertModel(fc.config("bert", 30522), seed=1)
     enc.save_pretrained(str(root / "encoder"))
     fc.tokenizer("wordpiece").save_pretrained(str(root / "encoder"))
@@ -72,8 +74,10 @@ def _one_line_error(rc, err, *fragments):
 @pytest.fixture
 def no_load(monkeypatch):
     """Loading a model is an error: what runs must have been decided before."""
+
     def load(spec):
         raise AssertionError(f"the model {spec!r} was loaded before the arguments were checked")
+
     monkeypatch.setattr(loading, "load", load)
 
 
@@ -81,9 +85,16 @@ def no_load(monkeypatch):
 def quick_top_path(monkeypatch):
     """``top-path`` with a canned path (what is tested is how it is written; tests/test_cli.py
     computes real ones)."""
-    doc = {"model": "m", "architecture": "bert", "target": "t", "target_value": 1.0,
-           "tokens": ["a"], "start": {"token": 0, "dim": 0}, "value": 1.0,
-           "steps": [{"primitive": "tanh", "product": 1.0}]}
+    doc = {
+        "model": "m",
+        "architecture": "bert",
+        "target": "t",
+        "target_value": 1.0,
+        "tokens": ["a"],
+        "start": {"token": 0, "dim": 0},
+        "value": 1.0,
+        "steps": [{"primitive": "tanh", "product": 1.0}],
+    }
     monkeypatch.setattr(cli, "top_path_document", lambda *a: (doc, "top gradient path (canned)"))
 
 
@@ -118,6 +129,7 @@ def _unwritable_dir(tmp_path):
 
 # ------------------------------------------------------------------------------ output files
 
+
 def test_json_through_a_symlink_keeps_the_link(ckpt, capsys, tmp_path):
     target = tmp_path / "real.json"
     target.write_text("old")
@@ -145,8 +157,9 @@ def test_json_into_a_fifo_is_written_through(ckpt, capsys, tmp_path):
 
 def test_a_character_device_is_written_through_never_replaced(ckpt, capsys, tmp_path):
     null = _char_device(tmp_path, "null")
-    rc, out, err = _run(capsys, "flows", ckpt["bert"], "--text", TEXT, *MLM, "--json", null,
-                        "--html", null)
+    rc, out, err = _run(
+        capsys, "flows", ckpt["bert"], "--text", TEXT, *MLM, "--json", null, "--html", null
+    )
     assert rc == 0, err
     assert stat.S_ISCHR(os.lstat(null).st_mode), "the device was replaced by a file"
     assert not [f for f in os.listdir(os.path.dirname(null)) if f.startswith(".tmp-")]
@@ -165,8 +178,8 @@ def test_dash_is_standard_output(ckpt, capsys, tmp_path, monkeypatch, quick_top_
     monkeypatch.chdir(tmp_path)
     rc, out, err = _run(capsys, "flows", ckpt["bert"], "--text", TEXT, *MLM, "--json", "-")
     assert rc == 0, err
-    assert report.from_json(out)["semiring"] == "real"   # stdout is the document alone
-    assert "layer 0" in err                                # the table went to stderr
+    assert report.from_json(out)["semiring"] == "real"  # stdout is the document alone
+    assert "layer 0" in err  # the table went to stderr
     assert os.listdir(tmp_path) == []
     rc, out, err = _run(capsys, "top-path", ckpt["bert"], "--text", TEXT, "--json", "-")
     assert rc == 0, err
@@ -181,9 +194,24 @@ def test_dev_stdout_is_written_through(ckpt, tmp_path, how):
     if how == "link":
         path = str(tmp_path / "out.json")
         os.symlink("/proc/self/fd/1", path)
-    r = subprocess.run([sys.executable, "-m", "jaxpr_semiring", "flows", ckpt["bert"], "--text",
-                        TEXT, *MLM, "--json", path], capture_output=True, text=True, timeout=300,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxpr_semiring",
+            "flows",
+            ckpt["bert"],
+            "--text",
+            TEXT,
+            *MLM,
+            "--json",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stderr
     assert report.from_json(r.stdout)["semiring"] == "real"
     assert "layer 0" in r.stderr
@@ -227,6 +255,7 @@ def test_two_outputs_to_one_file_is_refused(ckpt, capsys, tmp_path, no_load):
 
 def test_regular_file_replaced_atomically_keeps_its_mode(tmp_path):
     from jaxpr_semiring import outputs
+
     doc_path = tmp_path / "flows.json"
     doc_path.write_text("old")
     os.chmod(doc_path, 0o640)
@@ -240,6 +269,7 @@ def test_dev_fd_is_written_through_to_the_descriptor(tmp_path):
     """``--json /dev/fd/3 3>x.json``: the shell's descriptor gets the bytes; the file behind it
     is not replaced (that would leave the descriptor on a deleted inode)."""
     from jaxpr_semiring import outputs
+
     target = tmp_path / "x.json"
     with open(target, "wb") as fh:
         inode = os.fstat(fh.fileno()).st_ino
@@ -253,12 +283,14 @@ def test_dev_fd_is_written_through_to_the_descriptor(tmp_path):
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     from jaxpr_semiring import outputs
+
     p = tmp_path / "flows.json"
     p.write_text("old")
 
     def fail(fh):
         fh.write(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
+
     with pytest.raises(outputs.OutputError, match="No space left on device") as e:
         outputs.write_output(str(p), fail)
     assert "\n" not in str(e.value) and ".tmp-" not in str(e.value) and str(p) in str(e.value)
@@ -267,6 +299,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_report_save_keeps_mode_and_symlink(tmp_path):
     from test_report import make_doc
+
     target = tmp_path / "t.json"
     target.write_text("{}")
     os.chmod(target, 0o600)
@@ -281,6 +314,7 @@ def test_stdout_write_error_is_one_line(ckpt, capsys, monkeypatch):
     class Full(io.TextIOWrapper):
         def write(self, s):
             raise OSError(errno.ENOSPC, "No space left on device")
+
     full = Full(io.BytesIO(), encoding="utf-8")
     err = io.StringIO()
     monkeypatch.setattr(sys, "stdout", full)
@@ -291,6 +325,7 @@ def test_stdout_write_error_is_one_line(ckpt, capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ no one else's code
+
 
 def _copy(ckpt, tmp_path, name="m", src="bert"):
     d = tmp_path / name
@@ -318,6 +353,7 @@ def no_stdin(monkeypatch):
     def ask(prompt=""):
         asked.append(prompt)
         return "y"
+
     monkeypatch.setattr(builtins, "input", ask)
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 10))
     return asked
@@ -332,16 +368,22 @@ def _evil_dir(ckpt, tmp_path, where, model_type):
     (d / "configuration_evil.py").write_text(EVIL.format(marker=marker))
     (d / "tokenization_evil.py").write_text(EVIL.format(marker=marker))
     if where == "config":
-        _edit_json(d / "config.json", model_type=model_type,
-                   auto_map={"AutoConfig": "configuration_evil.EvilConfig"})
+        _edit_json(
+            d / "config.json",
+            model_type=model_type,
+            auto_map={"AutoConfig": "configuration_evil.EvilConfig"},
+        )
     else:
-        _edit_json(d / "tokenizer_config.json",
-                   auto_map={"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]})
+        _edit_json(
+            d / "tokenizer_config.json",
+            auto_map={"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]},
+        )
     return d, marker
 
 
-@pytest.mark.parametrize("where, model_type", [("config", "evil"), ("config", "bert"),
-                                               ("tokenizer", "bert")])
+@pytest.mark.parametrize(
+    "where, model_type", [("config", "evil"), ("config", "bert"), ("tokenizer", "bert")]
+)
 def test_auto_map_is_refused_without_a_prompt(ckpt, capsys, tmp_path, no_stdin, where, model_type):
     d, marker = _evil_dir(ckpt, tmp_path, where, model_type)
     rc, out, err = _run(capsys, "flows", d, "--text", TEXT, *MLM)
@@ -353,6 +395,7 @@ def test_auto_map_is_refused_without_a_prompt(ckpt, capsys, tmp_path, no_stdin, 
 
 def test_every_transformers_call_is_told_trust_remote_code_false(ckpt, monkeypatch, no_stdin):
     import transformers
+
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")
     seen = []
 
@@ -360,12 +403,19 @@ def test_every_transformers_call_is_told_trust_remote_code_false(ckpt, monkeypat
         orig = getattr(owner, name).__func__
 
         def call(cls, *a, **kw):
-            seen.append((cls.__name__, kw.get("trust_remote_code", "unset"),
-                         kw.get("local_files_only", "unset")))
-            if cls.__name__ == "AutoTokenizer":   # TransfoXL's switch to unpickle a vocabulary
+            seen.append(
+                (
+                    cls.__name__,
+                    kw.get("trust_remote_code", "unset"),
+                    kw.get("local_files_only", "unset"),
+                )
+            )
+            if cls.__name__ == "AutoTokenizer":  # TransfoXL's switch to unpickle a vocabulary
                 assert os.environ["TRUST_REMOTE_CODE"] == "False"
             return orig(cls, *a, **kw)
+
         monkeypatch.setattr(owner, name, classmethod(call))
+
     spy(transformers.AutoConfig, "from_pretrained")
     spy(transformers.AutoTokenizer, "from_pretrained")
     spy(transformers.FlaxPreTrainedModel, "from_pretrained")
@@ -405,10 +455,19 @@ BAD_CONFIGS = [  # (edit of the bert checkpoint, a fragment of the message)
     (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json is not a JSON object"),
     (lambda d: (d / "config.json").write_bytes(b"\xff\xfe\x00"), "config.json is not valid JSON"),
     (lambda d: _edit_json(d / "config.json", model_type=None), "has no model_type"),
-    (lambda d: _edit_json(d / "config.json", model_type="no-such-model"), "model_type 'no-such-model'"),
+    (
+        lambda d: _edit_json(d / "config.json", model_type="no-such-model"),
+        "model_type 'no-such-model'",
+    ),
     (lambda d: _edit_json(d / "config.json", model_type=7), "model_type 7"),
-    (lambda d: _edit_json(d / "config.json", architectures=["PreTrainedModel"]), "'PreTrainedModel'"),
-    (lambda d: _edit_json(d / "config.json", architectures=["GPT2LMHeadModel"]), "'GPT2LMHeadModel'"),
+    (
+        lambda d: _edit_json(d / "config.json", architectures=["PreTrainedModel"]),
+        "'PreTrainedModel'",
+    ),
+    (
+        lambda d: _edit_json(d / "config.json", architectures=["GPT2LMHeadModel"]),
+        "'GPT2LMHeadModel'",
+    ),
     (lambda d: _edit_json(d / "config.json", architectures="BertForMaskedLM"), "architectures"),
     (lambda d: _edit_json(d / "config.json", hidden_size="big"), "cannot load"),
     (lambda d: (d / "tokenizer.json").write_text("{garbled"), "tokenizer"),
@@ -421,12 +480,14 @@ def test_bad_config_is_one_line(ckpt, capsys, tmp_path, no_stdin, k):
     d = _copy(ckpt, tmp_path)
     edit(d)
     if fragment == "tokenizer":
-        os.remove(d / "vocab.txt")    # the garbled tokenizer.json is all there is
+        os.remove(d / "vocab.txt")  # the garbled tokenizer.json is all there is
     rc, out, err = _run(capsys, "flows", d, "--text", TEXT, *MLM)
     _one_line_error(rc, err, fragment)
 
 
-def test_semiring_and_field_typos_are_reported_before_the_model_loads(ckpt, capsys, no_load, tmp_path):
+def test_semiring_and_field_typos_are_reported_before_the_model_loads(
+    ckpt, capsys, no_load, tmp_path
+):
     rc, out, err = _run(capsys, "flows", ckpt["bert"], "--text", TEXT, "--semiring", "max-prodcut")
     _one_line_error(rc, err, "unknown semiring 'max-prodcut'")
     rc, out, err = _run(capsys, "flows", ckpt["bert"], "--text", TEXT, "--field", "top_poss")
@@ -439,15 +500,27 @@ def test_semiring_and_field_typos_are_reported_before_the_model_loads(ckpt, caps
     _one_line_error(rc, err, "the text is empty")
     inputs = tmp_path / "in.txt"
     inputs.write_text(TEXT + "\n")
-    rc, out, err = _run(capsys, "flows", ckpt["bert"], "--file", inputs, "--out-dir",
-                        tmp_path / "o", "--field", "top_poss")
+    rc, out, err = _run(
+        capsys,
+        "flows",
+        ckpt["bert"],
+        "--file",
+        inputs,
+        "--out-dir",
+        tmp_path / "o",
+        "--field",
+        "top_poss",
+    )
     _one_line_error(rc, err, "--field")
 
 
-@pytest.mark.parametrize("spec", ['similarity:"  "', "similarity:'   '", "similarity:   ",
-                                  'similarity:" \t "'])
+@pytest.mark.parametrize(
+    "spec", ['similarity:"  "', "similarity:'   '", "similarity:   ", 'similarity:" \t "']
+)
 def test_whitespace_similarity_text_blames_the_target(ckpt, capsys, spec):
-    rc, out, err = _run(capsys, "flows", ckpt["encoder"], "--text", "The keys are here.", "--target", spec)
+    rc, out, err = _run(
+        capsys, "flows", ckpt["encoder"], "--text", "The keys are here.", "--target", spec
+    )
     _one_line_error(rc, err, "--target similarity")
     assert "--text" not in err
 
@@ -455,8 +528,15 @@ def test_whitespace_similarity_text_blames_the_target(ckpt, capsys, spec):
 def test_escape_sequences_are_not_printed_raw(ckpt, capsys, tmp_path):
     evil = "\x1b]0;owned\x07\x1b[2J"
     d = _copy(ckpt, tmp_path, "enc" + evil, src="encoder")
-    rc, out, err = _run(capsys, "flows", d, "--text", "The keys" + evil + " are here.",
-                        "--target", f'similarity:"A key{evil}."')
+    rc, out, err = _run(
+        capsys,
+        "flows",
+        d,
+        "--text",
+        "The keys" + evil + " are here.",
+        "--target",
+        f'similarity:"A key{evil}."',
+    )
     assert rc == 0, err
     assert "\x1b" not in out and "\x07" not in out and "\x1b" not in err
     assert "\\x1b" in out
@@ -465,8 +545,14 @@ def test_escape_sequences_are_not_printed_raw(ckpt, capsys, tmp_path):
 
 
 def test_argument_errors_are_one_line(ckpt, capsys):
-    for argv in ([], ["flows"], ["top-path", ckpt["bert"]], ["flows", ckpt["bert"], "--bogus"],
-                 ["top-path", ckpt["bert"], "--text", "x", "--token", "one"], ["nope"]):
+    for argv in (
+        [],
+        ["flows"],
+        ["top-path", ckpt["bert"]],
+        ["flows", ckpt["bert"], "--bogus"],
+        ["top-path", ckpt["bert"], "--text", "x", "--token", "one"],
+        ["nope"],
+    ):
         rc, out, err = _run(capsys, *argv)
         assert rc == 2 and err.strip().count("\n") == 0 and "error" in err, (argv, err)
         assert "usage" not in err.lower() and "--help" in err
@@ -474,17 +560,33 @@ def test_argument_errors_are_one_line(ckpt, capsys):
 
 # ------------------------------------------------------------------------------ data sets
 
+
 def _file_args(model, inputs, out, *extra):
-    return ["flows", model, "--file", inputs, "--out-dir", out, "--target", "logit-diff:is,are",
-            "--semiring", "real", "--no-progress", *extra]
+    return [
+        "flows",
+        model,
+        "--file",
+        inputs,
+        "--out-dir",
+        out,
+        "--target",
+        "logit-diff:is,are",
+        "--semiring",
+        "real",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_unwritable_out_dir_fails_before_the_model_loads(ckpt, capsys, tmp_path, no_load):
     inputs = tmp_path / "in.txt"
     inputs.write_text(TEXT + "\n")
     ro = _unwritable_dir(tmp_path)
-    for out_dir, fragment in ((os.path.join(ro, "out"), "cannot write"), (inputs, "Not a directory"),
-                              (str(tmp_path / "o\0"), "NUL")):
+    for out_dir, fragment in (
+        (os.path.join(ro, "out"), "cannot write"),
+        (inputs, "Not a directory"),
+        (str(tmp_path / "o\0"), "NUL"),
+    ):
         rc, out, err = _run(capsys, *_file_args(ckpt["bert"], inputs, out_dir))
         _one_line_error(rc, err, "--out-dir", fragment)
 
@@ -492,6 +594,7 @@ def test_unwritable_out_dir_fails_before_the_model_loads(ckpt, capsys, tmp_path,
 def _after_first_record(monkeypatch, action):
     """Run ``action()`` when the data-set run has computed its first record."""
     from jaxpr_semiring.cli import dataset as dataset_cli
+
     task = dataset_cli.flows_task
 
     def flows_task(*a, **kw):
@@ -500,7 +603,9 @@ def _after_first_record(monkeypatch, action):
         def rec(*b):
             action()
             return record(*b)
+
         return prepare, compute, rec
+
     monkeypatch.setattr(dataset_cli, "flows_task", flows_task)
 
 
@@ -516,9 +621,11 @@ def test_out_dir_made_read_only_mid_run(ckpt, capsys, tmp_path, monkeypatch):
     def mkstemp(*a, dir=None, prefix=None, **kw):
         if started and dir is not None and os.path.realpath(dir) == str(out_dir.resolve()):
             made.append(dir)
-            raise PermissionError(errno.EACCES, "Permission denied",
-                                  os.path.join(dir, (prefix or "tmp") + "x1y2z3"))
+            raise PermissionError(
+                errno.EACCES, "Permission denied", os.path.join(dir, (prefix or "tmp") + "x1y2z3")
+            )
         return real(*a, dir=dir, prefix=prefix, **kw)
+
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     _after_first_record(monkeypatch, lambda: started.append(1))
     rc, out, err = _run(capsys, *_file_args(ckpt["bert"], inputs, out_dir))
@@ -556,23 +663,27 @@ def test_resume_refuses_another_tokenizer(ckpt, capsys, tmp_path):
 
 # ------------------------------------------------------------------------------ the Python API
 
+
 def test_a_prng_key_is_not_differentiable():
     f = lambda key, x: jnp.sum(x * jax.random.normal(key, x.shape))
     for argnums in (0, (0, 1)):
         with pytest.raises(TypeError, match="PRNG key") as e:
             js.semiring_grad(f, js.MaxProduct(), argnums=argnums)(jax.random.key(0), jnp.ones(3))
         assert "argnums" in str(e.value) and "\n" not in str(e.value)
-    g = js.semiring_grad(f, js.Real(), argnums=1)(jax.random.key(0), jnp.ones(3))   # the fix
+    g = js.semiring_grad(f, js.Real(), argnums=1)(jax.random.key(0), jnp.ones(3))  # the fix
     assert g.shape == (3,)
 
 
-@pytest.mark.parametrize("make", [
-    lambda f: js.semiring_grad(f, js.MaxProduct),
-    lambda f: js.semiring_grad(js.MaxProduct)(f),
-    lambda f: js.semiring_grad(semiring=js.MaxProduct)(f),
-    lambda f: js.value_and_semiring_grad(f, js.MaxProduct),
-    lambda f: js.semiring_grad(f, (js.MaxProduct, js.Entropy())),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f: js.semiring_grad(f, js.MaxProduct),
+        lambda f: js.semiring_grad(js.MaxProduct)(f),
+        lambda f: js.semiring_grad(semiring=js.MaxProduct)(f),
+        lambda f: js.value_and_semiring_grad(f, js.MaxProduct),
+        lambda f: js.semiring_grad(f, (js.MaxProduct, js.Entropy())),
+    ],
+)
 def test_a_semiring_class_instead_of_an_instance(make):
     f = lambda x: jnp.sum(jnp.tanh(x))
     with pytest.raises(TypeError, match=r"pass an instance: MaxProduct\(\)") as e:

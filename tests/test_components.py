@@ -2,6 +2,7 @@
 independent oracles: ``jax.grad`` and brute-force path enumeration of a *cut* model, in which
 every first use of the branch point but one component's is ``stop_gradient``-ed; the paths
 left are exactly those whose first step is that component."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,10 +24,16 @@ ALL = [js.Real(), js.MaxProduct(), js.MaxAbs(), js.Log(), js.Entropy(), js.Count
 
 # ------------------------------------------------------------------------- the tagged semiring
 
+
 def _mixed(x, W):
     h = jnp.tanh(x @ W)
     g = jnp.take(h, jnp.array([0, 2, 2]), axis=0)
-    return jnp.sum(jax.nn.softmax(g, -1) * g) + jnp.max(h) + jnp.cumsum(h, 0)[1, 0] + jnp.pad(h, 1)[2, 3]
+    return (
+        jnp.sum(jax.nn.softmax(g, -1) * g)
+        + jnp.max(h)
+        + jnp.cumsum(h, 0)[1, 0]
+        + jnp.pad(h, 1)[2, 3]
+    )
 
 
 @pytest.mark.parametrize("S", ALL, ids=repr)
@@ -35,8 +42,13 @@ def test_tagged_pass_merges_to_the_plain_pass(S):
     W = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
     T = Tagged(S)
     want = backprop(_mixed, S, argnums=(0, 1))(x, W).grads
-    got = jax.jit(lambda x, W: jax.tree.map(T.merge, backprop(_mixed, T, argnums=(0, 1))(x, W).grads,
-                                           is_leaf=lambda v: hasattr(v, "channels")))(x, W)
+    got = jax.jit(
+        lambda x, W: jax.tree.map(
+            T.merge,
+            backprop(_mixed, T, argnums=(0, 1))(x, W).grads,
+            is_leaf=lambda v: hasattr(v, "channels"),
+        )
+    )(x, W)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
@@ -46,8 +58,8 @@ def test_tagged_channel_operations():
     v = T.split(js.MaxProduct().ones((2, 4), jnp.float32), np.array([3, 3, 5, 5]))
     assert v.channels == (3, 5)
     assert np.asarray(T.channel(v, 5).top_pos).tolist() == [[-np.inf, -np.inf, 1, 1]] * 2
-    assert np.all(np.asarray(T.channel(v, 7).top_pos) == -np.inf)     # absent: 0̄
-    w = T.add(v, T.zeros((2, 4), jnp.float32))                          # 0̄ adds nothing
+    assert np.all(np.asarray(T.channel(v, 7).top_pos) == -np.inf)  # absent: 0̄
+    w = T.add(v, T.zeros((2, 4), jnp.float32))  # 0̄ adds nothing
     assert w.channels == (3, 5)
     z = T.add(T.zeros((2, 4), jnp.float32), T.zeros((2, 4), jnp.float32))
     assert z.channels == (ZERO,)
@@ -62,6 +74,7 @@ def test_tagged_channel_operations():
 
 # ------------------------------------------------------- a model with an independent oracle
 
+
 class Tanh(nn.Module):
     def __call__(self, x):
         return jnp.tanh(x)
@@ -72,6 +85,7 @@ class CutBlock(nn.Module):
     branch point is stop_gradient-ed ("skip", "query", "key", "value", "query.0", …, "mlp",
     "mlp_skip"); with ``cut=()`` it is the plain block. ``norm=False``: tanh instead of the
     LayerNorms (still a shared first step before the projections; far fewer paths)."""
+
     d: int
     heads: int = 1
     cut: tuple = ()
@@ -93,8 +107,15 @@ class CutBlock(nn.Module):
         parts = []
         for name, t in (("query", q), ("key", k), ("value", v)):
             t = self._live(t, name)
-            parts.append(jnp.concatenate([self._live(t[:, i * hd:(i + 1) * hd], f"{name}.{i}")
-                                          for i in range(self.heads)], axis=-1))
+            parts.append(
+                jnp.concatenate(
+                    [
+                        self._live(t[:, i * hd : (i + 1) * hd], f"{name}.{i}")
+                        for i in range(self.heads)
+                    ],
+                    axis=-1,
+                )
+            )
         q, k, v = parts
         a = jax.nn.softmax(q @ k.T / np.sqrt(self.d), axis=-1) @ v
         return self._live(x, "skip") + self.out(a)
@@ -117,8 +138,16 @@ class CutModel(nn.Module):
 
     def setup(self):
         self.embed = nn.Embed(7, self.d, name="embed")
-        self.blocks = [CutBlock(self.d, self.heads, self.cut if i == self.cut_at else (), self.norm,
-                                name=f"block_{i}") for i in range(self.n_blocks)]
+        self.blocks = [
+            CutBlock(
+                self.d,
+                self.heads,
+                self.cut if i == self.cut_at else (),
+                self.norm,
+                name=f"block_{i}",
+            )
+            for i in range(self.n_blocks)
+        ]
 
     def __call__(self, tokens):
         return self.from_block(self.embed(tokens), 0)
@@ -128,15 +157,27 @@ class CutModel(nn.Module):
             x = b(x)
         return x
 
-    def from_mid(self, x2, i):     # block i's MLP half, then the rest
+    def from_mid(self, x2, i):  # block i's MLP half, then the rest
         return self.from_block(self.blocks[i].mlp(x2), i + 1)
 
 
-TINY = Preset("tiny", r"block_\d+", r"embed", (
-    Point("attention", (Branch(),), (Component("skip", "", "add"), Component("qkv", "qkv", fused="qkv"))),
-    Point("mlp", (Branch("ln2"),), (Component("skip", "", "add"), Component("mlp", "fc")))))
-CUTS = {"attention": {"skip": ["skip"], "query": ["query"], "key": ["key"], "value": ["value"]},
-        "mlp": {"skip": ["mlp_skip"], "mlp": ["mlp"]}}
+TINY = Preset(
+    "tiny",
+    r"block_\d+",
+    r"embed",
+    (
+        Point(
+            "attention",
+            (Branch(),),
+            (Component("skip", "", "add"), Component("qkv", "qkv", fused="qkv")),
+        ),
+        Point("mlp", (Branch("ln2"),), (Component("skip", "", "add"), Component("mlp", "fc"))),
+    ),
+)
+CUTS = {
+    "attention": {"skip": ["skip"], "query": ["query"], "key": ["key"], "value": ["value"]},
+    "mlp": {"skip": ["mlp_skip"], "mlp": ["mlp"]},
+}
 
 
 def _setup(d, heads, n_blocks, T=3, norm=True):
@@ -153,7 +194,9 @@ def _oracle_fn(d, heads, n_blocks, params, w, block, point, keep, all_names, nor
     cut = tuple(n for name in all_names if name != keep for n in CUTS[point].get(name, [name]))
     m = CutModel(d, heads, n_blocks, cut_at=block, cut=cut, norm=norm)
     if point == "attention":
-        return lambda x: jnp.dot(jnp.sum(m.apply(params, x, block, method=CutModel.from_block), 0), w)
+        return lambda x: jnp.dot(
+            jnp.sum(m.apply(params, x, block, method=CutModel.from_block), 0), w
+        )
     return lambda x2: jnp.dot(jnp.sum(m.apply(params, x2, block, method=CutModel.from_mid), 0), w)
 
 
@@ -171,20 +214,36 @@ def _check_against_cut_models(S, flows_of_cut, d, nh, n_blocks, norm, heads=Fals
     hidden dims) of the model cut down to that component."""
     model, params, tokens, w = _setup(d, nh, n_blocks, norm=norm)
     target = lambda out: jnp.dot(jnp.sum(out, 0), w)
-    cf = components.component_flows(model, params, tokens, target, semiring=S, preset=TINY,
-                                     heads=heads, head_dim=d // nh)
-    assert [(p.layer, p.point) for p in cf.points] == [(0, "attention"), (0, "mlp"), (1, "attention"), (1, "mlp")]
+    cf = components.component_flows(
+        model, params, tokens, target, semiring=S, preset=TINY, heads=heads, head_dim=d // nh
+    )
+    assert [(p.layer, p.point) for p in cf.points] == [
+        (0, "attention"),
+        (0, "mlp"),
+        (1, "attention"),
+        (1, "mlp"),
+    ]
     for pt in cf.points:
         x, x2 = _branch_values(model, params, tokens, pt.layer)
         at = x if pt.point == "attention" else x2
         names = [c for c in pt.components if c != "other"]
         for name in names + [None]:
-            f = _oracle_fn(d, nh, n_blocks, params, w, pt.layer, pt.point, name, names if name else [], norm)
+            f = _oracle_fn(
+                d, nh, n_blocks, params, w, pt.layer, pt.point, name, names if name else [], norm
+            )
             got = pt.component(name, S) if name else pt.total
-            assert_matches(S, got, flows_of_cut(f, at), rtol=1e-4, atol=1e-6,
-                           where=f"layer {pt.layer} {pt.point} {name}")
-        assert np.all(np.asarray(jax.tree.leaves(pt.component("other", S))[0]) ==
-                      np.asarray(jax.tree.leaves(S.zeros((), jnp.float32))[0]))  # nothing else
+            assert_matches(
+                S,
+                got,
+                flows_of_cut(f, at),
+                rtol=1e-4,
+                atol=1e-6,
+                where=f"layer {pt.layer} {pt.point} {name}",
+            )
+        assert np.all(
+            np.asarray(jax.tree.leaves(pt.component("other", S))[0])
+            == np.asarray(jax.tree.leaves(S.zeros((), jnp.float32))[0])
+        )  # nothing else
     return cf
 
 
@@ -193,12 +252,27 @@ def test_real_component_flows_equal_jax_grad_of_the_cut_model(heads):
     # tanh instead of LayerNorm: a LayerNorm's Jacobian sums to 0 over the hidden dims, so Real
     # flows through it aggregate to exactly 0 and could not tell the components apart
     d, nh = 4, 2
-    cf = _check_against_cut_models(js.Real(), lambda f, at: {"value": jax.grad(f)(at).sum(-1)},
-                                   d, nh, 2, norm=False, heads=heads)
+    cf = _check_against_cut_models(
+        js.Real(),
+        lambda f, at: {"value": jax.grad(f)(at).sum(-1)},
+        d,
+        nh,
+        2,
+        norm=False,
+        heads=heads,
+    )
     assert np.abs(np.asarray(cf.points[2].flows)[:, 1:-1]).min() > 1e-6  # q/k/v do carry flow
     if heads:
-        assert cf.points[0].components == ("skip", "query.0", "query.1", "key.0", "key.1",
-                                           "value.0", "value.1", "other")
+        assert cf.points[0].components == (
+            "skip",
+            "query.0",
+            "query.1",
+            "key.0",
+            "key.1",
+            "value.0",
+            "value.1",
+            "other",
+        )
 
 
 @pytest.mark.parametrize("S", [js.MaxProduct(), js.Log()], ids=repr)
@@ -206,7 +280,9 @@ def test_flows_through_layernorms_equal_the_cut_models(S):
     # the oracle here is the plain (untagged) semiring pass on each cut model
     def plain(f, at):
         from oracle import fields
+
         return fields(S, S.sum(js.semiring_grad(f, S)(at), axes=-1))
+
     _check_against_cut_models(S, plain, 4, 2, 2, norm=True)
 
 
@@ -215,13 +291,19 @@ def test_component_flows_equal_brute_force_path_enumeration():
     model, params, tokens, w = _setup(d, 1, n_blocks, T=2, norm=False)
     target = lambda out: jnp.dot(jnp.sum(out, 0), w)
     x, x2 = _branch_values(model, params, tokens, 0)
-    products = {}   # (point, component) -> per token, every path from the token's hidden dims
+    products = {}  # (point, component) -> per token, every path from the token's hidden dims
     for pt in TINY.points:
-        names = [n for c in pt.components for n in (("query", "key", "value") if c.fused else (c.name,))]
+        names = [
+            n for c in pt.components for n in (("query", "key", "value") if c.fused else (c.name,))
+        ]
         for name in names + [None]:
-            f = _oracle_fn(d, 1, n_blocks, params, w, 0, pt.name, name, names if name else [], norm=False)
+            f = _oracle_fn(
+                d, 1, n_blocks, params, w, 0, pt.name, name, names if name else [], norm=False
+            )
             prods = path_products(f, x if pt.name == "attention" else x2)
-            products[pt.name, name] = [[p for h in range(d) for p in prods[t, h]] for t in range(len(tokens))]
+            products[pt.name, name] = [
+                [p for h in range(d) for p in prods[t, h]] for t in range(len(tokens))
+            ]
     for S in [js.MaxProduct(), js.Log(), js.Entropy(), js.Counting(), js.TopK(2)]:
         cf = components.component_flows(model, params, tokens, target, semiring=S, preset=TINY)
         for pt in cf.points:
@@ -229,12 +311,17 @@ def test_component_flows_equal_brute_force_path_enumeration():
                 if point != pt.point:
                     continue
                 got = pt.component(name, S) if name else pt.total
-                for t, ps in enumerate(per_token):   # ⊕ over a token's hidden dims (Eq. 3)
-                    assert_matches(S, jax.tree.map(lambda a: np.asarray(a)[t], got), fold(S, ps),
-                                   where=f"{pt.point} {name} token {t}")
+                for t, ps in enumerate(per_token):  # ⊕ over a token's hidden dims (Eq. 3)
+                    assert_matches(
+                        S,
+                        jax.tree.map(lambda a: np.asarray(a)[t], got),
+                        fold(S, ps),
+                        where=f"{pt.point} {name} token {t}",
+                    )
 
 
 # ---------------------------------------------------------------- this repo's Transformer
+
 
 def test_transformer_classifier_preset_jit_vmap():
     m = TransformerClassifier(num_layers=2, hidden=8, heads=2, max_len=5)
@@ -245,13 +332,17 @@ def test_transformer_classifier_preset_jit_vmap():
     batched = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(p, toks)
     for i in range(2):
         one = jax.jit(fn)(p, toks[i])
-        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(jax.tree.map(lambda a: a[i], batched))):
+        for a, b in zip(
+            jax.tree.leaves(one), jax.tree.leaves(jax.tree.map(lambda a: a[i], batched))
+        ):
             # entries near 0 are cancellations of O(0.1) terms: float32 rounding differs
             # between the batched and the single program by ~1e-7 (jax 0.12's XLA)
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         # the first branch point (layer_0's input = the embeddings) is jax.grad's
         h0 = m.apply(p, toks[i], method=TransformerClassifier.embed)
-        g = jax.grad(lambda h: target(m.apply(p, h, method=TransformerClassifier.encode_from_embeddings)))(h0)
+        g = jax.grad(
+            lambda h: target(m.apply(p, h, method=TransformerClassifier.encode_from_embeddings))
+        )(h0)
         np.testing.assert_allclose(np.asarray(one.points[0].total), g.sum(-1), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(np.asarray(one.embeddings), g, rtol=1e-4, atol=1e-6)
         for pt in one.points:
@@ -266,7 +357,7 @@ def test_points_subset_keeps_layer_numbers():
     both = components.component_flows(m, p, jnp.arange(4), target)
     mlp = components.component_flows(m, p, jnp.arange(4), target, points=("mlp",))
     assert [(q.layer, q.point) for q in mlp.points] == [(0, "mlp"), (1, "mlp")]
-    for a, b in zip(both.select("mlp"), mlp.points):   # the other points' labels change nothing
+    for a, b in zip(both.select("mlp"), mlp.points):  # the other points' labels change nothing
         np.testing.assert_array_equal(a.flows.top_pos, b.flows.top_pos)
 
 
@@ -282,7 +373,10 @@ def test_errors_name_the_problem_and_the_fix():
         @nn.compact
         def __call__(self, x):
             return nn.Dense(2)(x)
-    with pytest.raises(presets.UnsupportedModelError, match="Supported model types: .*bert.*gpt2.*Preset"):
+
+    with pytest.raises(
+        presets.UnsupportedModelError, match="Supported model types: .*bert.*gpt2.*Preset"
+    ):
         components.component_flows_fn(Other(), lambda o: o[0])
     bad = TINY._replace(layers=r"nonexistent_\d+", embeddings=r"token_embed")
     with pytest.raises(ValueError, match="no branch point found"):
@@ -294,7 +388,10 @@ def test_errors_name_the_problem_and_the_fix():
 
 def test_targets():
     from types import SimpleNamespace
-    out = SimpleNamespace(logits=jnp.arange(6.0).reshape(1, 6), last_hidden_state=jnp.ones((1, 3, 2)))
+
+    out = SimpleNamespace(
+        logits=jnp.arange(6.0).reshape(1, 6), last_hidden_state=jnp.ones((1, 3, 2))
+    )
     assert float(targets.class_diff(out, 5, 1)) == 4.0
     assert float(targets.similarity(out, jnp.array([2.0, 2.0]))) == pytest.approx(1.0)
     assert targets.top2(jnp.array([0.1, 3.0, 2.0])) == (1, 2)

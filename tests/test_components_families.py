@@ -3,6 +3,7 @@ Real flows ⊕ to the total; the Real total at the first branch point and the fl
 embeddings equal ``jax.grad`` (taken independently, through ``nn.intercept_methods``); max over
 the components of max-product is the total's; per-head flows ⊕ to the unsplit component; no
 path is left to ``other``; one branch-point set per layer (ALBERT: by call order)."""
+
 import re
 
 import flax.linen as nn
@@ -21,7 +22,11 @@ FAMILIES = sorted(fc.FAMILIES)
 
 def _inputs(name):
     if name == "vit":
-        return {"pixel_values": jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8))}, targets.class_diff, (2, 0)
+        return (
+            {"pixel_values": jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8))},
+            targets.class_diff,
+            (2, 0),
+        )
     return {"input_ids": jnp.array([0, 9, 25, 17, 40, 33, 2])}, targets.logit_diff, (4, 11, 7)
 
 
@@ -79,25 +84,43 @@ def test_family_real_flows(family):
     fn = components.component_flows_fn(model, target, js.Real())
     cf = jax.jit(fn)(model.params, inputs, *targs)
     c = model.config
-    n_layers = (c.encoder_layers + c.decoder_layers if c.is_encoder_decoder else
-                next(getattr(c, a) for a in ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-                     if isinstance(getattr(c, a, None), int)))
+    n_layers = (
+        c.encoder_layers + c.decoder_layers
+        if c.is_encoder_decoder
+        else next(
+            getattr(c, a)
+            for a in ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+            if isinstance(getattr(c, a, None), int)
+        )
+    )
     assert sorted({p.layer for p in cf.points}) == list(range(n_layers))
     g_emb, g_layer = _grad_oracles(model, preset, inputs, target, targs, 0)
     # Σ over hidden dims is ~0 when a LayerNorm follows (its Jacobian sums to 0): float32
     # cancellation error follows the gradient's own scale, not the near-zero sum
     scale = 1e-5 * float(jnp.max(jnp.abs(g_layer)))
     for pt in cf.points:
-        np.testing.assert_allclose(np.asarray(pt.flows).sum(-1), pt.total, rtol=1e-4,
-                                   atol=max(1e-6, scale),
-                                   err_msg=f"{name} layer {pt.layer} {pt.point}")
+        np.testing.assert_allclose(
+            np.asarray(pt.flows).sum(-1),
+            pt.total,
+            rtol=1e-4,
+            atol=max(1e-6, scale),
+            err_msg=f"{name} layer {pt.layer} {pt.point}",
+        )
     np.testing.assert_allclose(cf.embeddings, g_emb, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(cf.points[0].total, g_layer.reshape(-1, *g_layer.shape[-2:]).sum((0, 2)),
-                               rtol=1e-4, atol=scale)
-    if name == "albert":   # one shared layer module: the second call is layer 1
+    np.testing.assert_allclose(
+        cf.points[0].total,
+        g_layer.reshape(-1, *g_layer.shape[-2:]).sum((0, 2)),
+        rtol=1e-4,
+        atol=scale,
+    )
+    if name == "albert":  # one shared layer module: the second call is layer 1
         _, g1 = _grad_oracles(model, preset, inputs, target, targs, 1)
-        np.testing.assert_allclose(cf.select("attention")[1].total, g1[0].sum(-1), rtol=1e-4,
-                                   atol=1e-5 * float(jnp.max(jnp.abs(g1))))
+        np.testing.assert_allclose(
+            cf.select("attention")[1].total,
+            g1[0].sum(-1),
+            rtol=1e-4,
+            atol=1e-5 * float(jnp.max(jnp.abs(g1))),
+        )
 
 
 def test_family_max_product_heads(family):
@@ -106,18 +129,29 @@ def test_family_max_product_heads(family):
     S = js.MaxProduct()
     plain = components.component_flows_fn(model, target, S)
     split = components.component_flows_fn(model, target, S, heads=True)
-    a, b = jax.jit(lambda p, i, *t: (plain(p, i, *t), split(p, i, *t)))(model.params, inputs, *targs)
+    a, b = jax.jit(lambda p, i, *t: (plain(p, i, *t), split(p, i, *t)))(
+        model.params, inputs, *targs
+    )
     for pa, pb in zip(a.points, b.points):
         where = f"{name} layer {pa.layer} {pa.point}"
-        for v in (pa, pb):   # max over the components is the total; nothing is left to "other"
-            np.testing.assert_array_equal(np.asarray(v.flows.top_pos).max(-1), v.total.top_pos, err_msg=where)
-            np.testing.assert_array_equal(np.asarray(v.flows.top_neg).min(-1), v.total.top_neg, err_msg=where)
+        for v in (pa, pb):  # max over the components is the total; nothing is left to "other"
+            np.testing.assert_array_equal(
+                np.asarray(v.flows.top_pos).max(-1), v.total.top_pos, err_msg=where
+            )
+            np.testing.assert_array_equal(
+                np.asarray(v.flows.top_neg).min(-1), v.total.top_neg, err_msg=where
+            )
             assert np.all(np.asarray(v.component("other", S).top_pos) == -np.inf), where
         np.testing.assert_array_equal(pa.total.top_pos, pb.total.top_pos, err_msg=where)
         for comp in pa.components:
             heads = [c for c in pb.components if c.split(".")[0] == comp]
             if comp in presets.ATTENTION_PROJECTIONS:
                 assert len(heads) >= 1 and all(h != comp for h in heads), (where, pb.components)
-            merged = jax.tree.map(lambda *xs: np.stack(xs, -1), *[pb.component(h, S) for h in heads])
-            np.testing.assert_array_equal(np.asarray(merged.top_pos).max(-1),
-                                          pa.component(comp, S).top_pos, err_msg=f"{where} {comp}")
+            merged = jax.tree.map(
+                lambda *xs: np.stack(xs, -1), *[pb.component(h, S) for h in heads]
+            )
+            np.testing.assert_array_equal(
+                np.asarray(merged.top_pos).max(-1),
+                pa.component(comp, S).top_pos,
+                err_msg=f"{where} {comp}",
+            )

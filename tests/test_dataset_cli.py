@@ -1,6 +1,7 @@
 """``jaxpr-semiring flows MODEL --file ... --out-dir ...`` (jaxpr_semiring.cli.dataset) on a tiny
 random BERT checkpoint: records equal the single-text documents, per-line targets, bad lines
 reported and skipped, exit code 2 for unusable input or results directories."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,14 @@ import family_checkpoints
 from test_dataset import assert_same_records, load_records
 
 KEYS = "The keys to the cabinet [MASK] on the table."
-LINES = [json.dumps({"text": KEYS, "good": "are", "bad": "is"}), "",
-         json.dumps({"text": "The key to the cabinets [MASK] on the table."}),
-         json.dumps({"text": "No mask here."}),
-         json.dumps({"text": "The keys [MASK] here.", "good": "are", "bad": "cabinetry"}),
-         json.dumps({"text": "[MASK] " + "word " * 30})]
+LINES = [
+    json.dumps({"text": KEYS, "good": "are", "bad": "is"}),
+    "",
+    json.dumps({"text": "The key to the cabinets [MASK] on the table."}),
+    json.dumps({"text": "No mask here."}),
+    json.dumps({"text": "The keys [MASK] here.", "good": "are", "bad": "cabinetry"}),
+    json.dumps({"text": "[MASK] " + "word " * 30}),
+]
 
 
 def _document(loaded, S, cf, tokens, tgt):
@@ -45,7 +49,9 @@ def args(model, file, out, *extra):
     ap.add_argument("--heads", action="store_true")
     ap.add_argument("--json")
     dataset_cli.add_arguments(ap)
-    return ap.parse_args([model, "--file", str(file), "--out-dir", str(out), "--no-progress", *extra])
+    return ap.parse_args(
+        [model, "--file", str(file), "--out-dir", str(out), "--no-progress", *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,14 @@ def run(tmp_path_factory):
     src = d / "in.jsonl"
     src.write_text("\n".join(LINES) + "\n")
     err = io.StringIO()
-    code = dataset_cli.run_file(args(model, src, d / "out", "--semiring", "max-product,real",
-                                     "--target", "logit-diff:is,are"), parse_semiring, document, err)
+    code = dataset_cli.run_file(
+        args(
+            model, src, d / "out", "--semiring", "max-product,real", "--target", "logit-diff:is,are"
+        ),
+        parse_semiring,
+        document,
+        err,
+    )
     return model, src, d / "out", code, err.getvalue()
 
 
@@ -65,7 +77,11 @@ def test_records_are_the_single_text_documents(run):
     assert code == 0
     recs = load_records(out / "flows.jsonl")
     assert [(r["index"], r["semiring"]) for r in recs] == [
-        (0, "max-product"), (0, "real"), (2, "max-product"), (2, "real")]
+        (0, "max-product"),
+        (0, "real"),
+        (2, "max-product"),
+        (2, "real"),
+    ]
     assert [r["target"] for r in recs[::2]] == ["logit-diff:are,is@6", "logit-diff:is,are@6"]
     loaded = loading.load(model)
     for r in recs[:2]:
@@ -87,13 +103,21 @@ def test_bad_lines_are_reported_skipped_and_listed(run):
 def test_exit_code_2_with_a_one_line_message(run, tmp_path):
     model, src, out, _, _ = run
     cases = [
-        (args(model, tmp_path / "nope.txt", tmp_path / "o"), "cannot read .*nope.txt: No such file"),
-        (args(model, src, out, "--semiring", "entropy", "--target", "logit-diff:is,are"),
-         "holds results of another run \\(options differ: semirings"),
+        (
+            args(model, tmp_path / "nope.txt", tmp_path / "o"),
+            "cannot read .*nope.txt: No such file",
+        ),
+        (
+            args(model, src, out, "--semiring", "entropy", "--target", "logit-diff:is,are"),
+            "holds results of another run \\(options differ: semirings",
+        ),
         (args(model, src, tmp_path / "o", "--batch-size", "0"), "--batch-size 0: give at least 1"),
         (args(model, src, tmp_path / "o", "--buckets", "8,x"), "--buckets '8,x': give positive"),
         (args(model, src, src / "o"), "cannot write to .*: Not a directory"),
-        (args(model, src, tmp_path / "o", "--json", "x.json"), "--json is for one text; with --file"),
+        (
+            args(model, src, tmp_path / "o", "--json", "x.json"),
+            "--json is for one text; with --file",
+        ),
         (args(model, src, ""), "--file needs --out-dir"),
     ]
     for a, message in cases:

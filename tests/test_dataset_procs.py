@@ -5,6 +5,7 @@ a localhost coordinator == one process; kill -9 mid-run, then resume == uninterr
 The task is tests/test_dataset.py's toy (Real and MaxProduct flows, the compiled CPU kernel
 inside jax.shard_map), run by ``python tests/test_dataset.py worker ...``.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,20 @@ import time
 
 import pytest
 
-from test_dataset import (SENTENCES, assert_same_records, load_records, run_toy, toy_compute,
-                          write_lines)
+from test_dataset import (
+    SENTENCES,
+    assert_same_records,
+    load_records,
+    run_toy,
+    toy_compute,
+    write_lines,
+)
 
-WORKER = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_dataset.py"),
-          "worker"]
+WORKER = [
+    sys.executable,
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_dataset.py"),
+    "worker",
+]
 TIMEOUT = 300
 
 
@@ -29,14 +39,22 @@ def env(devices: int | None = None) -> dict:
     e = dict(os.environ, JAX_PLATFORMS="cpu")
     e.pop("JAX_COORDINATOR_ADDRESS", None)
     if devices:
-        e["XLA_FLAGS"] = (e.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
+        e["XLA_FLAGS"] = (
+            e.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+        ).strip()
     return e
 
 
 def worker(args, devices=None, **kw):
     """Run the worker to completion; its summary (JSON on the last stdout line)."""
-    p = subprocess.run(WORKER + [str(a) for a in args], env=env(devices), capture_output=True,
-                       text=True, timeout=TIMEOUT, **kw)
+    p = subprocess.run(
+        WORKER + [str(a) for a in args],
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        **kw,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -66,10 +84,26 @@ def free_port() -> int:
 def test_two_processes_equal_one(reference, tmp_path):
     src, ref = reference
     coord = f"localhost:{free_port()}"
-    procs = [subprocess.Popen(WORKER + [src, str(tmp_path / "out"), "--coordinator", coord,
-                                        "--num-processes", "2", "--process-id", str(i)],
-                              env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            WORKER
+            + [
+                src,
+                str(tmp_path / "out"),
+                "--coordinator",
+                coord,
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     try:
         for p in procs:
@@ -93,7 +127,7 @@ def _headers(path) -> list[int]:
     """Indices of the complete blocks of a part (each input has one record line here)."""
     lines = open(path, "rb").read().split(b"\n")
     done = []
-    for i in range(0, len(lines) - 2, 2):     # header, record, ...; the last item is after "\n"
+    for i in range(0, len(lines) - 2, 2):  # header, record, ...; the last item is after "\n"
         if b'"records": 1' in lines[i] and i + 1 < len(lines) - 1:
             done.append(json.loads(lines[i])["index"])
     return done
@@ -103,15 +137,22 @@ def test_kill_9_then_resume_equals_uninterrupted(reference, tmp_path):
     src, ref = reference
     out = tmp_path / "out"
     part = out / "parts" / "part-00000.jsonl"
-    p = subprocess.Popen(WORKER + [src, str(out), "--batch-size", "1", "--delay", "0.5"],
-                         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        WORKER + [src, str(out), "--batch-size", "1", "--delay", "0.5"],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + TIMEOUT
         while time.time() < deadline and p.poll() is None:
             if part.exists() and _headers(part):
                 break
             time.sleep(0.05)
-        assert p.poll() is None, "the worker finished before it could be killed: " + p.stderr.read()[-2000:]
+        assert p.poll() is None, (
+            "the worker finished before it could be killed: " + p.stderr.read()[-2000:]
+        )
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=30)
     finally:
@@ -120,7 +161,7 @@ def test_kill_9_then_resume_equals_uninterrupted(reference, tmp_path):
     before = _headers(part)
     assert 1 <= len(before) < len(ref) and not (out / "flows.jsonl").exists()
     s = worker([src, out, "--batch-size", 1])
-    assert s["computed"] == len(ref) - len(before)          # nothing complete is recomputed
+    assert s["computed"] == len(ref) - len(before)  # nothing complete is recomputed
     after = _headers(part)
-    assert after[:len(before)] == before and sorted(after) == sorted(r["index"] for r in ref)
+    assert after[: len(before)] == before and sorted(after) == sorted(r["index"] for r in ref)
     assert_same_records(load_records(s["output"]), ref)

@@ -2,6 +2,7 @@
 
 Each takes well under 90 s on 2 idle CPU cores (most of it is compilation).
 """
+
 import os
 import subprocess
 import sys
@@ -14,12 +15,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(script, tmp_path, *extra):
     out = tmp_path / (script.replace(".py", ".png"))
     js = tmp_path / (script.replace(".py", ".json"))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TRANSFORMERS_VERBOSITY="error", MPLBACKEND="Agg")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+        MPLBACKEND="Agg",
+    )
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", script), "--quick", "--out", str(out),
-         "--json", str(js), *extra],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", script),
+            "--quick",
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert out.exists() and out.stat().st_size > 1000
     assert js.exists()
@@ -28,6 +47,7 @@ def _run(script, tmp_path, *extra):
 
 def test_fig5_quick(tmp_path):
     import json
+
     stdout, js = _run("fig5_entropy_vs_mdl.py", tmp_path)
     assert "wrote" in stdout
     rows = json.loads(js.read_text())["rows"]
@@ -41,6 +61,7 @@ def test_fig5_quick(tmp_path):
 def test_fig6_quick(tmp_path):
     import json
     import math
+
     stdout, js = _run("fig6_entropy_sanity.py", tmp_path)
     res = json.loads(js.read_text())
     assert set(res) >= {"a", "b", "c"}

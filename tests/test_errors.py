@@ -1,4 +1,5 @@
 """Errors are part of the API: each names the problem and the fix."""
+
 import re
 
 import jax
@@ -11,7 +12,12 @@ from jaxpr_semiring import rules
 
 
 def test_non_scalar_output():
-    with pytest.raises(TypeError, match=re.escape("Gradient only defined for scalar-output functions. Output had shape: (3,)")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "Gradient only defined for scalar-output functions. Output had shape: (3,)"
+        ),
+    ):
         js.semiring_grad(lambda x: x * 2)(jnp.ones(3))
 
 
@@ -22,7 +28,9 @@ def test_integer_output():
 
 @pytest.mark.parametrize("x,name", [(jnp.arange(3), "int32"), (jnp.ones(3, bool), "bool")])
 def test_non_float_input(x, name):
-    with pytest.raises(TypeError, match=f"requires real-valued inputs .* but got {name}.*non-differentiated argnum"):
+    with pytest.raises(
+        TypeError, match=f"requires real-valued inputs .* but got {name}.*non-differentiated argnum"
+    ):
         js.semiring_grad(lambda x: jnp.sum(x))(x)
 
 
@@ -32,7 +40,9 @@ def test_complex_input():
 
 
 def test_argnums_out_of_range():
-    with pytest.raises(TypeError, match=re.escape("argnums=3 requires at least 4 positional arguments")):
+    with pytest.raises(
+        TypeError, match=re.escape("argnums=3 requires at least 4 positional arguments")
+    ):
         js.semiring_grad(lambda x: x, argnums=3)(1.0)
 
 
@@ -80,7 +90,10 @@ def test_rule_returning_wrong_shape_is_reported():
     p.def_abstract_eval(lambda x: x)
     rules.register(p)(lambda ctx, ins, outs, cts: [ctx.semiring.sum(cts[0])])
     try:
-        with pytest.raises(ValueError, match="rule for 'bad_rule_op'.*shape \\(\\) for an operand of shape \\(3,\\)"):
+        with pytest.raises(
+            ValueError,
+            match="rule for 'bad_rule_op'.*shape \\(\\) for an operand of shape \\(3,\\)",
+        ):
             js.semiring_grad(lambda x: jnp.sum(p.bind(x)))(jnp.ones(3))
     finally:
         rules.RULES.pop("bad_rule_op")

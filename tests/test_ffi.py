@@ -7,6 +7,7 @@ shared weights, nested), with 0 and ±inf weights, 0̄ rows, empty and size-1 ax
 layouts ([C, N] and [N, C]: the kernel reads the latter without a transposed copy), float64;
 and semiring gradients through it against brute-force path enumeration.
 """
+
 from __future__ import annotations
 
 import jax
@@ -19,12 +20,12 @@ from jaxpr_semiring import kernels
 from jaxpr_semiring import semirings as S
 from jaxpr_semiring.analyses.pointer import PointerMaxProduct
 from oracle import check_all_semirings
-from test_kernels import (CASES, exact, maxproduct_value, random_weights, ref_maxabs,
-                          ref_maxproduct)
+from test_kernels import CASES, exact, maxproduct_value, random_weights, ref_maxabs, ref_maxproduct
 
 pytestmark = pytest.mark.skipif(
     not kernels.ffi.available(),
-    reason="the FFI kernel needs numba (pip install 'jaxpr_semiring[cpu]') and jax.ffi")
+    reason="the FFI kernel needs numba (pip install 'jaxpr_semiring[cpu]') and jax.ffi",
+)
 
 NC_CASES = [  # weights stored [N, C] (contraction last): read in place
     ((3, 7), (5, 7), (((1,), (1,)), ((), ()))),
@@ -62,9 +63,12 @@ def test_implementations_names_the_ffi_path(monkeypatch):
     assert kernels.implementations("numba")["cpu"] == "numba-ffi"
     assert kernels.implementations("xla")["cpu"] == "xla"
     assert kernels.describe()["cpu"] == "numba-ffi"
-    assert set(kernels.ffi.targets()) == {"jaxpr_semiring_maxproduct",
-                                          "jaxpr_semiring_maxproduct_arg", "jaxpr_semiring_maxabs",
-                                          "jaxpr_semiring_maxproduct_lowrank"}
+    assert set(kernels.ffi.targets()) == {
+        "jaxpr_semiring_maxproduct",
+        "jaxpr_semiring_maxproduct_arg",
+        "jaxpr_semiring_maxabs",
+        "jaxpr_semiring_maxproduct_lowrank",
+    }
     monkeypatch.setattr(kernels.ffi, "available", lambda: False)
     assert kernels.implementations("auto")["cpu"] == "numba-callback"
 
@@ -72,10 +76,18 @@ def test_implementations_names_the_ffi_path(monkeypatch):
 def test_program_calls_the_ffi_target(force_kernel):
     dims = CASES[0][2]
     p, n = maxproduct_value(np.random.default_rng(0), (3, 7))
-    hlo = jax.jit(_mp("auto", dims)).lower(p, n, random_weights(np.random.default_rng(1), (7, 5))).as_text()
+    hlo = (
+        jax.jit(_mp("auto", dims))
+        .lower(p, n, random_weights(np.random.default_rng(1), (7, 5)))
+        .as_text()
+    )
     assert "jaxpr_semiring_maxproduct" in hlo and "callback" not in hlo
-    assert "jaxpr_semiring_maxproduct" not in jax.jit(_mp("xla", dims)).lower(
-        p, n, random_weights(np.random.default_rng(1), (7, 5))).as_text()
+    assert (
+        "jaxpr_semiring_maxproduct"
+        not in jax.jit(_mp("xla", dims))
+        .lower(p, n, random_weights(np.random.default_rng(1), (7, 5)))
+        .as_text()
+    )
 
 
 @pytest.mark.parametrize("case", range(len(ALL_CASES)))
@@ -104,8 +116,12 @@ def test_maxabs(case, cpu_path):
     out = jax.jit(_ma("auto", dims))(la, s, w)
     rl, rs = ref_maxabs(la, s, w, dims)
     assert np.array_equal(np.isneginf(np.asarray(out.log_abs)), np.isneginf(rl))
-    np.testing.assert_allclose(np.where(np.isfinite(rl), out.log_abs, 0),
-                               np.where(np.isfinite(rl), rl, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.where(np.isfinite(rl), out.log_abs, 0),
+        np.where(np.isfinite(rl), rl, 0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     fallback = jax.jit(_ma("xla", dims))(la, s, w)  # log|w| by numba's log and XLA's: ±1 ulp
     np.testing.assert_allclose(out.log_abs, fallback.log_abs, rtol=1e-6, atol=1e-6)
     exact(out.sign, fallback.sign)
@@ -140,7 +156,7 @@ def test_zero_and_infinite_weights(cpu_path):
     p[1, 2], n[1, 2] = 2.0, -1.0
     w = np.ones((4, 6), np.float32)
     w[:, 2] = [-3.0, 0.0, np.inf, -np.inf]
-    w[:, 3] = np.inf   # meets only 0̄ entries
+    w[:, 3] = np.inf  # meets only 0̄ entries
     w[:, 4] = 0.0
     out = jax.jit(_mp("auto", dims))(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
@@ -176,11 +192,14 @@ def test_empty_and_size_one_axes(shape, cpu_path):
         exact(out.top_pos[b], rp.astype(np.float32))
         exact(out.top_neg[b], rn.astype(np.float32))
     if C == 0:
-        assert np.all(np.asarray(out.top_pos) == -np.inf) and np.all(np.asarray(out.top_neg) == np.inf)
+        assert np.all(np.asarray(out.top_pos) == -np.inf) and np.all(
+            np.asarray(out.top_neg) == np.inf
+        )
 
 
 def test_float64(cpu_path):
     from conftest import x64
+
     with x64():
         rng = np.random.default_rng(4)
         for vs, ws, dims in (CASES[0], NC_CASES[0]):
@@ -234,12 +253,18 @@ def test_pointer_semiring_matches_fallback(force_kernel):
     rng = np.random.default_rng(11)
     dims = (((1,), (1,)), ((), ()))
     p, n = maxproduct_value(rng, (4, 9))
-    v = PointerMaxProduct().ones((4, 9), jnp.float32)._replace(
-        top_pos=jnp.asarray(p), top_neg=jnp.asarray(n),
-        pos_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2,
-        neg_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2 + 1,
-        pos_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32),
-        neg_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32))
+    v = (
+        PointerMaxProduct()
+        .ones((4, 9), jnp.float32)
+        ._replace(
+            top_pos=jnp.asarray(p),
+            top_neg=jnp.asarray(n),
+            pos_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2,
+            neg_ptr=jnp.arange(36, dtype=jnp.int32).reshape(4, 9) * 2 + 1,
+            pos_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32),
+            neg_w=jnp.asarray(rng.standard_normal((4, 9)), jnp.float32),
+        )
+    )
     w = random_weights(rng, (7, 9))
     got = jax.jit(lambda v, w: PointerMaxProduct().dot_general(v, w, dims))(v, w)
     want = jax.jit(lambda v, w: PointerMaxProduct(kernel="xla").dot_general(v, w, dims))(v, w)
@@ -277,8 +302,15 @@ def test_semiring_gradients_jit_vmap(force_kernel):
     xs = jnp.asarray(rng.standard_normal((5, 3)), jnp.float32)
     w1 = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
     w2 = jnp.asarray(rng.standard_normal((4, 2)), jnp.float32)
-    got, want = (jax.jit(jax.vmap(js.semiring_grad(_mlp, js.MaxProduct(kernel=k), argnums=(0, 1)),
-                                  in_axes=(0, None, None)))(xs, w1, w2) for k in ("auto", "xla"))
+    got, want = (
+        jax.jit(
+            jax.vmap(
+                js.semiring_grad(_mlp, js.MaxProduct(kernel=k), argnums=(0, 1)),
+                in_axes=(0, None, None),
+            )
+        )(xs, w1, w2)
+        for k in ("auto", "xla")
+    )
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -314,10 +346,20 @@ def test_shard_map_on_two_devices():
     import os
     import subprocess
     import sys
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=2").strip())
-    out = subprocess.run([sys.executable, "-c", _SHARD_MAP_SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
+
+    env = dict(
+        os.environ,
+        XLA_FLAGS=(
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        ).strip(),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARD_MAP_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
@@ -348,10 +390,20 @@ def test_first_use_inside_a_sharded_trace_still_uses_the_ffi():
     import os
     import subprocess
     import sys
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=2").strip())
-    out = subprocess.run([sys.executable, "-c", _FIRST_USE_IN_TRACE_SCRIPT], env=env,
-                         capture_output=True, text=True, timeout=300)
+
+    env = dict(
+        os.environ,
+        XLA_FLAGS=(
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        ).strip(),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE_IN_TRACE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
@@ -379,8 +431,10 @@ def test_refused_handshake_falls_back():
     read): the probe in ``available()`` fails and the ``pure_callback`` loop runs instead."""
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", _REFUSED_SCRIPT], capture_output=True, text=True,
-                         timeout=300)
+
+    out = subprocess.run(
+        [sys.executable, "-c", _REFUSED_SCRIPT], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
@@ -390,14 +444,19 @@ def test_parallel_loops_equal_serial_and_xla(nc, force_kernel, monkeypatch):
     entries) give what the serial loops and the XLA formulation give, bit for bit."""
     loops = kernels.cpu.module()
     p, n, w = arg_case(np.random.default_rng(21 + nc), 3, 7, 40, 300, nc)
-    with np.errstate(divide="ignore"):          # log 0 = −inf; 0̄ entries stay −inf
+    with np.errstate(divide="ignore"):  # log 0 = −inf; 0̄ entries stay −inf
         la = np.where(np.isinf(p), -np.inf, np.log(np.abs(p))).astype(np.float32)
     s = np.where(p < 0, -1.0, 1.0).astype(np.float32)
-    run = jax.jit(lambda *a: (kernels.dispatch.maxproduct_arg(*a[:3], nc=nc),
-                              kernels.dispatch.maxabs(*a[3:], nc=nc)))
-    want = jax.jit(lambda *a: (kernels.xla.maxproduct_arg(*a[:3], nc=nc),
-                               kernels.xla.maxabs(*a[3:], nc=nc)))(p, n, w, la, s, w)
-    for threshold in (0, 1 << 62):       # every call threaded / none
+    run = jax.jit(
+        lambda *a: (
+            kernels.dispatch.maxproduct_arg(*a[:3], nc=nc),
+            kernels.dispatch.maxabs(*a[3:], nc=nc),
+        )
+    )
+    want = jax.jit(
+        lambda *a: (kernels.xla.maxproduct_arg(*a[:3], nc=nc), kernels.xla.maxabs(*a[3:], nc=nc))
+    )(p, n, w, la, s, w)
+    for threshold in (0, 1 << 62):  # every call threaded / none
         monkeypatch.setattr(loops, "PARALLEL_MIN_CANDIDATES", threshold)
         got = run(p, n, w, la, s, w)
         for g, x in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -435,6 +494,7 @@ def test_lowrank_loop_equals_stored_weights(threaded, force_kernel, monkeypatch)
     XLA (several column blocks, 0̄ rows, owners outside the row); float64 too; under vmap with
     factors batched or shared."""
     from conftest import x64
+
     monkeypatch.setattr(kernels.cpu.module(), "PARALLEL_MIN_CANDIDATES", 0 if threaded else 1 << 62)
     rng = np.random.default_rng(31 + threaded)
     case = _lowrank_case(rng)
@@ -445,7 +505,8 @@ def test_lowrank_loop_equals_stored_weights(threaded, force_kernel, monkeypatch)
     stacked = [np.stack(a) for a in zip(*cases)]
     both = jax.jit(jax.vmap(kernels.lowrank.maxproduct))(*stacked)
     shared = jax.jit(jax.vmap(kernels.lowrank.maxproduct, in_axes=(0, 0) + (None,) * 4))(
-        *stacked[:2], *cases[0][2:])
+        *stacked[:2], *cases[0][2:]
+    )
     for i in range(2):
         for g, x in zip(both, _lowrank_reference(*cases[i])):
             np.testing.assert_array_equal(np.asarray(g[i]), np.asarray(x)[:, 0])

@@ -10,6 +10,7 @@ the same sharded program with ``kernel="xla"`` (bit for bit), and the unsharded 
 forward matmul rounds differently for a per-device batch of 1 or 2 than for the whole batch:
 that alone made 23 of 32 elements of ``test_ffi``'s shard_map check differ on 4 devices).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,10 @@ from jaxpr_semiring import kernels
 
 pytestmark = pytest.mark.skipif(
     not kernels.ffi.available(),
-    reason="the FFI kernel needs numba (pip install 'jaxpr_semiring[cpu]') and jax.ffi")
+    reason="the FFI kernel needs numba (pip install 'jaxpr_semiring[cpu]') and jax.ffi",
+)
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json, traceback
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -73,7 +75,8 @@ def value(shape):
     p = rng.standard_normal(shape).astype(np.float32)
     n = p - np.abs(rng.standard_normal(shape)).astype(np.float32)
     dead = rng.random(shape) < 0.2   # 0-bar entries
-    return np.where(dead, -np.inf, p).astype(np.float32), np.where(dead, np.inf, n).astype(np.float32)
+    return np.where(dead, -np.inf, p).astype(np.float32), np.where(dead, np.inf,
+    n).astype(np.float32)
 
 
 BATCHED = (((2,), (1,)), ((0,), (0,)))
@@ -233,18 +236,23 @@ def _():
 
 
 print("REPORT " + json.dumps(REPORT))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                                      + " --xla_force_host_platform_device_count=4").strip())
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=(
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+        ).strip(),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("REPORT ")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return json.loads(lines[-1][len("REPORT ") :])
 
 
 def _ok(report, *names):

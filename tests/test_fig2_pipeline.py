@@ -1,4 +1,5 @@
 """Smoke test of examples/fig2_first_token_repeated.py (paper Fig. 2) in --quick mode."""
+
 import importlib.util
 import os
 import re
@@ -27,6 +28,7 @@ def test_fig2_quick_pipeline(tmp_path, capsys):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
     from jaxpr_semiring.paper.synthetic import TOKEN_GROUP_NAMES
+
     # table header names the four branches; one row per group with four numbers
     header = [l for l in printed.splitlines() if l.startswith("group")]
     assert len(header) == 1
@@ -35,7 +37,7 @@ def test_fig2_quick_pipeline(tmp_path, capsys):
     for name in TOKEN_GROUP_NAMES:
         rows = [l for l in printed.splitlines() if l.startswith(name)]
         assert len(rows) == 1, name
-        nums = re.findall(r"-?\d+\.\d+|nan", rows[0][len(name):])
+        nums = re.findall(r"-?\d+\.\d+|nan", rows[0][len(name) :])
         assert len(nums) == 4, rows[0]
     assert res["means"].shape == (3, 4)
     # first token and other tokens always occur; values are finite and non-negative

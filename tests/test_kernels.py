@@ -9,6 +9,7 @@ multiple of the chunk), the Pallas kernel in
 interpret mode, under ``jit`` and ``vmap``; random shapes with size-1 axes, batch dims,
 non-canonical dimension numbers, 0̄ entries, zero and negative weights.
 """
+
 from __future__ import annotations
 
 
@@ -23,16 +24,16 @@ from jaxpr_semiring.numerics import abs_xlogx
 
 # (v shape, w shape, dimension_numbers) — lax.dot_general layout: contract/batch axes anywhere
 CASES = [
-    ((3, 7), (7, 5), (((1,), (0,)), ((), ()))),                    # plain matmul
-    ((7, 3), (5, 7), (((0,), (1,)), ((), ()))),                    # both transposed
-    ((1, 1), (1, 1), (((1,), (0,)), ((), ()))),                    # size-1 everything
-    ((4, 1), (1, 6), (((1,), (0,)), ((), ()))),                    # C = 1
-    ((2, 3, 5), (2, 5, 4), (((2,), (1,)), ((0,), (0,)))),          # batch dim
-    ((5, 2, 3), (4, 2, 5), (((0,), (2,)), ((1,), (1,)))),          # batch + transposed, odd order
-    ((2, 3, 4, 5), (4, 3, 6), (((2, 1), (0, 1)), ((), ()))),      # two contracting axes
-    ((2, 3, 4, 5), (5, 2, 3), (((3,), (0,)), ((0,), (1,)))),      # batch not leading in w
-    ((3, 37), (37, 2), (((1,), (0,)), ((), ()))),                  # C odd (chunk remainders)
-    ((3, 4), (6,), (((), ()), ((), ()))),                          # no contraction (outer product)
+    ((3, 7), (7, 5), (((1,), (0,)), ((), ()))),  # plain matmul
+    ((7, 3), (5, 7), (((0,), (1,)), ((), ()))),  # both transposed
+    ((1, 1), (1, 1), (((1,), (0,)), ((), ()))),  # size-1 everything
+    ((4, 1), (1, 6), (((1,), (0,)), ((), ()))),  # C = 1
+    ((2, 3, 5), (2, 5, 4), (((2,), (1,)), ((0,), (0,)))),  # batch dim
+    ((5, 2, 3), (4, 2, 5), (((0,), (2,)), ((1,), (1,)))),  # batch + transposed, odd order
+    ((2, 3, 4, 5), (4, 3, 6), (((2, 1), (0, 1)), ((), ()))),  # two contracting axes
+    ((2, 3, 4, 5), (5, 2, 3), (((3,), (0,)), ((0,), (1,)))),  # batch not leading in w
+    ((3, 37), (37, 2), (((1,), (0,)), ((), ()))),  # C odd (chunk remainders)
+    ((3, 4), (6,), (((), ()), ((), ()))),  # no contraction (outer product)
 ]
 
 
@@ -51,9 +52,9 @@ def candidates(v, w, dims):
     wt = np.transpose(w, wb + wc + w_free)
     nb, nvf, nwf, nc = len(vb), len(v_free), len(w_free), len(vc)
     bshape = vt.shape[:nb]
-    vfs = vt.shape[nb:nb + nvf]
-    cs = vt.shape[nb + nvf:]
-    wfs = wt.shape[nb + nc:]
+    vfs = vt.shape[nb : nb + nvf]
+    cs = vt.shape[nb + nvf :]
+    wfs = wt.shape[nb + nc :]
     C = int(np.prod(cs, dtype=np.int64))
     vt = vt.reshape(bshape + vfs + (1,) * nwf + (C,))
     wt = wt.reshape(bshape + (1,) * nvf + (C,) + wfs)
@@ -130,7 +131,7 @@ def ref_boolean(b, w, dims):
 
 def random_weights(rng, shape):
     w = rng.standard_normal(shape)
-    w[rng.random(shape) < 0.2] = 0.0     # zero-weight edges
+    w[rng.random(shape) < 0.2] = 0.0  # zero-weight edges
     return w.astype(np.float32)
 
 
@@ -147,8 +148,9 @@ def maxproduct_value(rng, shape):
 
 
 def _close(a, b, rtol=1e-4, atol=1e-5):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol,
-                               atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol
+    )
 
 
 def exact(a, b):
@@ -173,7 +175,9 @@ def test_maxproduct(case, jit, kernel_mode):
     rng = np.random.default_rng(case)
     p, n = maxproduct_value(rng, vs)
     w = random_weights(rng, ws)
-    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
+    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(
+        S.MaxProductValue(p, n), w, dims
+    )
     out = (jax.jit(fn) if jit else fn)(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w))
     rp, rn = ref_maxproduct(p, n, w, dims)
     # products of two float32 values are exact in float64 then rounded once: bitwise equal
@@ -187,7 +191,9 @@ def test_maxproduct_small_chunks(case, small_chunks, monkeypatch):
     rng = np.random.default_rng(100 + case)
     p, n = maxproduct_value(rng, vs)
     w = random_weights(rng, ws)
-    out = jax.jit(lambda p, n, w: S.MaxProduct(kernel="xla").dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    out = jax.jit(
+        lambda p, n, w: S.MaxProduct(kernel="xla").dot_general(S.MaxProductValue(p, n), w, dims)
+    )(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
     exact(out.top_pos, rp)
     exact(out.top_neg, rn)
@@ -206,7 +212,9 @@ def test_maxabs(case, chunks, kernel_mode, monkeypatch):
     s[la == -np.inf] = 1.0
     w = random_weights(rng, ws)
     w[..., :1] = 2.0 ** rng.integers(-2, 3, size=w[..., :1].shape)  # exact ties in log|w|
-    out = jax.jit(lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    out = jax.jit(
+        lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims)
+    )(la, s, w)
     rl, rs = ref_maxabs(la, s, w, dims)
     # log|w| is computed in float32 by both: compare log_abs to tolerance, signs where not tied
     _close(np.where(np.isfinite(rl), out.log_abs, 0), np.where(np.isfinite(rl), rl, 0))
@@ -222,10 +230,14 @@ def test_maxabs_signs_exact(kernel_mode):
     la = rng.integers(-3, 3, size=(6, 40)).astype(np.float32) * np.float32(np.log(2.0))
     la[_dead(rng, la.shape)] = -np.inf
     s = np.where(rng.random(la.shape) < 0.5, -1.0, 1.0).astype(np.float32)
-    w = (np.where(rng.random((40, 300)) < 0.5, -1.0, 1.0)
-         * 2.0 ** rng.integers(-2, 3, size=(40, 300))).astype(np.float32)
+    w = (
+        np.where(rng.random((40, 300)) < 0.5, -1.0, 1.0)
+        * 2.0 ** rng.integers(-2, 3, size=(40, 300))
+    ).astype(np.float32)
     lw = np.log(np.abs(w)).astype(np.float32)
-    out = jax.jit(lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims))(la, s, w)
+    out = jax.jit(
+        lambda la, s, w: S.MaxAbs(kernel=kernel_mode).dot_general(S.MaxAbsValue(la, s), w, dims)
+    )(la, s, w)
     # reference on the same float32 log|w| values
     cand = la[:, :, None] + lw[None]
     sg = s[:, :, None] * np.where(w < 0, -1.0, 1.0)[None]
@@ -270,7 +282,9 @@ def test_entropy(case, lift_chunks):
     mean = rng.standard_normal(vs).astype(np.float32)
     mean[dead] = 0.0
     w = random_weights(rng, ws)
-    out = jax.jit(lambda a, b, w: S.Entropy().dot_general(S.EntropyValue(a, b), w, dims))(lz, mean, w)
+    out = jax.jit(lambda a, b, w: S.Entropy().dot_general(S.EntropyValue(a, b), w, dims))(
+        lz, mean, w
+    )
     rl, rm = ref_entropy(lz, mean, w, dims)
     assert np.array_equal(np.isneginf(np.asarray(out.log_z)), np.isneginf(rl))
     _close(np.where(np.isfinite(rl), out.log_z, 0), np.where(np.isfinite(rl), rl, 0))
@@ -285,7 +299,9 @@ def test_expectation(case, lift_chunks):
     z[_dead(rng, vs)] = 0.0
     t = (z * rng.standard_normal(vs)).astype(np.float32)
     w = random_weights(rng, ws)
-    out = jax.jit(lambda a, b, w: S.Expectation().dot_general(S.ExpectationValue(a, b), w, dims))(z, t, w)
+    out = jax.jit(lambda a, b, w: S.Expectation().dot_general(S.ExpectationValue(a, b), w, dims))(
+        z, t, w
+    )
     rz, rt = ref_expectation(z, t, w, dims)
     _close(out.z, rz)
     _close(out.t, rt, atol=1e-4)
@@ -306,7 +322,7 @@ def _all_eqns(jaxpr):
     for e in jaxpr.eqns:
         yield e
         for p in e.params.values():
-            for sub in (p if isinstance(p, (tuple, list)) else [p]):
+            for sub in p if isinstance(p, (tuple, list)) else [p]:
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
                     yield from _all_eqns(inner)
@@ -327,10 +343,19 @@ def test_lifted_dots_chunking_matches_whole():
     chunked = jax.jit(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    size = lambda C: len(list(_all_eqns(jax.make_jaxpr(lambda v, w: kernels.lifted_dots(
-        prods(v), w, dims, chunk_bytes=40))(np.ones((3, C), np.float32), np.ones((C, 6), np.float32)).jaxpr)))
+    size = lambda C: len(
+        list(
+            _all_eqns(
+                jax.make_jaxpr(lambda v, w: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))(
+                    np.ones((3, C), np.float32), np.ones((C, 6), np.float32)
+                ).jaxpr
+            )
+        )
+    )
     assert size(37) == size(367)  # 3 and 36 full chunks of 10 (+ remainder 7): one loop
-    batched = jax.make_jaxpr(jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40)))(v)
+    batched = jax.make_jaxpr(
+        jax.vmap(lambda v: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=40))
+    )(v)
     lifted = [e.invars[0].aval.shape for e in _all_eqns(batched.jaxpr) if e.primitive.name == "abs"]
     assert lifted and all(len(shape) == 2 for shape in lifted), lifted
     # no rows at all: zero-size result, no error
@@ -353,8 +378,10 @@ def test_lifted_dots_live_indices(live, monkeypatch):
     dims = (((1,), (0,)), ((), ()))
     f = lambda v, budget: kernels.lifted_dots(prods(v), w, dims, chunk_bytes=budget)
     whole = jax.vmap(lambda v: f(v, 1 << 30))(v)
-    for got in (jax.jit(jax.vmap(lambda v: f(v, 40)))(v),
-                [jnp.stack(x) for x in zip(*[jax.jit(lambda v: f(v, 40))(v[i]) for i in range(3)])]):
+    for got in (
+        jax.jit(jax.vmap(lambda v: f(v, 40)))(v),
+        [jnp.stack(x) for x in zip(*[jax.jit(lambda v: f(v, 40))(v[i]) for i in range(3)])],
+    ):
         for a, b in zip(whole, got):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert "cond" in str(jax.make_jaxpr(lambda v: f(v, 40))(v[0]))
@@ -364,6 +391,7 @@ def test_lifted_dots_live_indices(live, monkeypatch):
 
 # ------------------------------------------------------------------- vmap, dtypes, edge cases
 
+
 @pytest.mark.parametrize("w_batched", [False, True])
 def test_maxproduct_vmap(w_batched, kernel_mode):
     """vmap over the callback (expand_dims): shared and per-example weights."""
@@ -371,7 +399,9 @@ def test_maxproduct_vmap(w_batched, kernel_mode):
     dims = (((1,), (0,)), ((), ()))
     p, n = maxproduct_value(rng, (4, 30, 50))
     w = random_weights(rng, (4, 50, 70) if w_batched else (50, 70))
-    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims)
+    fn = lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(
+        S.MaxProductValue(p, n), w, dims
+    )
     out = jax.jit(jax.vmap(fn, in_axes=(0, 0, 0 if w_batched else None)))(p, n, w)
     for i in range(4):
         rp, rn = ref_maxproduct(p[i], n[i], w[i] if w_batched else w, dims)
@@ -387,9 +417,13 @@ def test_maxproduct_all_dead_and_special_weights(kernel_mode):
     p[1, 5], n[1, 5] = 2.0, -1.0
     w = np.ones((64, 1200), np.float32)
     w[5, :4] = [-3.0, 0.0, np.inf, -np.inf]
-    w[6, :] = np.inf   # a dead row meets infinite weights
+    w[6, :] = np.inf  # a dead row meets infinite weights
     w[7, :] = 0.0
-    out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+    out = jax.jit(
+        lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(
+            S.MaxProductValue(p, n), w, dims
+        )
+    )(p, n, w)
     rp, rn = ref_maxproduct(p, n, w, dims)
     exact(out.top_pos, rp)
     exact(out.top_neg, rn)
@@ -399,19 +433,26 @@ def test_maxproduct_all_dead_and_special_weights(kernel_mode):
 
 def test_maxproduct_float64(kernel_mode):
     from conftest import x64
+
     with x64():
         rng = np.random.default_rng(3)
         dims = (((1,), (0,)), ((), ()))
         p, n = (a.astype(np.float64) for a in maxproduct_value(rng, (5, 300)))
         w = random_weights(rng, (300, 400)).astype(np.float64)
-        out = jax.jit(lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(S.MaxProductValue(p, n), w, dims))(p, n, w)
+        out = jax.jit(
+            lambda p, n, w: S.MaxProduct(kernel=kernel_mode).dot_general(
+                S.MaxProductValue(p, n), w, dims
+            )
+        )(p, n, w)
         assert out.top_pos.dtype == jnp.float64
         rp, rn = ref_maxproduct(p, n, w, dims)
         np.testing.assert_array_equal(np.asarray(out.top_pos), rp)
         np.testing.assert_array_equal(np.asarray(out.top_neg), rn)
 
 
-@pytest.mark.skipif(not kernels.cpu.available(), reason="needs numba: pip install 'jaxpr_semiring[cpu]'")
+@pytest.mark.skipif(
+    not kernels.cpu.available(), reason="needs numba: pip install 'jaxpr_semiring[cpu]'"
+)
 @pytest.mark.parametrize("nc", [False, True])
 def test_numba_kernel_direct(nc):
     """The host entry point (weights [C, N], or [N, C] read without a transposed copy), with
@@ -428,6 +469,7 @@ def test_numba_kernel_direct(nc):
 
 # ------------------------------------------------------------------------------ Pallas kernel
 
+
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 33, 17, 70), (1, 1, 1, 1), (3, 8, 40, 9)])
 def test_pallas_interpret(shape):
     pytest.importorskip("jax.experimental.pallas")
@@ -435,8 +477,15 @@ def test_pallas_interpret(shape):
     rng = np.random.default_rng(sum(shape))
     p, n = maxproduct_value(rng, (B, M, C))
     w = random_weights(rng, (B, C, N))
-    op, on = kernels.gpu.maxproduct(jnp.asarray(p), jnp.asarray(n), jnp.asarray(w),
-                                       block_m=8, block_n=16, block_c=4, interpret=True)
+    op, on = kernels.gpu.maxproduct(
+        jnp.asarray(p),
+        jnp.asarray(n),
+        jnp.asarray(w),
+        block_m=8,
+        block_n=16,
+        block_c=4,
+        interpret=True,
+    )
     for b in range(B):
         rp, rn = ref_maxproduct(p[b], n[b], w[b], (((1,), (0,)), ((), ())))
         exact(op[b], rp)

@@ -1,4 +1,5 @@
 """Prequential (online) MDL: per-example code lengths, uniform first block, easy < random."""
+
 import math
 
 import numpy as np
@@ -8,10 +9,20 @@ from jaxpr_semiring.paper import mdl
 
 
 def test_default_boundaries_are_voita_titov():
-    assert mdl.VOITA_TITOV_FRACTIONS == (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625,
-                                         0.125, 0.25, 0.5, 1.0)
-    assert mdl.block_boundaries(10000) == (10, 20, 40, 80, 160, 320, 625, 1250, 2500, 5000,
-                                           10000)
+    assert mdl.VOITA_TITOV_FRACTIONS == (
+        0.001,
+        0.002,
+        0.004,
+        0.008,
+        0.016,
+        0.032,
+        0.0625,
+        0.125,
+        0.25,
+        0.5,
+        1.0,
+    )
+    assert mdl.block_boundaries(10000) == (10, 20, 40, 80, 160, 320, 625, 1250, 2500, 5000, 10000)
     b = mdl.block_boundaries(37)
     assert b[0] >= 1 and b[-1] == 37 and list(b) == sorted(set(b))
     with pytest.raises(ValueError):
@@ -22,11 +33,11 @@ def test_default_boundaries_are_voita_titov():
 
 def test_codelengths_bits():
     p = np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
-    np.testing.assert_allclose(mdl.codelengths_bits(np.log(p), [0, 2]),
-                               [1.0, -math.log2(0.8)])
+    np.testing.assert_allclose(mdl.codelengths_bits(np.log(p), [0, 2]), [1.0, -math.log2(0.8)])
     # logits are normalised: a shift does not matter
-    np.testing.assert_allclose(mdl.codelengths_bits(np.log(p) + 7.0, [1, 1]),
-                               [2.0, -math.log2(0.1)])
+    np.testing.assert_allclose(
+        mdl.codelengths_bits(np.log(p) + 7.0, [1, 1]), [2.0, -math.log2(0.1)]
+    )
 
 
 def test_per_example_sum_matches_hand_computation():
@@ -62,8 +73,9 @@ def test_per_example_sum_matches_hand_computation():
     assert r.uniform_codelength == pytest.approx(10 * math.log2(3))
     assert r.compression == pytest.approx(r.uniform_codelength / r.codelength)
     # per-example sum, not (block mean) x (number of blocks)
-    assert r.codelength != pytest.approx(sum(np.mean(want[a:b]) for a, b in
-                                             ((0, 2), (2, 5), (5, 10))))
+    assert r.codelength != pytest.approx(
+        sum(np.mean(want[a:b]) for a, b in ((0, 2), (2, 5), (5, 10)))
+    )
 
 
 def test_argument_errors():
@@ -73,8 +85,13 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="labels"):
         mdl.online_codelength(x, np.array([0, 1, 2, 0]), 2, fit=lambda *a: None)
     with pytest.raises(ValueError, match="fewer than"):
-        mdl.online_codelength(x, y, 2, block_fractions=(0.5, 1.0),
-                              fit=lambda xs, ys, b: (lambda q: np.zeros((len(q), 1))))
+        mdl.online_codelength(
+            x,
+            y,
+            2,
+            block_fractions=(0.5, 1.0),
+            fit=lambda xs, ys, b: lambda q: np.zeros((len(q), 1)),
+        )
 
 
 def test_easy_task_has_shorter_code_than_random_labels():
@@ -86,8 +103,9 @@ def test_easy_task_has_shorter_code_than_random_labels():
     y = (x[:, 0] > 3).astype(np.int32)
     y_rand = rng.integers(0, 2, size=len(y)).astype(np.int32)
     model = TransformerClassifier(num_layers=1, hidden=16, heads=2, vocab_size=7, max_len=5)
-    kw = dict(block_fractions=(0.125, 0.25, 0.5, 1.0), max_epochs=10, min_steps=60,
-              learning_rate=3e-3)
+    kw = dict(
+        block_fractions=(0.125, 0.25, 0.5, 1.0), max_epochs=10, min_steps=60, learning_rate=3e-3
+    )
     easy = mdl.online_codelength(x, y, 2, model=model, **kw)
     rand = mdl.online_codelength(x, y_rand, 2, model=model, **kw)
     assert easy.boundaries == rand.boundaries == (24, 48, 96, 192)

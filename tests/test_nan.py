@@ -12,6 +12,7 @@ report NaN where the gradient is NaN, 0̄ still annihilates ±inf and NaN weight
 a NaN, and the two documented limits (a NaN beyond a weight-0 edge in the log-space
 semirings; a lifted matmul row live elsewhere meeting a NaN weight) hold as documented.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,11 +23,21 @@ import jaxpr_semiring as js
 from jaxpr_semiring import kernels
 
 WEIGHT_BLIND = (js.Counting, js.Boolean)
-SEMIRINGS = [js.Real(), js.MaxProduct(), js.MaxAbs(), js.TopK(3), js.Log(), js.Entropy(),
-             js.Expectation(), js.Counting(), js.Boolean()]
+SEMIRINGS = [
+    js.Real(),
+    js.MaxProduct(),
+    js.MaxAbs(),
+    js.TopK(3),
+    js.Log(),
+    js.Entropy(),
+    js.Expectation(),
+    js.Counting(),
+    js.Boolean(),
+]
 NUMBA = kernels.cpu.available()
 TROPICAL = [js.MaxProduct(kernel="xla"), js.MaxAbs(kernel="xla")] + (
-    [js.MaxProduct(kernel="numba"), js.MaxAbs(kernel="numba")] if NUMBA else [])
+    [js.MaxProduct(kernel="numba"), js.MaxAbs(kernel="numba")] if NUMBA else []
+)
 
 _k = jax.random.split(jax.random.PRNGKey(0), 6)
 X = jax.random.normal(_k[0], (5,))
@@ -51,7 +62,9 @@ def all_fields_nan(S, v, mask):
         if a.dtype == bool:
             continue
         m = mask[..., None] if S.extra_axes else mask
-        assert np.all(np.isnan(a)[np.broadcast_to(m, a.shape)]), f"{S}: a NaN value with a number field"
+        assert np.all(np.isnan(a)[np.broadcast_to(m, a.shape)]), (
+            f"{S}: a NaN value with a number field"
+        )
 
 
 def check(S, fun, args, argnums, transform=lambda f: f, clean=None):
@@ -63,8 +76,11 @@ def check(S, fun, args, argnums, transform=lambda f: f, clean=None):
         if isinstance(S, WEIGHT_BLIND):
             assert not nan_mask(S, g).any(), f"{S}: NaN from a NaN weight"
             continue
-        np.testing.assert_array_equal(nan_mask(S, g), np.isnan(np.asarray(w)),
-                                      err_msg=f"{S}: NaN mask differs from jax.grad's")
+        np.testing.assert_array_equal(
+            nan_mask(S, g),
+            np.isnan(np.asarray(w)),
+            err_msg=f"{S}: NaN mask differs from jax.grad's",
+        )
         all_fields_nan(S, g, np.isnan(np.asarray(w)))
     if isinstance(S, WEIGHT_BLIND) and clean is not None:
         ref = transform(js.semiring_grad(fun, S, argnums=argnums))(*clean)
@@ -81,6 +97,7 @@ TRANSFORMS = {
 
 # --------------------------------------------------------------------- (a) one NaN weight
 
+
 def mlp(x, W1, W2):
     return jnp.sum(jnp.tanh(x @ W1) @ W2)
 
@@ -90,7 +107,7 @@ def mlp(x, W1, W2):
 def test_mlp_with_one_nan_weight(S, how):
     w2 = W2.at[1, 2].set(jnp.nan)
     _, want = check(S, mlp, (X, W1, w2), (0, 1, 2), TRANSFORMS[how], clean=(X, W1, W2))
-    assert np.isnan(want[0]).all() and np.isnan(want[1]).sum() == 5   # x, W1[:, 1]
+    assert np.isnan(want[0]).all() and np.isnan(want[1]).sum() == 5  # x, W1[:, 1]
 
 
 @pytest.mark.parametrize("S", SEMIRINGS, ids=repr)
@@ -111,6 +128,7 @@ def test_mlp_with_one_nan_weight_vmap(S):
 
 
 # ---------------------------------------------------------------- (b) a NaN activation
+
 
 def log_net(x, W1, W2):
     """log of a negative pre-activation: the activation is NaN, log's own derivative is not;
@@ -142,7 +160,7 @@ def test_nan_activation(S, fun, how):
 
 @pytest.mark.parametrize("S", SEMIRINGS, ids=repr)
 def test_nan_activation_vmap(S):
-    xs = jnp.stack([X, jnp.abs(X), -X])   # the second makes no negative pre-activation of |W1|
+    xs = jnp.stack([X, jnp.abs(X), -X])  # the second makes no negative pre-activation of |W1|
     w1 = jnp.abs(W1)
     f = lambda x: sqrt_net(x, w1, W2)
     got = jax.jit(jax.vmap(js.semiring_grad(f, S)))(xs)
@@ -180,18 +198,20 @@ CONTRACTION_CASES = {
 @pytest.mark.parametrize("case", CONTRACTION_CASES)
 @pytest.mark.parametrize("S", TROPICAL + SEMIRINGS, ids=repr)
 def test_large_contraction(S, case, how):
-    assert 16 * 64 * 128 >= kernels.dispatch.MIN_KERNEL_CANDIDATES   # the kernel runs
+    assert 16 * 64 * 128 >= kernels.dispatch.MIN_KERNEL_CANDIDATES  # the kernel runs
     if isinstance(S, js.semirings.Tropical):
         assert kernels.describe(S.kernel)["cpu"] == (
-            "xla" if S.kernel == "xla" or not NUMBA else kernels.describe("numba")["cpu"])
+            "xla" if S.kernel == "xla" or not NUMBA else kernels.describe("numba")["cpu"]
+        )
     fun, args = CONTRACTION_CASES[case]
     x, w = args()
     _, want = check(S, fun, (x, w), (0, 1), TRANSFORMS[how], clean=(B_X, B_W))
     assert any(np.isnan(a).any() for a in want)
 
 
-@pytest.mark.parametrize("S", TROPICAL + [js.TopK(2), js.Log(), js.Entropy(), js.Expectation()],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "S", TROPICAL + [js.TopK(2), js.Log(), js.Entropy(), js.Expectation()], ids=repr
+)
 def test_large_contraction_vmap(S):
     xs = jnp.stack([B_X, B_X.at[2, 7].set(jnp.nan), B_X.at[9, 1].set(jnp.nan)])
     got = jax.jit(jax.vmap(js.semiring_grad(tanh_head, S), (0, None)))(xs, B_W)
@@ -199,8 +219,9 @@ def test_large_contraction_vmap(S):
     np.testing.assert_array_equal(nan_mask(S, got), want)
 
 
-@pytest.mark.parametrize("S", [S for S in TROPICAL + SEMIRINGS if not isinstance(S, js.Real)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "S", [S for S in TROPICAL + SEMIRINGS if not isinstance(S, js.Real)], ids=repr
+)
 def test_nan_weight_beyond_a_dead_row(S):
     """Only row 0 of x @ W reaches the output: a NaN weight makes NaN the paths through it,
     x[0, 3]; jax.grad (and Real, which is jax.grad) also multiplies the other rows' zero
@@ -217,13 +238,16 @@ def test_nan_weight_beyond_a_dead_row(S):
     assert np.isnan(np.asarray(js.semiring_grad(f, js.Real())(B_X))[:, 3]).all()
 
 
-@pytest.mark.parametrize("cols", [(5,), (5, 9), (9,), (5,) + tuple(range(0, 128, 3))],
-                         ids=lambda c: f"{len(c)} columns" if len(c) > 2 else str(c))
+@pytest.mark.parametrize(
+    "cols",
+    [(5,), (5, 9), (9,), (5,) + tuple(range(0, 128, 3))],
+    ids=lambda c: f"{len(c)} columns" if len(c) > 2 else str(c),
+)
 @pytest.mark.parametrize("S", [js.Log(), js.Entropy(), js.Expectation(), js.Counting()], ids=repr)
 def test_lifted_chunks_and_live_columns(S, cols, monkeypatch):
     """The lifted contractions built chunk by chunk, and from the live columns only (a target
     reading a few outputs): a NaN weight reaches x[0, 3] through column 5, if it is read."""
-    monkeypatch.setattr(kernels.lifted, "LIFT_CHUNK_BYTES", 2048)   # 16 chunks of W
+    monkeypatch.setattr(kernels.lifted, "LIFT_CHUNK_BYTES", 2048)  # 16 chunks of W
     w = B_W.at[3, 5].set(jnp.nan)
     f = lambda x: jnp.sum((x @ w)[0, jnp.array(cols)])
     want = np.zeros(B_X.shape, bool)
@@ -257,12 +281,12 @@ def test_nan_beyond_a_dead_relu():
     zero product from no path, and annihilate it (docs/semantics.md, "NaN", ii). (Log and
     Entropy have it here through their matmul: the row of x @ W1's cotangent is live at other
     columns, iii.)"""
-    w1 = jnp.asarray(B_W).at[2, 1].set(jnp.nan)        # [64, 128]: the kernels run
-    w2 = jnp.asarray(B_C[:3].T)                          # [128, 3]
+    w1 = jnp.asarray(B_W).at[2, 1].set(jnp.nan)  # [64, 128]: the kernels run
+    w2 = jnp.asarray(B_C[:3].T)  # [128, 3]
     f = lambda x: jnp.sum(jax.nn.relu(x @ w1) @ w2)
     x = B_X[:4]
     want = np.isnan(np.asarray(jax.grad(f)(x)))
-    assert want[:, 2].all() and want.sum() == 4   # x[:, 2] · w1[2, 1] → relu(NaN) (weight 0)
+    assert want[:, 2].all() and want.sum() == 4  # x[:, 2] · w1[2, 1] → relu(NaN) (weight 0)
     for S in [js.Real()] + [S for S in TROPICAL if isinstance(S, js.MaxProduct)]:
         np.testing.assert_array_equal(nan_mask(S, js.semiring_grad(f, S)(x)), want, err_msg=repr(S))
     for S in (js.MaxAbs(), js.TopK(2)):
@@ -286,10 +310,10 @@ def _kernel_operands():
     p = rng.normal(size=(6, 40)).astype(np.float32)
     n = p - np.abs(rng.normal(size=p.shape)).astype(np.float32)
     p[0, :] = -np.inf
-    n[0, :] = np.inf                 # a dead row
-    p[1, 4] = n[1, 4] = np.nan       # a NaN value
+    n[0, :] = np.inf  # a dead row
+    p[1, 4] = n[1, 4] = np.nan  # a NaN value
     w = rng.normal(size=(40, 300)).astype(np.float32)
-    w[7, 11] = np.nan                # a NaN weight (row 0 is dead there: no NaN)
+    w[7, 11] = np.nan  # a NaN weight (row 0 is dead there: no NaN)
     return p, n, w
 
 
@@ -302,10 +326,17 @@ def test_kernels_maxproduct_nan():
         outs["numba"] = kernels.cpu.maxproduct_numpy(p[None], n[None], w[None])
         outs["numba nc"] = kernels.cpu.maxproduct_numpy(p[None], n[None], w.T[None].copy(), nc=True)
         outs["numba-ffi"] = jax.jit(lambda *a: kernels.dispatch.maxproduct(*a, kernel="numba"))(
-            p[None], n[None], w[None])
-    outs["pallas"] = kernels.gpu.maxproduct(jnp.asarray(p[None]), jnp.asarray(n[None]),
-                                            jnp.asarray(w[None]), block_m=4, block_n=64,
-                                            block_c=8, interpret=True)
+            p[None], n[None], w[None]
+        )
+    outs["pallas"] = kernels.gpu.maxproduct(
+        jnp.asarray(p[None]),
+        jnp.asarray(n[None]),
+        jnp.asarray(w[None]),
+        block_m=4,
+        block_n=64,
+        block_c=8,
+        interpret=True,
+    )
     for name, (op, on) in outs.items():
         np.testing.assert_array_equal(np.isnan(np.asarray(op[0])), np.isnan(rp), err_msg=name)
         np.testing.assert_array_equal(np.isnan(np.asarray(on[0])), np.isnan(rn), err_msg=name)
@@ -350,10 +381,10 @@ def test_lowrank_loop_nan():
     V = rng.integers(-3, 4, size=(2, R, N)).astype(np.float32)
     G = np.zeros((0, R, A), np.float32)
     owner = np.zeros((0, R, A), np.int32)
-    U[0, 1, 5] = np.nan                    # row 1, live entry 5: NaN
+    U[0, 1, 5] = np.nan  # row 1, live entry 5: NaN
     U[0, 0, 6] = np.nan
-    p[0, 6], n[0, 6] = -np.inf, np.inf     # row 0, 0̄ entry 6: no NaN
-    p[2, 7] = n[2, 7] = np.nan             # row 2, a NaN entry: NaN
+    p[0, 6], n[0, 6] = -np.inf, np.inf  # row 0, 0̄ entry 6: no NaN
+    p[2, 7] = n[2, 7] = np.nan  # row 2, a NaN entry: NaN
     out = jax.jit(lambda *a: kernels.lowrank.maxproduct(*a, min_candidates=0))(p, n, U, V, G, owner)
     if out is None:
         pytest.skip("the low-rank loop needs numba and XLA's FFI")
@@ -368,6 +399,7 @@ def test_lowrank_loop_nan():
 
 # ----------------------------------------------------------------------------- top_path
 
+
 class TwoLayers(nn.Module):
     @nn.compact
     def __call__(self, x):
@@ -378,17 +410,22 @@ def test_top_path_names_the_nan_edge():
     m = TwoLayers()
     params = m.init(jax.random.PRNGKey(1), X)
     params = jax.tree_util.tree_map_with_path(
-        lambda path, a: a.at[2, 1].set(jnp.nan) if "out" in str(path) and a.ndim == 2 else a, params)
+        lambda path, a: a.at[2, 1].set(jnp.nan) if "out" in str(path) and a.ndim == 2 else a, params
+    )
     f = lambda x: jnp.sum(m.apply(params, x))
     assert np.isnan(np.asarray(jax.grad(f)(X))).all()
-    for fn in (js.top_path(f), jax.jit(js.top_path(f)), js.top_path(f, at=3),
-               js.top_path(f, chain="top_neg")):
+    for fn in (
+        js.top_path(f),
+        jax.jit(js.top_path(f)),
+        js.top_path(f, at=3),
+        js.top_path(f, chain="top_neg"),
+    ):
         p = fn(X)
         assert np.isnan(p.value)
         e = p.nan_edge
         assert e is not None and e.primitive == "dot_general" and "out" in e.path
         assert e.index == (1,) and np.isnan(e.weight)
-        assert all(not np.isnan(s.product) for s in p.steps[:p.nan_step])
+        assert all(not np.isnan(s.product) for s in p.steps[: p.nan_step])
         assert "NaN from edge" in str(p) and "out" in str(p).splitlines()[0]
 
 
@@ -398,7 +435,7 @@ def test_top_path_nan_activation_names_the_edge_reading_it():
     i = int(np.flatnonzero(np.isnan(np.log(np.asarray(X @ W1))))[0])
     assert p.start["index"][0] == i and np.isnan(p.value)
     assert p.nan_edge.primitive == "dot_general" and p.nan_step == 0
-    q = js.top_path(lambda x: log_net(x, W1, W2))(X)   # x's paths are finite: no NaN edge
+    q = js.top_path(lambda x: log_net(x, W1, W2))(X)  # x's paths are finite: no NaN edge
     assert np.isfinite(q.value) and q.nan_edge is None
 
 
@@ -412,21 +449,30 @@ def test_top_path_kernel_nan():
 
 # ----------------------------------------------------------------------- component flows
 
-@pytest.mark.parametrize("S", [js.MaxProduct(), js.MaxAbs(), js.TopK(2), js.Entropy(), js.Real()],
-                         ids=repr)
+
+@pytest.mark.parametrize(
+    "S", [js.MaxProduct(), js.MaxAbs(), js.TopK(2), js.Entropy(), js.Real()], ids=repr
+)
 def test_component_flows_report_nan(S):
     """A NaN weight in layer 1's query projection: the flows of every token whose gradient
     is NaN are NaN (embeddings, the totals at each branch point before it and the component
     that carries the NaN), never a number that could win."""
     from jaxpr_semiring.models import components
     from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params
+
     m = TransformerClassifier(num_layers=2, max_len=5)
     params = init_params(m)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    path = next(p for p, a in flat if "layer_1" in jax.tree_util.keystr(p) and "query" in
-                jax.tree_util.keystr(p) and a.ndim >= 2)
+    path = next(
+        p
+        for p, a in flat
+        if "layer_1" in jax.tree_util.keystr(p)
+        and "query" in jax.tree_util.keystr(p)
+        and a.ndim >= 2
+    )
     params = jax.tree_util.tree_map_with_path(
-        lambda p, a: a.at[(0,) * a.ndim].set(jnp.nan) if p == path else a, params)
+        lambda p, a: a.at[(0,) * a.ndim].set(jnp.nan) if p == path else a, params
+    )
     ids = jnp.array([1, 2, 3, 4, 5])
     target = lambda lg: lg[1] - lg[0]
     cf = components.component_flows(m, params, ids, target=target, semiring=S)
@@ -439,13 +485,14 @@ def test_component_flows_report_nan(S):
     np.testing.assert_array_equal(nan_mask(S, first.total), want_tokens)
     for pt in cf.points:
         flows, total = nan_mask(S, pt.flows), nan_mask(S, pt.total)
-        np.testing.assert_array_equal(flows.any(-1), total)   # ⊕ over the components
+        np.testing.assert_array_equal(flows.any(-1), total)  # ⊕ over the components
     layer1 = [pt for pt in cf.points if pt.layer == 1 and pt.point == "attention"][0]
     q = layer1.components.index("query")
     assert nan_mask(S, layer1.flows)[:, q].any()
 
 
 # ----------------------------------------------- 0̄ still annihilates: no NaN without a NaN
+
 
 def no_path_meets_inf(x):
     """x[1] = 0 has no path to the output, and sqrt'(0) = inf: 0̄ ⊗ inf (jax.grad: 0·inf)."""

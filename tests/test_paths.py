@@ -1,4 +1,5 @@
 """top_path: explicit recovery of the top gradient path (paper App. A)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +82,7 @@ def test_fig1():
     p = js.top_path(fig1, argnums=1)(1.0, 2.0)
     assert [s.primitive for s in p.steps] == ["mul", "add"]
     assert p.product == pytest.approx(-1.0) and p.value == pytest.approx(-1.0)
-    p = js.top_path(fig1, argnums=(0, 1))(1.0, 2.0)          # x has top_pos e
+    p = js.top_path(fig1, argnums=(0, 1))(1.0, 2.0)  # x has top_pos e
     assert p.start["leaf"] == 0 and p.product == pytest.approx(np.e, rel=1e-6)
     assert [s.primitive for s in p.steps] == ["exp", "add"]
     p = js.top_path(fig1, argnums=(0, 1), at=(), leaf=1, chain="top_neg")(1.0, 2.0)
@@ -114,17 +115,27 @@ def test_zero_weight_edge_path():
 def test_top_path_small_bert_module_paths():
     from transformers import BertConfig, FlaxBertForMaskedLM
     import flax.linen as nn
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     m = FlaxBertForMaskedLM(cfg, seed=0)
     ids = jnp.array([1, 5, 3, 8])
     emb = m.params["bert"]["embeddings"]["word_embeddings"]["embedding"][ids]
 
     def f(e):
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith(
+                "word_embeddings"
+            ):
                 return e[None]
             return next_fun(*args, **kwargs)
+
         with nn.intercept_methods(replace):
             logits = m(ids[None]).logits
         return logits[0, 2, 7] - logits[0, 2, 9]

@@ -4,6 +4,7 @@ primitive fails here (the list comes from ``jax.lax`` and ``jax.extend.core.prim
 hand), before a user meets "no rule" on a model. New primitives that exist only on newer JAX are
 checked against ``jax.grad`` (oracle A) and brute force (oracle B) where the installed JAX has
 them."""
+
 import inspect
 
 import jax
@@ -23,14 +24,30 @@ from oracle import check_all_semirings
 # Differentiable in JAX, deliberately without a rule here (docs/coverage.md says the same).
 UNSUPPORTED = {
     # linear algebra decompositions: primitives with dense, solver-defined Jacobians
-    **dict.fromkeys(["cholesky", "eig", "eigh", "lu", "qr", "svd", "schur", "hessenberg",
-                     "householder_product", "triangular_solve", "tridiagonal_solve",
-                     "custom_linear_solve"], "linear algebra: no elementwise path structure"),
+    **dict.fromkeys(
+        [
+            "cholesky",
+            "eig",
+            "eigh",
+            "lu",
+            "qr",
+            "svd",
+            "schur",
+            "hessenberg",
+            "householder_product",
+            "triangular_solve",
+            "tridiagonal_solve",
+            "custom_linear_solve",
+        ],
+        "linear algebra: no elementwise path structure",
+    ),
     # complex numbers: a path product of complex weights has no max/entropy reading
     **dict.fromkeys(["complex", "conj", "real", "imag", "fft"], "complex values"),
     # collectives (inside shard_map / pmap): the graph is per device
-    **dict.fromkeys(["psum", "pmax", "pmin", "ppermute", "all_gather", "all_to_all",
-                     "ragged_all_to_all"], "collectives: run the analysis outside shard_map"),
+    **dict.fromkeys(
+        ["psum", "pmax", "pmin", "ppermute", "all_gather", "all_to_all", "ragged_all_to_all"],
+        "collectives: run the analysis outside shard_map",
+    ),
     # mutable state and internal primitives that never appear in a traced user function
     **dict.fromkeys(["get", "swap", "dce_sink", "stage"], "state / internal"),
     "reduce": "variadic reduce with a user computation: no generic local derivative",
@@ -54,13 +71,20 @@ def differentiable(p):
 
 
 def test_every_differentiable_primitive_is_handled():
-    missing = sorted(name for name, p in installed_primitives().items()
-                     if differentiable(p) and name not in RULES
-                     and _compat.call_body(name, {}) is None and name not in _compat._CALL_BODY_PARAM
-                     and name not in UNSUPPORTED)
-    assert not missing, (f"jax {jax.__version__} has differentiable primitives with no semiring "
-                         f"rule: {missing}. Register a rule (DEVELOPERS.md, 'A primitive') or list "
-                         f"them in UNSUPPORTED with the reason.")
+    missing = sorted(
+        name
+        for name, p in installed_primitives().items()
+        if differentiable(p)
+        and name not in RULES
+        and _compat.call_body(name, {}) is None
+        and name not in _compat._CALL_BODY_PARAM
+        and name not in UNSUPPORTED
+    )
+    assert not missing, (
+        f"jax {jax.__version__} has differentiable primitives with no semiring "
+        f"rule: {missing}. Register a rule (DEVELOPERS.md, 'A primitive') or list "
+        f"them in UNSUPPORTED with the reason."
+    )
 
 
 def test_unsupported_list_is_current():
@@ -71,9 +95,11 @@ def test_unsupported_list_is_current():
 def test_rules_take_unknown_params():
     """Releases add parameters (jax 0.12's ``out_sharding`` on gather): a rule names the
     parameters it reads and accepts the rest, so a new placement annotation cannot break it."""
-    rigid = sorted(name for name, rule in RULES.items()
-                   if not any(p.kind is p.VAR_KEYWORD
-                              for p in inspect.signature(rule).parameters.values()))
+    rigid = sorted(
+        name
+        for name, rule in RULES.items()
+        if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(rule).parameters.values())
+    )
     assert not rigid, f"rules without **params: {rigid}"
 
 
@@ -82,12 +108,20 @@ x5 = jnp.asarray(rng.uniform(0.2, 0.8, size=5), jnp.float32)
 y5 = jnp.asarray(rng.uniform(0.2, 0.8, size=5), jnp.float32)
 w5 = jnp.asarray(np.cos(np.arange(5) + 0.4), jnp.float32)
 
-NEW_ELEMENTWISE = {   # jax >= 0.11 names: lax function, arity
-    "log2": ("log2", 1), "log2p1": ("log2p1", 1), "exp2m1": ("exp2m1", 1),
-    "sinpi": ("sinpi", 1), "cospi": ("cospi", 1), "tanpi": ("tanpi", 1),
-    "asinpi": ("asinpi", 1), "acospi": ("acospi", 1), "atanpi": ("atanpi", 1),
-    "atan2pi": ("atan2pi", 2), "one_minus_square": ("one_minus_square", 1),
-    "fma": ("fma", 3), "fmuladd": ("fmuladd", 3),
+NEW_ELEMENTWISE = {  # jax >= 0.11 names: lax function, arity
+    "log2": ("log2", 1),
+    "log2p1": ("log2p1", 1),
+    "exp2m1": ("exp2m1", 1),
+    "sinpi": ("sinpi", 1),
+    "cospi": ("cospi", 1),
+    "tanpi": ("tanpi", 1),
+    "asinpi": ("asinpi", 1),
+    "acospi": ("acospi", 1),
+    "atanpi": ("atanpi", 1),
+    "atan2pi": ("atan2pi", 2),
+    "one_minus_square": ("one_minus_square", 1),
+    "fma": ("fma", 3),
+    "fmuladd": ("fmuladd", 3),
 }
 
 

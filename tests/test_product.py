@@ -5,6 +5,7 @@ the same) and the brute-force fold over every path; under jit and vmap; with arg
 has_aux, value_and_semiring_grad and the decorator form; through scan, cond, gathers and
 matmuls.
 """
+
 from __future__ import annotations
 
 import jax
@@ -17,8 +18,16 @@ from brute_force import fold, path_products
 from jaxpr_semiring.semirings.product import Product
 from oracle import assert_matches, sign_is_ambiguous
 
-ALL = (js.Real(), js.MaxProduct(), js.MaxAbs(), js.Log(), js.Entropy(), js.Expectation(),
-       js.Counting(), js.Boolean())
+ALL = (
+    js.Real(),
+    js.MaxProduct(),
+    js.MaxAbs(),
+    js.Log(),
+    js.Entropy(),
+    js.Expectation(),
+    js.Counting(),
+    js.Boolean(),
+)
 
 
 def mlp(x, w1, w2):
@@ -28,8 +37,12 @@ def mlp(x, w1, w2):
 def control(x, w):
     def step(h, wi):
         return jnp.tanh(h * wi + 1.0), h
+
     h, hs = jax.lax.scan(step, x, w)
-    return jax.lax.cond(h.sum() > 0, lambda h: jnp.sum(h * h), lambda h: jnp.sum(jnp.exp(h)), h) + hs.sum()
+    return (
+        jax.lax.cond(h.sum() > 0, lambda h: jnp.sum(h * h), lambda h: jnp.sum(jnp.exp(h)), h)
+        + hs.sum()
+    )
 
 
 def gathers(x, table):
@@ -39,14 +52,18 @@ def gathers(x, table):
 
 def _args(name, rng):
     r = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
-    return {"mlp": (mlp, (r(3), r(3, 4), r(4, 2))), "control": (control, (r(3), r(4, 3))),
-            "gathers": (gathers, (r(4), r(3, 2)))}[name]
+    return {
+        "mlp": (mlp, (r(3), r(3, 4), r(4, 2))),
+        "control": (control, (r(3), r(4, 3))),
+        "gathers": (gathers, (r(4), r(3, 2))),
+    }[name]
 
 
 def _same(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-6, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("fn", ["mlp", "control", "gathers"])
@@ -69,8 +86,13 @@ def test_vs_brute_force(fn):
     prods = path_products(f, *args, argnums=0)
     got = js.semiring_grad(f, ALL)(*args)
     for S, g in zip(ALL, got):
-        assert_matches(S, g, fold(S.name, prods), where=f"(Product entry {S.name})",
-                       ambiguous=sign_is_ambiguous(prods))
+        assert_matches(
+            S,
+            g,
+            fold(S.name, prods),
+            where=f"(Product entry {S.name})",
+            ambiguous=sign_is_ambiguous(prods),
+        )
 
 
 def test_vmap_and_single_argnum():
@@ -88,7 +110,8 @@ def test_value_aux_and_decorator():
     f, (x, w1, w2) = _args("mlp", np.random.default_rng(3))
     pair = [js.Real(), js.Log()]
     (v, aux), (g_real, g_log) = js.value_and_semiring_grad(
-        lambda *a: (f(*a), 7.0), pair, has_aux=True)(x, w1, w2)
+        lambda *a: (f(*a), 7.0), pair, has_aux=True
+    )(x, w1, w2)
     np.testing.assert_allclose(v, f(x, w1, w2), rtol=1e-6)
     assert float(aux) == 7.0
     np.testing.assert_allclose(g_real, jax.grad(f)(x, w1, w2), rtol=1e-5, atol=1e-6)
@@ -97,6 +120,7 @@ def test_value_aux_and_decorator():
     @js.semiring_grad(semiring=(js.Counting(), js.Boolean()))
     def h(x):
         return jnp.sum(x * x)
+
     counts, reach = h(jnp.ones(2))
     np.testing.assert_allclose(np.exp(counts), [2.0, 2.0], rtol=1e-6)
     assert reach.tolist() == [True, True]
@@ -105,7 +129,9 @@ def test_value_aux_and_decorator():
 
 def test_product_object_and_errors():
     S = Product(js.Real(), js.MaxProduct())
-    assert S == Product(js.Real(), js.MaxProduct()) and hash(S) == hash(Product(js.Real(), js.MaxProduct()))
+    assert S == Product(js.Real(), js.MaxProduct()) and hash(S) == hash(
+        Product(js.Real(), js.MaxProduct())
+    )
     assert repr(S) == "Product(Real(), MaxProduct())"
     f = lambda x: jnp.sum(jnp.sin(x))
     g_real, g_mp = js.semiring_grad(f, S)(jnp.ones(3))
@@ -123,5 +149,6 @@ def test_one_trace_one_walk():
     def f(x):
         calls.append(1)
         return jnp.sum(jnp.tanh(x))
+
     js.semiring_grad(f, (js.Real(), js.MaxProduct(), js.Entropy()))(jnp.ones(3))
     assert len(calls) == 1

@@ -1,6 +1,7 @@
 """The component-flows renderers (jaxpr_semiring.cli.render) on synthetic documents of every
 semiring's field set: exact JSON round trip (±inf, nan), the plain-text table, the heatmap PNG and
 the self-contained HTML page (parsed; rendered by headless Chromium where the machine has one)."""
+
 from __future__ import annotations
 
 import html.parser
@@ -17,7 +18,18 @@ import pytest
 from jaxpr_semiring.cli import render as report
 
 # tokens that break naive HTML, matplotlib mathtext, or a JSON decoder that guesses numbers
-TOKENS = ["[CLS]", "<b>", "a&b", '"q"', "it's", "$x$", "nan", "-inf", "é", "<script>alert(1)</script>"]
+TOKENS = [
+    "[CLS]",
+    "<b>",
+    "a&b",
+    '"q"',
+    "it's",
+    "$x$",
+    "nan",
+    "-inf",
+    "é",
+    "<script>alert(1)</script>",
+]
 INF = float("inf")
 
 
@@ -35,19 +47,29 @@ def _values(rng, field, shape):
         return np.where(dead, -INF, 3 * x)
     if field == "entropy":
         return np.abs(x)
-    if field == "z":   # positive, spanning several decades: a logarithmic colour scale
+    if field == "z":  # positive, spanning several decades: a logarithmic colour scale
         return 10.0 ** (4 * rng.random(shape) - 2)
-    return x * 10.0 ** (3 * rng.random(shape))   # signed, over decades: symmetric-log scale
+    return x * 10.0 ** (3 * rng.random(shape))  # signed, over decades: symmetric-log scale
 
 
 def make_doc(semiring, seed=0, heads=False, cross=False, layers=2):
     rng = np.random.default_rng(seed)
     fields = report.describe_fields(semiring)
     T = len(TOKENS)
-    attn = ["skip"] + ([f"{c}/h{h}" for c in ("query", "key", "value") for h in range(2)] if heads
-                       else ["query", "key", "value"]) + ["other"]
-    kinds = [("attention", attn)] + ([("cross_attention", ["skip", "query", "key", "value", "other"])]
-                                     if cross else []) + [("mlp", ["skip", "mlp", "other"])]
+    attn = (
+        ["skip"]
+        + (
+            [f"{c}/h{h}" for c in ("query", "key", "value") for h in range(2)]
+            if heads
+            else ["query", "key", "value"]
+        )
+        + ["other"]
+    )
+    kinds = (
+        [("attention", attn)]
+        + ([("cross_attention", ["skip", "query", "key", "value", "other"])] if cross else [])
+        + [("mlp", ["skip", "mlp", "other"])]
+    )
     points = []
     for layer in range(layers):
         for point, comps in kinds:
@@ -55,20 +77,40 @@ def make_doc(semiring, seed=0, heads=False, cross=False, layers=2):
             for f in fields:
                 key = "value_log" if f == "value" and semiring in ("log", "counting") else f
                 v = _values(rng, key, (T, len(comps)))
-                flows[f] = v.astype(np.float32).astype(np.float64).tolist()   # float32 origin
+                flows[f] = v.astype(np.float32).astype(np.float64).tolist()  # float32 origin
                 total[f] = v.max(1).astype(np.float32).astype(np.float64).tolist()
-            points.append(dict(layer=layer, point=point, components=comps, flows=flows, total=total))
-    return dict(model="tiny-bert", architecture="bert", semiring=semiring,
-                target='logit-diff:"is",<are>', target_value=1.25, tokens=list(TOKENS), points=points)
+            points.append(
+                dict(layer=layer, point=point, components=comps, flows=flows, total=total)
+            )
+    return dict(
+        model="tiny-bert",
+        architecture="bert",
+        semiring=semiring,
+        target='logit-diff:"is",<are>',
+        target_value=1.25,
+        tokens=list(TOKENS),
+        points=points,
+    )
 
 
-SEMIRINGS = ["real", "log", "counting", "max-product", "max-abs", "entropy", "top-k:3", "expectation"]
+SEMIRINGS = [
+    "real",
+    "log",
+    "counting",
+    "max-product",
+    "max-abs",
+    "entropy",
+    "top-k:3",
+    "expectation",
+]
 
 
 def _same(a, b):
     """Equality that treats nan as equal to nan (and keeps -0.0 vs 0.0 apart)."""
     if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
@@ -78,23 +120,41 @@ def _same(a, b):
 
 # ------------------------------------------------------------------------------ fields
 
+
 def test_describe_fields_every_semiring_and_spelling():
     assert report.describe_fields("real") == ["value"]
     assert report.describe_fields("counting") == ["value"]
-    assert report.describe_fields("max-product") == report.describe_fields("MaxProduct") == ["top_pos", "top_neg"]
+    assert (
+        report.describe_fields("max-product")
+        == report.describe_fields("MaxProduct")
+        == ["top_pos", "top_neg"]
+    )
     assert report.describe_fields("max_abs") == ["log_abs", "sign"]
     assert report.describe_fields("Entropy") == ["log_z", "mean_log_abs", "entropy"]
-    assert report.describe_fields("top-k:2") == report.describe_fields("TopK(2)") == report.describe_fields("topk", k=2) \
+    assert (
+        report.describe_fields("top-k:2")
+        == report.describe_fields("TopK(2)")
+        == report.describe_fields("topk", k=2)
         == ["log_abs[0]", "sign[0]", "log_abs[1]", "sign[1]"]
+    )
     with pytest.raises(ValueError, match="needs k.*top-k:K"):
         report.describe_fields("top-k")
     with pytest.raises(ValueError, match="unknown semiring 'tropical'.*max-product"):
         report.describe_fields("tropical")
 
 
-@pytest.mark.parametrize("semiring,field", [("real", "value"), ("log", "value"), ("counting", "value"),
-                                            ("max-product", "top_pos"), ("MaxAbs", "log_abs"),
-                                            ("entropy", "entropy"), ("top-k:3", "log_abs[0]")])
+@pytest.mark.parametrize(
+    "semiring,field",
+    [
+        ("real", "value"),
+        ("log", "value"),
+        ("counting", "value"),
+        ("max-product", "top_pos"),
+        ("MaxAbs", "log_abs"),
+        ("entropy", "entropy"),
+        ("top-k:3", "log_abs[0]"),
+    ],
+)
 def test_default_field(semiring, field):
     doc = make_doc(semiring)
     assert report.default_field(doc) == field
@@ -104,6 +164,7 @@ def test_default_field(semiring, field):
 
 
 # ------------------------------------------------------------------------------ JSON
+
 
 @pytest.mark.parametrize("semiring", SEMIRINGS)
 def test_json_round_trip_exact(semiring):
@@ -116,7 +177,7 @@ def test_json_round_trip_exact(semiring):
     back = report.from_json(text)
     assert _same(back, doc)
     assert report.to_json(back) == text
-    assert back["tokens"] == TOKENS           # the tokens "nan" and "-inf" stay strings
+    assert back["tokens"] == TOKENS  # the tokens "nan" and "-inf" stay strings
     assert '"-inf"' in text and '"nan"' in text
 
 
@@ -124,10 +185,19 @@ def test_json_accepts_numpy_and_float32():
     doc = make_doc("max-product")
     pt = doc["points"][0]
     arr = {f: np.asarray(v, np.float32) for f, v in pt["flows"].items()}
-    doc2 = dict(doc, target_value=np.float32(1.25),
-                points=[dict(pt, flows=arr, total={f: np.asarray(v, np.float32) for f, v in pt["total"].items()})])
+    doc2 = dict(
+        doc,
+        target_value=np.float32(1.25),
+        points=[
+            dict(
+                pt, flows=arr, total={f: np.asarray(v, np.float32) for f, v in pt["total"].items()}
+            )
+        ],
+    )
     back = report.from_json(report.to_json(doc2))
-    np.testing.assert_array_equal(np.asarray(back["points"][0]["flows"]["top_pos"], np.float32), arr["top_pos"])
+    np.testing.assert_array_equal(
+        np.asarray(back["points"][0]["flows"]["top_pos"], np.float32), arr["top_pos"]
+    )
     assert back["target_value"] == 1.25
 
 
@@ -139,12 +209,18 @@ def test_save_json_atomic(tmp_path):
     assert os.listdir(tmp_path) == ["flows.json"]
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: d.pop("tokens"), "missing key 'tokens'"),
-    (lambda d: d["points"][0].update(point="ffn"), "points\\[0\\].point is 'ffn'"),
-    (lambda d: d["points"][1]["flows"]["value"].pop(), "points\\[1\\].flows\\['value'\\] is not \\[10 tokens\\]\\[3 components\\]"),
-    (lambda d: d["points"][0]["total"].pop("value"), "points\\[0\\].total has other fields"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.pop("tokens"), "missing key 'tokens'"),
+        (lambda d: d["points"][0].update(point="ffn"), "points\\[0\\].point is 'ffn'"),
+        (
+            lambda d: d["points"][1]["flows"]["value"].pop(),
+            "points\\[1\\].flows\\['value'\\] is not \\[10 tokens\\]\\[3 components\\]",
+        ),
+        (lambda d: d["points"][0]["total"].pop("value"), "points\\[0\\].total has other fields"),
+    ],
+)
 def test_bad_documents_one_line_errors(mutate, message):
     doc = make_doc("real")
     mutate(doc)
@@ -161,6 +237,7 @@ def test_bad_number_string():
 
 # ------------------------------------------------------------------------------ table
 
+
 @pytest.mark.parametrize("semiring", SEMIRINGS)
 def test_table_has_every_token_component_and_point(semiring):
     doc = make_doc(semiring, heads=semiring == "max-product", cross=semiring == "entropy")
@@ -174,7 +251,9 @@ def test_table_has_every_token_component_and_point(semiring):
         for c in pt["components"]:
             assert c in text
     assert text.count("total") >= len(doc["points"])
-    summaries = [line for line in text.splitlines() if "winner per token" in line or "largest flow" in line]
+    summaries = [
+        line for line in text.splitlines() if "winner per token" in line or "largest flow" in line
+    ]
     assert len(summaries) == len(doc["points"])
     # every other field renders too; an unknown one is a clear error
     for f in report.describe_fields(semiring):
@@ -184,8 +263,13 @@ def test_table_has_every_token_component_and_point(semiring):
 
 
 def _point(comps, flows):
-    return dict(layer=3, point="mlp", components=comps, flows={"value": flows},
-                total={"value": [sum(r) for r in flows]})
+    return dict(
+        layer=3,
+        point="mlp",
+        components=comps,
+        flows={"value": flows},
+        total={"value": [sum(r) for r in flows]},
+    )
 
 
 def test_summary_picks_the_largest_component():
@@ -196,24 +280,43 @@ def test_summary_picks_the_largest_component():
     # log: log Σ exp over tokens, -inf (no path) ignored
     doc = dict(doc, semiring="log")
     doc["points"] = [_point(["skip", "mlp"], [[0.0, -INF], [0.0, 0.5]])]
-    assert f"largest flow (value, log Σ exp over tokens): skip = {math.log(2):.4g}" in report.format_table(doc)
+    assert (
+        f"largest flow (value, log Σ exp over tokens): skip = {math.log(2):.4g}"
+        in report.format_table(doc)
+    )
     # max-product: the winner per token; a token with no path at all has none
     doc = dict(doc, semiring="max-product")
-    doc["points"][0]["flows"] = {"top_pos": [[-INF, -INF], [0.5, 2.0]], "top_neg": [[INF, INF], [0.5, 2.0]]}
+    doc["points"][0]["flows"] = {
+        "top_pos": [[-INF, -INF], [0.5, 2.0]],
+        "top_neg": [[INF, INF], [0.5, 2.0]],
+    }
     doc["points"][0]["total"] = {"top_pos": [-INF, 2.0], "top_neg": [INF, 0.5]}
-    assert "winner per token (top_pos): a→none, b→mlp; most tokens: mlp (1 of 2)" in report.format_table(doc)
+    assert (
+        "winner per token (top_pos): a→none, b→mlp; most tokens: mlp (1 of 2)"
+        in report.format_table(doc)
+    )
 
 
 def test_summary_nan_is_named_never_a_winner():
     """A NaN flow (jax.grad would give NaN there) is reported as NaN: not 'none', not a winner."""
     NAN = float("nan")
     doc = dict(make_doc("max-product", layers=0), tokens=["a", "b", "c"])
-    doc["points"] = [dict(layer=0, point="mlp", components=["skip", "mlp"],
-                          flows={"top_pos": [[NAN, 1.0], [-INF, -INF], [0.5, 2.0]],
-                                 "top_neg": [[NAN, 1.0], [INF, INF], [0.5, 2.0]]},
-                          total={"top_pos": [NAN, -INF, 2.0], "top_neg": [NAN, INF, 0.5]})]
-    assert ("winner per token (top_pos): a→nan, b→none, c→mlp; most tokens: mlp (1 of 3); "
-            "NaN at 1 of 3 tokens") in report.format_table(doc)
+    doc["points"] = [
+        dict(
+            layer=0,
+            point="mlp",
+            components=["skip", "mlp"],
+            flows={
+                "top_pos": [[NAN, 1.0], [-INF, -INF], [0.5, 2.0]],
+                "top_neg": [[NAN, 1.0], [INF, INF], [0.5, 2.0]],
+            },
+            total={"top_pos": [NAN, -INF, 2.0], "top_neg": [NAN, INF, 0.5]},
+        )
+    ]
+    assert (
+        "winner per token (top_pos): a→nan, b→none, c→mlp; most tokens: mlp (1 of 3); "
+        "NaN at 1 of 3 tokens"
+    ) in report.format_table(doc)
     doc["points"][0]["flows"]["top_pos"] = [[NAN, NAN], [NAN, NAN], [NAN, NAN]]
     assert "most tokens: none; NaN at 3 of 3 tokens" in report.format_table(doc)
     # real: a NaN component is named and never the largest
@@ -225,6 +328,7 @@ def test_summary_nan_is_named_never_a_winner():
 
 
 # ------------------------------------------------------------------------------ heatmap
+
 
 def _png_size(path):
     data = open(path, "rb").read(24)
@@ -241,7 +345,7 @@ def test_heatmap_png(tmp_path, semiring):
     w, h = _png_size(path)
     assert 400 <= w <= 6000 and 300 <= h <= 4000, (w, h)
     assert path.stat().st_size > 10_000
-    assert os.listdir(tmp_path) == ["flows.png"]   # written atomically, no temporaries left
+    assert os.listdir(tmp_path) == ["flows.png"]  # written atomically, no temporaries left
 
 
 def test_heatmap_all_no_path_and_bad_field(tmp_path):
@@ -258,6 +362,7 @@ def test_heatmap_all_no_path_and_bad_field(tmp_path):
 
 
 # ------------------------------------------------------------------------------ HTML
+
 
 class _Page(html.parser.HTMLParser):
     def __init__(self):
@@ -283,8 +388,8 @@ def test_html_self_contained(tmp_path, semiring):
     page.close()
     text = "".join(page.text)
     for tok in TOKENS:
-        assert tok in text                           # escaped in the source, intact when parsed
-    assert page.tables == len(doc["points"])          # one component table per (layer, point)
+        assert tok in text  # escaped in the source, intact when parsed
+    assert page.tables == len(doc["points"])  # one component table per (layer, point)
     for pt in doc["points"]:
         assert f"layer {pt['layer']} · {pt['point']}" in text
     for value in (doc["model"], doc["architecture"], doc["semiring"], doc["target"]):
@@ -292,19 +397,35 @@ def test_html_self_contained(tmp_path, semiring):
     # nothing from the network, nothing executable: the token <script> is text, not a tag
     assert "http://" not in source and "https://" not in source and "url(" not in source
     assert "script" not in page.tags and "link" not in page.tags and "img" not in page.tags
-    assert source.count('type="radio"') == len({c for p in doc["points"] for c in p["components"]}) + 1
+    assert (
+        source.count('type="radio"') == len({c for p in doc["points"] for c in p["components"]}) + 1
+    )
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")),
-                    reason="Chromium is not installed (/usr/bin/chromium): the page is only parsed, not rendered")
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or os.path.exists("/usr/bin/chromium")),
+    reason="Chromium is not installed (/usr/bin/chromium): the page is only parsed, not rendered",
+)
 def test_html_renders_in_headless_chromium(tmp_path):
     doc = make_doc("max-product", heads=True)
     page, shot = tmp_path / "flows.html", tmp_path / "shot.png"
     report.save_html(doc, str(page))
     browser = shutil.which("chromium") or "/usr/bin/chromium"
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,1600",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     w, h = _png_size(shot)
     assert (w, h) == (1280, 1600)

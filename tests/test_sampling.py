@@ -2,6 +2,7 @@
 distribution |product| / Σ|product| (chi-square at a fixed seed, with a check that the same
 test rejects a wrong sampler), products, Monte-Carlo entropy, branch shares, jit/vmap, the
 no-path and zero-weight cases, and the equations that cannot be crossed."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,9 +73,9 @@ def test_sampled_paths_follow_the_brute_force_distribution(f):
     values, probs = _groups(brute)
     s = jax.jit(js.sample_paths(f, at=at, n=n, key=KEY))(X)
     got = np.asarray(s.products, np.float64)
-    assert np.all(np.isfinite(got)) and np.all(got != 0)          # zero products never drawn
+    assert np.all(np.isfinite(got)) and np.all(got != 0)  # zero products never drawn
     nearest = np.argmin(np.abs(got[:, None] - values[None, :]), axis=1)
-    assert np.allclose(got, values[nearest], rtol=1e-4, atol=0)     # every sample is a real path
+    assert np.allclose(got, values[nearest], rtol=1e-4, atol=0)  # every sample is a real path
     counts = np.bincount(nearest, minlength=len(values)).astype(float)
     assert _chi2_pvalue(counts, probs, n) > 1e-3
     # the same test rejects a sampler that is wrong (here: ∝ sqrt|product|, or uniform)
@@ -88,8 +89,10 @@ def test_products_are_the_products_of_the_steps():
     s = js.sample_paths(with_block, at=2, n=50, key=KEY)(X)
     for i, path in enumerate(s.paths):
         np.testing.assert_allclose(path.product, float(s.products[i]), rtol=1e-5)
-        np.testing.assert_allclose(np.prod([st.weight for st in path.steps]), path.product, rtol=1e-6)
-        assert path.steps[-1].shape == ()           # ends at the scalar output
+        np.testing.assert_allclose(
+            np.prod([st.weight for st in path.steps]), path.product, rtol=1e-6
+        )
+        assert path.steps[-1].shape == ()  # ends at the scalar output
     assert "atomic" in {st.primitive for p in s.paths for st in p.steps}
 
 
@@ -103,6 +106,7 @@ def test_branch_shares_estimate_the_normalized_log_flows():
     def f(x):
         t = js.tap(x, "t")
         return jnp.sum(jnp.tanh(t @ W1)) + jnp.sum(jnp.exp(t)) + 2.0 * t[0]
+
     _, rep = js.flows(f, js.Log())(X)
     flows = {k: float(np.exp(v[0] - rep["t"].total[0])) for k, v in rep["t"].consumers.items()}
     s = js.sample_paths(f, at=0, n=2000, key=KEY)(X)
@@ -124,18 +128,20 @@ def test_jit_and_vmap():
     for b in range(2):
         one = jax.tree.map(lambda a: a[b], batched)
         assert all(np.isclose(p.product, one.products[i]) for i, p in enumerate(one.paths))
-    default = js.sample_paths(mlp, n=5, key=KEY)(X)            # at=None: the largest Log flow
+    default = js.sample_paths(mlp, n=5, key=KEY)(X)  # at=None: the largest Log flow
     assert int(default.start) == int(jnp.argmax(js.semiring_grad(mlp, js.Log())(X)))
 
 
 def test_no_path_and_zero_weight_paths_are_refused_with_a_clear_message():
     f = lambda x: x[0] * 0.0 + jax.lax.stop_gradient(x[1]) + x[2]
     x = jnp.ones(3)
-    with pytest.raises(ValueError, match=r"input element \(0,\) has no path with a nonzero product"):
+    with pytest.raises(
+        ValueError, match=r"input element \(0,\) has no path with a nonzero product"
+    ):
         js.sample_paths(f, at=0, n=3, key=KEY)(x)
     with pytest.raises(ValueError, match=r"input element \(1,\) has no path with a nonzero"):
         js.sample_paths(f, at=1, n=3, key=KEY)(x)
-    traced = jax.jit(js.sample_paths(f, at=0, n=3, key=KEY))(x)   # cannot raise while traced
+    traced = jax.jit(js.sample_paths(f, at=0, n=3, key=KEY))(x)  # cannot raise while traced
     with pytest.raises(ValueError, match="nothing to sample"):
         traced.paths
     assert js.sample_paths(f, at=2, n=3, key=KEY)(x).products.tolist() == [1.0, 1.0, 1.0]
@@ -150,7 +156,7 @@ def test_scan_cannot_be_crossed_unless_atomic():
         js.sample_paths(f, at=0, n=2, key=KEY)(X)
     g = lambda x: js.atomic(f)(x)
     s = js.sample_paths(g, at=0, n=2000, key=KEY)(X)
-    assert np.allclose(s.products, jax.grad(f)(X)[0])            # one edge: the total derivative
+    assert np.allclose(s.products, jax.grad(f)(X)[0])  # one edge: the total derivative
 
 
 def test_samples_vmapped_in_groups_equal_one_at_a_time():

@@ -1,5 +1,6 @@
 """Oracle B: every semiring equals brute-force path enumeration (tests/brute_force.py) on hand-built
 cases and on hypothesis-generated small functions."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,26 +17,31 @@ def test_paper_fig1():
     f = lambda x, y: jnp.exp(x) + (x - y) * y
     check_all_semirings(f, jnp.float32(0.7), jnp.float32(-1.3), argnums=(0, 1))
     g = js.semiring_grad(f, js.MaxProduct(), argnums=(0, 1))(0.7, -1.3)
-    assert float(g[1].top_pos) == np.float32(2.0)          # via (x − y): 0.7 + 1.3
-    assert np.isclose(float(g[1].top_neg), 1.3)             # −y = 1.3 is positive here too
+    assert float(g[1].top_pos) == np.float32(2.0)  # via (x − y): 0.7 + 1.3
+    assert np.isclose(float(g[1].top_neg), 1.3)  # −y = 1.3 is positive here too
     assert np.isclose(float(jnp.exp(js.semiring_grad(f, js.Counting())(0.7, -1.3))), 2.0)
 
 
 def test_broadcast_fan_in():
     f = lambda x, s: jnp.sum(jnp.tanh(x * s) * jnp.array([1.0, -2.0, 3.0]))
     check_all_semirings(f, jnp.array([0.3, -0.5, 0.9]), jnp.float32(1.5), argnums=(0, 1))
-    assert np.isclose(float(jnp.exp(js.semiring_grad(f, js.Counting(), argnums=1)(jnp.ones(3), 1.0))), 3.0)
+    assert np.isclose(
+        float(jnp.exp(js.semiring_grad(f, js.Counting(), argnums=1)(jnp.ones(3), 1.0))), 3.0
+    )
 
 
 def test_gather_with_repeated_indices():
-    f = lambda t: jnp.sum(jnp.take(t, jnp.array([2, 0, 2, 2]), axis=0) * jnp.array([[1.0, 2.0], [3.0, -4.0], [0.5, 1.0], [-1.0, 2.0]]))
+    f = lambda t: jnp.sum(
+        jnp.take(t, jnp.array([2, 0, 2, 2]), axis=0)
+        * jnp.array([[1.0, 2.0], [3.0, -4.0], [0.5, 1.0], [-1.0, 2.0]])
+    )
     check_all_semirings(f, jnp.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]))
     count = jnp.exp(js.semiring_grad(f, js.Counting())(jnp.ones((3, 2))))
     np.testing.assert_allclose(count, [[1, 1], [0, 0], [3, 3]], atol=1e-5)
 
 
 def test_select_n_unselected_branch_is_no_path():
-    f = lambda x: jnp.sum(jnp.where(jnp.array([True, False, True]), x ** 2, -3.0 * x))
+    f = lambda x: jnp.sum(jnp.where(jnp.array([True, False, True]), x**2, -3.0 * x))
     check_all_semirings(f, jnp.array([-0.5, -0.7, 1.2]))
     mp = js.semiring_grad(f, js.MaxProduct())(jnp.array([-0.5, -0.7, 1.2]))
     assert np.all(np.isfinite(mp.top_pos)) and np.allclose(mp.top_pos, [-1.0, -3.0, 2.4])
@@ -47,7 +53,9 @@ def test_reduce_max_with_ties():
     check_all_semirings(f, x)
     np.testing.assert_allclose(js.semiring_grad(f)(x), jax.grad(f)(x))
     # every element is an edge (weight 0 off the max): 4 paths in all
-    np.testing.assert_allclose(jnp.exp(js.semiring_grad(f, js.Counting())(x)), [1, 1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(
+        jnp.exp(js.semiring_grad(f, js.Counting())(x)), [1, 1, 1, 1], atol=1e-6
+    )
 
 
 def test_dead_relu_is_a_zero_path():
@@ -75,7 +83,9 @@ def test_mul_same_operand_is_two_parallel_edges():
 
 
 def test_matmul_and_dot_general_batch():
-    f = lambda a, b: jnp.sum(jnp.tanh(jnp.einsum("bij,bjk->bik", a, b)) * jnp.arange(1.0, 5.0).reshape(2, 1, 2))
+    f = lambda a, b: jnp.sum(
+        jnp.tanh(jnp.einsum("bij,bjk->bik", a, b)) * jnp.arange(1.0, 5.0).reshape(2, 1, 2)
+    )
     a = jnp.asarray(np.random.default_rng(1).normal(size=(2, 1, 3)), jnp.float32)
     b = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 2)), jnp.float32)
     check_all_semirings(f, a, b, argnums=(0, 1))
@@ -86,15 +96,20 @@ def test_transposed_operands_fold_into_contractions():
     paths are unchanged, whether the folded operand is differentiated or not, and a transpose
     that would reorder the output's free axes is left alone."""
     from jaxpr_semiring.interpreter import flatten
+
     rng = np.random.default_rng(3)
     h = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
     E = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
     T = jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)
     tied = lambda h, E: jnp.sum(jnp.tanh(h @ E.T) * jnp.arange(1.0, 9.0).reshape(2, 4))
-    batched = lambda h, T: jnp.sum(jnp.sin(jnp.einsum("bj,bkj->bk", h, jnp.transpose(T, (0, 2, 1)))))
+    batched = lambda h, T: jnp.sum(
+        jnp.sin(jnp.einsum("bj,bkj->bk", h, jnp.transpose(T, (0, 2, 1))))
+    )
     # rhs free axes (0, 2) of transpose(T, (2, 1, 0)) come from T's axes (2, 0): not folded
-    reorder = lambda h, T: jnp.sum(jnp.sin(lax.dot_general(
-        h[0], jnp.transpose(T, (2, 1, 0)), (((0,), (1,)), ((), ())))) * jnp.arange(8.0).reshape(4, 2))
+    reorder = lambda h, T: jnp.sum(
+        jnp.sin(lax.dot_general(h[0], jnp.transpose(T, (2, 1, 0)), (((0,), (1,)), ((), ()))))
+        * jnp.arange(8.0).reshape(4, 2)
+    )
     for f, a, b in [(tied, h, E), (batched, h, T), (reorder, h, T)]:
         check_all_semirings(f, a, b, argnums=(0, 1), rtol=5e-4, atol=5e-4)
         check_all_semirings(f, a, b, argnums=0, rtol=5e-4, atol=5e-4)
@@ -102,7 +117,7 @@ def test_transposed_operands_fold_into_contractions():
     nodes = flatten(closed.jaxpr, closed.consts).nodes
     dot = next(n for n in nodes if n.primitive.name == "dot_general")
     transpose = next(n for n in nodes if n.primitive.name == "transpose")
-    assert dot.invars[1] is transpose.invars[0]                      # reads E, not E.T
+    assert dot.invars[1] is transpose.invars[0]  # reads E, not E.T
     assert dot.params["dimension_numbers"] == (((1,), (1,)), ((), ()))
     closed = jax.make_jaxpr(reorder)(h, T)
     nodes = flatten(closed.jaxpr, closed.consts).nodes
@@ -113,8 +128,9 @@ def test_transposed_operands_fold_into_contractions():
 def test_structural_ops():
     def f(x):
         y = jnp.concatenate([x[::-1], lax.pad(x, 0.5, ((1, 0, 1),))])  # rev, pad, concatenate
-        z = jnp.cumsum(y)[2:6].reshape(2, 2).T                         # cumsum, slice, reshape, transpose
+        z = jnp.cumsum(y)[2:6].reshape(2, 2).T  # cumsum, slice, reshape, transpose
         return jnp.sum(jnp.sin(z) * jnp.array([[1.0, -1.0], [2.0, 0.5]]))
+
     check_all_semirings(f, jnp.array([0.3, -0.8, 1.1]))
 
 
@@ -124,8 +140,12 @@ def test_cumulative_max_and_prod():
 
 
 def test_scatter_add_and_set():
-    f = lambda x, u: jnp.sum(jnp.tanh(x.at[jnp.array([0, 2, 0])].add(u).at[jnp.array([1])].set(u[:1] * 2)))
-    check_all_semirings(f, jnp.array([0.1, 0.2, 0.3, 0.4]), jnp.array([0.5, -0.6, 0.7]), argnums=(0, 1))
+    f = lambda x, u: jnp.sum(
+        jnp.tanh(x.at[jnp.array([0, 2, 0])].add(u).at[jnp.array([1])].set(u[:1] * 2))
+    )
+    check_all_semirings(
+        f, jnp.array([0.1, 0.2, 0.3, 0.4]), jnp.array([0.5, -0.6, 0.7]), argnums=(0, 1)
+    )
 
 
 def test_float64():
@@ -141,25 +161,40 @@ def test_float64():
 M = jnp.array([[0.7, -1.2, 0.4], [0.9, 0.3, -0.8], [-0.5, 1.1, 0.6]])
 
 UNARY = [
-    ("sin", jnp.sin), ("tanh", jnp.tanh), ("exp", lambda v: jnp.exp(0.5 * v)),
-    ("self_mul", lambda v: v * v), ("square", jnp.square), ("relu", lambda v: jnp.maximum(v, 0.1)),
-    ("neg_scale", lambda v: -1.5 * v), ("softmax", jax.nn.softmax), ("cumsum", jnp.cumsum),
-    ("rev", lambda v: v[::-1]), ("gather_dup", lambda v: jnp.take(v, jnp.array([0, 0, 2]))),
-    ("where", lambda v: jnp.where(v > 0, v, 2.0 * v)), ("matvec", lambda v: M @ v),
-    ("max_bcast", lambda v: v * jnp.max(v)), ("outer_sum", lambda v: (v[:, None] * v[None, :]).sum(1)),
-    ("logsumexp_bcast", lambda v: v - jax.nn.logsumexp(v)), ("abs", jnp.abs),
+    ("sin", jnp.sin),
+    ("tanh", jnp.tanh),
+    ("exp", lambda v: jnp.exp(0.5 * v)),
+    ("self_mul", lambda v: v * v),
+    ("square", jnp.square),
+    ("relu", lambda v: jnp.maximum(v, 0.1)),
+    ("neg_scale", lambda v: -1.5 * v),
+    ("softmax", jax.nn.softmax),
+    ("cumsum", jnp.cumsum),
+    ("rev", lambda v: v[::-1]),
+    ("gather_dup", lambda v: jnp.take(v, jnp.array([0, 0, 2]))),
+    ("where", lambda v: jnp.where(v > 0, v, 2.0 * v)),
+    ("matvec", lambda v: M @ v),
+    ("max_bcast", lambda v: v * jnp.max(v)),
+    ("outer_sum", lambda v: (v[:, None] * v[None, :]).sum(1)),
+    ("logsumexp_bcast", lambda v: v - jax.nn.logsumexp(v)),
+    ("abs", jnp.abs),
     ("matvec_T", lambda v: M.T @ v),  # transpose of a constant folded into the contraction
 ]
 BINARY = [
-    ("add", jnp.add), ("mul", jnp.multiply), ("sub", jnp.subtract),
+    ("add", jnp.add),
+    ("mul", jnp.multiply),
+    ("sub", jnp.subtract),
     ("concat_slice", lambda a, b: jnp.concatenate([a, b])[1:4]),
-    ("scalar_bcast", lambda a, b: a * jnp.sum(b)), ("maximum", jnp.maximum),
+    ("scalar_bcast", lambda a, b: a * jnp.sum(b)),
+    ("maximum", jnp.maximum),
     ("outer_T_matvec", lambda a, b: jnp.outer(a, b).T @ a),  # folded transpose of a traced value
 ]
 
 step = st.one_of(
     st.tuples(st.just("u"), st.integers(0, len(UNARY) - 1), st.integers(0, 99), st.integers(0, 99)),
-    st.tuples(st.just("b"), st.integers(0, len(BINARY) - 1), st.integers(0, 99), st.integers(0, 99)),
+    st.tuples(
+        st.just("b"), st.integers(0, len(BINARY) - 1), st.integers(0, 99), st.integers(0, 99)
+    ),
 )
 value = st.floats(-1.5, 1.5).filter(lambda v: abs(v) > 0.05)
 
@@ -171,12 +206,12 @@ def build(program):
             a, b = pool[i % len(pool)], pool[j % len(pool)]
             pool.append(UNARY[op][1](a) if kind == "u" else BINARY[op][1](a, b))
         return jnp.sum(pool[-1] * jnp.array([1.0, -0.7, 1.3]))
+
     return f
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(program=st.lists(step, min_size=1, max_size=5),
-       xs=st.lists(value, min_size=6, max_size=6))
+@given(program=st.lists(step, min_size=1, max_size=5), xs=st.lists(value, min_size=6, max_size=6))
 def test_random_programs_all_semirings(program, xs):
     f = build(program)
     x, y = jnp.array(xs[:3], jnp.float32), jnp.array(xs[3:], jnp.float32)
@@ -188,7 +223,9 @@ def test_random_programs_all_semirings(program, xs):
 def test_regression_maxabs_sign_tie():
     # found by hypothesis: x = y = 1 makes opposite-sign paths tie in |product|
     program = [("u", 6, 0, 0), ("u", 0, 0, 0), ("u", 0, 0, 0), ("u", 16, 27, 0), ("b", 0, 2, 5)]
-    check_all_semirings(build(program), jnp.ones(3), jnp.ones(3), argnums=(0, 1), rtol=5e-4, atol=5e-4)
+    check_all_semirings(
+        build(program), jnp.ones(3), jnp.ones(3), argnums=(0, 1), rtol=5e-4, atol=5e-4
+    )
 
 
 def test_hypothesis_runs_enough_examples():

@@ -1,4 +1,5 @@
 """SVA data (loader, generator, tokenization) and SVA models (checkpoint path, targets)."""
+
 import os
 
 import jax
@@ -40,8 +41,8 @@ def test_load_tsv_header_extra_columns_and_blank_lines(tmp_path):
     assert a.n_attractors == 1 and b.n_attractors == 2
     assert a.words == ("the", "keys", "to", "the", "cabinet", "[MASK]", "here", ".")
     assert a.mask_index == 5 and a.good == "are" and a.bad == "is" and a.plural
-    assert b.words[0] == "the" and b.words[1] == "author"          # lower-cased
-    assert b.good == "laughs" and not b.plural                     # heuristic: -s is singular
+    assert b.words[0] == "the" and b.words[1] == "author"  # lower-cased
+    assert b.good == "laughs" and not b.plural  # heuristic: -s is singular
     assert a.subject_index is None and a.attractor_indices == ()
     assert a.sentence == "the keys to the cabinet are here ."
     assert sva.load_tsv(p, max_examples=1) == exs[:1]
@@ -114,7 +115,7 @@ def test_generator_positions_correct_by_construction():
         # every noun between subject and verb is an attractor; none before the subject
         between = [i for i in range(e.subject_index + 1, e.mask_index) if w[i] in sva.NOUN_FORMS]
         assert between == list(e.attractor_indices)
-        assert not any(x in sva.NOUN_FORMS for x in w[:e.subject_index])
+        assert not any(x in sva.NOUN_FORMS for x in w[: e.subject_index])
         # verb forms
         pair = {e.good, e.bad}
         assert any(pair == {s, p} for s, p, _ in sva.MASK_VERBS)
@@ -139,44 +140,78 @@ def test_tokenize_maps_word_positions(tok):
         assert t.input_ids[0] == tok.token_to_id("[CLS]")
         assert t.input_ids[-1] == tok.token_to_id("[SEP]")
         assert vocab_inv[t.input_ids[t.subject_pos]] == e.words[e.subject_index]
-        assert [vocab_inv[t.input_ids[p]] for p in t.attractor_pos] == \
-            [e.words[a] for a in e.attractor_indices]
+        assert [vocab_inv[t.input_ids[p]] for p in t.attractor_pos] == [
+            e.words[a] for a in e.attractor_indices
+        ]
         assert t.input_ids[t.mask_pos] == tok.token_to_id("[MASK]")
         assert vocab_inv[t.good_id] == e.good and vocab_inv[t.bad_id] == e.bad
 
 
 def test_tokenize_drops_multipiece_subject_and_attractor(tok):
-    base = sva.SVAExample(words=("the", "zookeepers", "near", "the", "guard", "[MASK]", "here",
-                                 "."), mask_index=5, good="are", bad="is", subject_index=1,
-                          attractor_indices=(4,), n_attractors=1, plural=True)
+    base = sva.SVAExample(
+        words=("the", "zookeepers", "near", "the", "guard", "[MASK]", "here", "."),
+        mask_index=5,
+        good="are",
+        bad="is",
+        subject_index=1,
+        attractor_indices=(4,),
+        n_attractors=1,
+        plural=True,
+    )
     assert len(tok.encode("zookeepers", add_special_tokens=False).ids) > 1
-    ok = sva.SVAExample(words=("the", "guards", "near", "the", "author", "[MASK]", "here", "."),
-                        mask_index=5, good="are", bad="is", subject_index=1,
-                        attractor_indices=(4,), n_attractors=1, plural=True)
-    bad_attr = sva.SVAExample(words=("the", "guards", "near", "the", "zookeeper", "[MASK]",
-                                     "here", "."), mask_index=5, good="are", bad="is",
-                              subject_index=1, attractor_indices=(4,), n_attractors=1,
-                              plural=True)
-    bad_verb = sva.SVAExample(words=("the", "guards", "[MASK]", "."), mask_index=2,
-                              good="zookeep", bad="zookeeps", subject_index=1, plural=True)
+    ok = sva.SVAExample(
+        words=("the", "guards", "near", "the", "author", "[MASK]", "here", "."),
+        mask_index=5,
+        good="are",
+        bad="is",
+        subject_index=1,
+        attractor_indices=(4,),
+        n_attractors=1,
+        plural=True,
+    )
+    bad_attr = sva.SVAExample(
+        words=("the", "guards", "near", "the", "zookeeper", "[MASK]", "here", "."),
+        mask_index=5,
+        good="are",
+        bad="is",
+        subject_index=1,
+        attractor_indices=(4,),
+        n_attractors=1,
+        plural=True,
+    )
+    bad_verb = sva.SVAExample(
+        words=("the", "guards", "[MASK]", "."),
+        mask_index=2,
+        good="zookeep",
+        bad="zookeeps",
+        subject_index=1,
+        plural=True,
+    )
     items, stats = sva.tokenize(tok, [base, ok, bad_attr, bad_verb], return_stats=True)
     assert [t.example for t in items] == [ok]
     assert stats == {"subject": 1, "ok": 1, "attractor": 1, "verb": 1}
     # a multi-piece word elsewhere is fine and shifts token positions
-    shifted = sva.SVAExample(words=("zookeepers", "said", "the", "guards", "[MASK]", "here",
-                                    "."), mask_index=4, good="are", bad="is", subject_index=3,
-                             plural=True)
+    shifted = sva.SVAExample(
+        words=("zookeepers", "said", "the", "guards", "[MASK]", "here", "."),
+        mask_index=4,
+        good="are",
+        bad="is",
+        subject_index=3,
+        plural=True,
+    )
     (t,) = sva.tokenize(tok, [shifted])
     assert t.subject_pos == 5 and t.mask_pos == 6
 
 
 def test_tokenize_ignores_tokenizer_padding_settings(tok):
     from tokenizers import Tokenizer
+
     padded = Tokenizer.from_file(os.path.join(M.minilm_dir(), "tokenizer.json"))
     assert padded.padding is not None
     exs = sva.generate(5, seed=0)
-    assert [t.input_ids for t in sva.tokenize(padded, exs)] == \
-        [t.input_ids for t in sva.tokenize(tok, exs)]
+    assert [t.input_ids for t in sva.tokenize(padded, exs)] == [
+        t.input_ids for t in sva.tokenize(tok, exs)
+    ]
     assert padded.padding is not None  # the user's tokenizer is not modified
 
 
@@ -207,13 +242,21 @@ def test_collate_pads_and_masks(tok):
 
 def _tiny_config(vocab_size):
     from transformers import BertConfig
-    return BertConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2,
-                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
 
 
 @pytest.mark.parametrize("safe", [False, True])
 def test_mlm_checkpoint_path(tmp_path, tok, safe):
     from transformers import FlaxBertForMaskedLM
+
     cfg = _tiny_config(tok.get_vocab_size())
     hf = FlaxBertForMaskedLM(cfg, seed=1)
     hf.save_pretrained(tmp_path / "ckpt", safe_serialization=safe)
@@ -239,39 +282,44 @@ def test_mlm_checkpoint_path(tmp_path, tok, safe):
     t3 = model.target_from_embeddings(model.params, emb, *args)
     np.testing.assert_allclose(float(t3), want[i], rtol=1e-4, atol=1e-5)
     # target_from_outputs on the encoder outputs
-    out = model.encoder(jnp.asarray(args[0])[None], attention_mask=jnp.asarray(args[1])[None],
-                        params=model.params)
-    np.testing.assert_allclose(float(model.target_from_outputs(out, *args[2:])), want[i],
-                               rtol=1e-4, atol=1e-5)
+    out = model.encoder(
+        jnp.asarray(args[0])[None], attention_mask=jnp.asarray(args[1])[None], params=model.params
+    )
+    np.testing.assert_allclose(
+        float(model.target_from_outputs(out, *args[2:])), want[i], rtol=1e-4, atol=1e-5
+    )
     assert 0.0 <= model.accuracy(batch) <= 1.0
     # round trip through MLMSVAModel.save_pretrained
     model.save_pretrained(tmp_path / "again")
-    np.testing.assert_allclose(M.load_mlm_checkpoint(tmp_path / "again").batch_targets(batch),
-                               got, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        M.load_mlm_checkpoint(tmp_path / "again").batch_targets(batch), got, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_mlm_target_is_semiring_differentiable(tok):
     import jaxpr_semiring as js
+
     model = M.MLMSVAModel.from_config(_tiny_config(tok.get_vocab_size()), seed=0)
     batch = sva.encode(tok, sva.generate(2, seed=1))
     args = [a[0] for a in batch.target_args()]
     emb = model.word_embeddings(model.params, args[0])
     f = lambda e: model.target_from_embeddings(model.params, e, *args)  # noqa: E731
     g = js.semiring_grad(f, js.Real())(emb)
-    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(f)(emb)), rtol=2e-3,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(f)(emb)), rtol=2e-3, atol=1e-5)
 
 
 def test_verb_head_target_sign(tok):
     from transformers import FlaxBertModel
+
     enc = FlaxBertModel(_tiny_config(tok.get_vocab_size()), seed=0)
     rng = np.random.default_rng(0)
     head = {"w": rng.normal(size=16).astype(np.float32), "b": np.float32(0.3)}
     model = M.VerbNumberHeadModel(enc, head, tok)
     batch = sva.encode(tok, sva.generate(8, seed=3))
     t = model.batch_targets(batch, batch_size=8)
-    h = jax.vmap(lambda i, a: model.hidden(model.params, i, a))(batch.input_ids,
-                                                                batch.attention_mask)
+    h = jax.vmap(lambda i, a: model.hidden(model.params, i, a))(
+        batch.input_ids, batch.attention_mask
+    )
     z = np.asarray(h[np.arange(8), batch.mask_pos] @ head["w"] + head["b"])
     np.testing.assert_allclose(t, np.where(batch.plural == 1, z, -z), rtol=1e-4, atol=1e-5)
     # swapping good and bad flips the target
@@ -286,6 +334,7 @@ def test_padding_does_not_change_entropy_under_jit(tok):
     equal those of the unpadded sentence (HF's finfo.min bias once overflowed the Entropy
     semiring to NaN under jit; the semirings handle it now, with no patch of transformers)."""
     import jaxpr_semiring as js
+
     model = M.MLMSVAModel.from_config(_tiny_config(tok.get_vocab_size()), seed=0)
     batch = sva.encode(tok, sva.generate(1, seed=1))
     ids, am, *rest = [a[0] for a in batch.target_args()]
@@ -306,11 +355,13 @@ def test_padding_does_not_change_entropy_under_jit(tok):
 def test_load_sva_model_checkpoint_and_its_tokenizer(tmp_path, tok):
     from tokenizers import Tokenizer, models
     from transformers import FlaxBertForMaskedLM
+
     FlaxBertForMaskedLM(_tiny_config(tok.get_vocab_size()), seed=1).save_pretrained(tmp_path)
     model, tok2, rep = M.load_sva_model(str(tmp_path))
     assert isinstance(model, M.MLMSVAModel) and rep is None
     assert tok2.get_vocab_size() == tok.get_vocab_size()  # no tokenizer.json: MiniLM's
     Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).save(
-        str(tmp_path / "tokenizer.json"))
+        str(tmp_path / "tokenizer.json")
+    )
     _, tok3, _ = M.load_sva_model(str(tmp_path))
     assert tok3.get_vocab_size() == 2  # the checkpoint's own tokenizer

@@ -144,8 +144,13 @@ def test_determinism(task):
 
 def test_registry_and_make_task():
     assert set(TASKS) == {
-        "FirstTokenRepeatedOnce", "ContainsTokenSet", "Contains1", "AdjacentDuplicate",
-        "FirstTokenRepeatedImmediately", "FirstTokenRepeatedLast", "BinCountOnes",
+        "FirstTokenRepeatedOnce",
+        "ContainsTokenSet",
+        "Contains1",
+        "AdjacentDuplicate",
+        "FirstTokenRepeatedImmediately",
+        "FirstTokenRepeatedLast",
+        "BinCountOnes",
     }
     for name, cls in TASKS.items():
         task = make_task(name)
@@ -164,11 +169,17 @@ def test_registry_and_make_task():
 # ---------------------------------------------------------------------------------------------
 
 TABLE1 = [  # task, positive example, negative example
-    (ContainsTokenSet(token_set={1, 2, 3}, seq_len=6, vocab_size=9),
-     [1, 3, 4, 2, 5, 2], [1, 5, 9, 2, 2, 4]),
+    (
+        ContainsTokenSet(token_set={1, 2, 3}, seq_len=6, vocab_size=9),
+        [1, 3, 4, 2, 5, 2],
+        [1, 5, 9, 2, 2, 4],
+    ),
     (Contains1(seq_len=6, vocab_size=9), [1, 3, 4, 2, 5, 2], [6, 5, 9, 2, 2, 4]),
-    (FirstTokenRepeatedImmediately(seq_len=6, vocab_size=9),
-     [3, 3, 2, 6, 7, 8], [5, 3, 2, 6, 7, 8]),
+    (
+        FirstTokenRepeatedImmediately(seq_len=6, vocab_size=9),
+        [3, 3, 2, 6, 7, 8],
+        [5, 3, 2, 6, 7, 8],
+    ),
     (FirstTokenRepeatedLast(seq_len=6, vocab_size=9), [8, 3, 2, 6, 7, 8], [8, 3, 2, 6, 7, 4]),
     (AdjacentDuplicate(seq_len=6, vocab_size=9), [1, 3, 6, 6, 7, 8], [1, 3, 6, 8, 7, 8]),
     (FirstTokenRepeatedOnce(seq_len=6, vocab_size=9), [1, 3, 6, 1, 7, 8], [1, 3, 6, 7, 7, 8]),
@@ -182,8 +193,14 @@ def test_paper_table1_examples(task, pos, neg):
 
 def test_paper_table2_examples():
     task = BinCountOnes(num_classes=3, seq_len=6, vocab_size=9)
-    rows = [[1, 3, 4, 2, 5, 2], [1, 3, 4, 2, 3, 1], [1, 3, 4, 2, 1, 1], [1, 3, 1, 1, 5, 1],
-            [1, 3, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    rows = [
+        [1, 3, 4, 2, 5, 2],
+        [1, 3, 4, 2, 3, 1],
+        [1, 3, 4, 2, 1, 1],
+        [1, 3, 1, 1, 5, 1],
+        [1, 3, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 1],
+    ]
     assert task.label(np.array(rows)).tolist() == [0, 0, 1, 1, 2, 2]
     # no 1s at all: the literal formula gives -1; we put it in class 0 (documented)
     assert task.label(np.array([[2, 3, 4, 5, 6, 7]])).tolist() == [0]
@@ -256,8 +273,9 @@ def test_random_parameters_property(seq_len, vocab_size, seed, data):
         AdjacentDuplicate(seq_len=seq_len, vocab_size=vocab_size),
         FirstTokenRepeatedImmediately(seq_len=seq_len, vocab_size=vocab_size),
         FirstTokenRepeatedLast(seq_len=seq_len, vocab_size=vocab_size),
-        BinCountOnes(num_classes=data.draw(st.sampled_from(divisors)), seq_len=seq_len,
-                     vocab_size=vocab_size),
+        BinCountOnes(
+            num_classes=data.draw(st.sampled_from(divisors)), seq_len=seq_len, vocab_size=vocab_size
+        ),
     ]
     for task in tasks:
         tokens, labels = task.generate(41, seed=seed)
@@ -276,25 +294,46 @@ def test_random_parameters_property(seq_len, vocab_size, seed, data):
 @pytest.mark.parametrize(
     "factory,pattern",
     [
-        (lambda: BinCountOnes(num_classes=3, seq_len=10), r"num_classes=3 must divide seq_len=10.*\[2, 5, 10\]"),
-        (lambda: BinCountOnes(num_classes=1, seq_len=10), r"num_classes=1 must lie in 2\.\.seq_len=10"),
-        (lambda: BinCountOnes(num_classes=20, seq_len=10), r"num_classes=20 must lie in 2\.\.seq_len=10"),
+        (
+            lambda: BinCountOnes(num_classes=3, seq_len=10),
+            r"num_classes=3 must divide seq_len=10.*\[2, 5, 10\]",
+        ),
+        (
+            lambda: BinCountOnes(num_classes=1, seq_len=10),
+            r"num_classes=1 must lie in 2\.\.seq_len=10",
+        ),
+        (
+            lambda: BinCountOnes(num_classes=20, seq_len=10),
+            r"num_classes=20 must lie in 2\.\.seq_len=10",
+        ),
         (lambda: BinCountOnes(num_classes=2.5), r"num_classes must be an integer"),
-        (lambda: ContainsTokenSet(token_set=range(1, 12), seq_len=10), r"token_set has 11 tokens but seq_len=10"),
+        (
+            lambda: ContainsTokenSet(token_set=range(1, 12), seq_len=10),
+            r"token_set has 11 tokens but seq_len=10",
+        ),
         (lambda: ContainsTokenSet(token_set={0, 1}), r"out-of-range ids \[0\].*1\.\.vocab_size=20"),
         (lambda: ContainsTokenSet(token_set={21}), r"out-of-range ids \[21\].*increase vocab_size"),
         (lambda: ContainsTokenSet(token_set=[]), r"token_set must not be empty"),
         (lambda: ContainsTokenSet(token_set=[2, 2]), r"duplicate ids"),
         (lambda: ContainsTokenSet(token_set=["a"]), r"token_set element must be an integer"),
         (lambda: ContainsTokenSet(token_set=5), r"token_set must be an iterable"),
-        (lambda: FirstTokenRepeatedOnce(seq_len=1), r"seq_len=1 is too small for FirstTokenRepeatedOnce.*seq_len >= 2"),
-        (lambda: FirstTokenRepeatedOnce(vocab_size=1), r"vocab_size=1 is too small.*vocab_size >= 2"),
+        (
+            lambda: FirstTokenRepeatedOnce(seq_len=1),
+            r"seq_len=1 is too small for FirstTokenRepeatedOnce.*seq_len >= 2",
+        ),
+        (
+            lambda: FirstTokenRepeatedOnce(vocab_size=1),
+            r"vocab_size=1 is too small.*vocab_size >= 2",
+        ),
         (lambda: AdjacentDuplicate(seq_len=0), r"seq_len=0 is too small"),
         (lambda: FirstTokenRepeatedLast(seq_len="10"), r"seq_len must be an integer"),
         (lambda: Contains1(seq_len=True), r"seq_len must be an integer, got the bool"),
         (lambda: FirstTokenRepeatedOnce().generate(-1), r"n \(number of examples\) must be >= 0"),
         (lambda: FirstTokenRepeatedOnce().generate(2.5), r"n must be an integer"),
-        (lambda: FirstTokenRepeatedOnce().label(np.ones((3, 4), int)), r"sequence length 4.*seq_len=10"),
+        (
+            lambda: FirstTokenRepeatedOnce().label(np.ones((3, 4), int)),
+            r"sequence length 4.*seq_len=10",
+        ),
         (lambda: repeat_positions(np.ones(4, int)), r"shape \[n, seq_len\]"),
     ],
 )

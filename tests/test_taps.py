@@ -1,4 +1,5 @@
 """Taps and flow reports: per-consumer ⊕-contributions at tapped variables."""
+
 import re
 
 import flax.linen as nn
@@ -63,12 +64,12 @@ def test_hand_graph_branch_values():
 def test_total_equals_gradient_wrt_tapped_variable():
     def g(x):
         h = js.tap(jnp.tanh(x) * 1.5, "h")
-        return jnp.sum(jnp.sin(h) * h + h ** 3)
+        return jnp.sum(jnp.sin(h) * h + h**3)
 
     x = jnp.linspace(-1.0, 1.0, 5)
     _, rep = js.flows(g, js.Real())(x)
     h = jnp.tanh(x) * 1.5
-    expected = jax.grad(lambda h: jnp.sum(jnp.sin(h) * h + h ** 3))(h)
+    expected = jax.grad(lambda h: jnp.sum(jnp.sin(h) * h + h**3))(h)
     np.testing.assert_allclose(rep["h"].total, expected, rtol=1e-5)
 
 
@@ -169,8 +170,12 @@ def test_api_variants_has_aux_value_and_jit_vmap():
         _, ri = fl(xs[i])
         _eq(S, jax.tree.map(lambda a: a[i], repv["h"].total), ri["h"].total, exact=False)
         for label in ri["h"].consumers:
-            _eq(S, jax.tree.map(lambda a: a[i], repv["h"].consumers[label]),
-                ri["h"].consumers[label], exact=False)
+            _eq(
+                S,
+                jax.tree.map(lambda a: a[i], repv["h"].consumers[label]),
+                ri["h"].consumers[label],
+                exact=False,
+            )
     assert "h" in str(rep)
 
 
@@ -198,6 +203,7 @@ def test_tap_modules_select_and_outputs():
         def f(x):
             with js.tap_modules(**kw):
                 return net.apply(params, x)
+
         return js.flows(f, js.Real())(x)
 
     _, rep = run(select="b?")
@@ -223,8 +229,15 @@ def test_tap_modules_select_and_outputs():
 @pytest.fixture(scope="module")
 def small_bert():
     from transformers import BertConfig, FlaxBertForMaskedLM
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     return FlaxBertForMaskedLM(cfg, seed=0)
 
 
@@ -233,7 +246,9 @@ def _bert_target(model, ids):
 
     def f(emb):
         def replace(next_fun, args, kwargs, ctx):
-            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith("word_embeddings"):
+            if ctx.method_name == "__call__" and js.flax_hooks.module_path(ctx.module).endswith(
+                "word_embeddings"
+            ):
                 return emb[None]
             return next_fun(*args, **kwargs)
 
@@ -245,8 +260,7 @@ def _bert_target(model, ids):
     return f, emb
 
 
-@pytest.mark.parametrize("S", [js.MaxProduct(), js.Real()],
-                         ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("S", [js.MaxProduct(), js.Real()], ids=lambda s: type(s).__name__)
 def test_bert_per_consumer_flows_combine_to_total(small_bert, S):
     ids = jnp.array([1, 5, 3, 8, 2])
     f, emb = _bert_target(small_bert, ids)
@@ -255,8 +269,12 @@ def test_bert_per_consumer_flows_combine_to_total(small_bert, S):
     for i, name in enumerate(rep):
         tf = rep[name]
         paths = {l.rsplit(" [", 1)[0].split("/layer/%d/" % i)[-1] for l in tf.consumers}
-        assert paths == {"attention/self/query", "attention/self/key", "attention/self/value",
-                         "attention/output"}, tf.consumers.keys()
+        assert paths == {
+            "attention/self/query",
+            "attention/self/key",
+            "attention/self/value",
+            "attention/output",
+        }, tf.consumers.keys()
         assert any(l.endswith("attention/output [add]") for l in tf.consumers)
         _eq(S, tf.combined(), tf.total, exact=isinstance(S, (js.MaxProduct, js.MaxAbs)))
     # the taps do not change the semiring gradient
@@ -265,6 +283,7 @@ def test_bert_per_consumer_flows_combine_to_total(small_bert, S):
 
 def test_bert_taps_change_no_value(small_bert):
     from transformers.models.bert.modeling_flax_bert import FlaxBertLayer, FlaxBertSelfAttention
+
     m = small_bert
     ids = jnp.array([[1, 5, 3, 8, 2]])
 

@@ -1,4 +1,5 @@
 """TopK(k): the k best |path products| per node; TopK(1) == MaxAbs; brute-force k-best."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +47,9 @@ def reductions(x):
 def movement(x):
     y = jnp.concatenate([x, -2.0 * x[::-1]])
     z = jnp.pad(y, (1, 2)).reshape(3, 3).T
-    return jnp.sum(z[1:, :2] * jnp.array([[1.0, -3.0], [0.5, 2.0]])) + jnp.sum(jnp.broadcast_to(x, (2, 3)) ** 2)
+    return jnp.sum(z[1:, :2] * jnp.array([[1.0, -3.0], [0.5, 2.0]])) + jnp.sum(
+        jnp.broadcast_to(x, (2, 3)) ** 2
+    )
 
 
 def attention(x):
@@ -80,7 +83,7 @@ def _prefix(ref, k):
 @pytest.mark.parametrize("f", FUNS, ids=lambda f: f.__name__)
 def test_topk_equals_brute_force_and_topk1_equals_maxabs(f):
     x = X if f is not attention else X[:2]
-    ref = brute_force(f, x, semiring_name="TopK", k=4)   # k-best lists are prefixes
+    ref = brute_force(f, x, semiring_name="TopK", k=4)  # k-best lists are prefixes
     got4 = jax.jit(js.semiring_grad(f, js.TopK(4)))(x)
     _compare_topk(got4, ref)
     got1 = jax.jit(js.semiring_grad(f, js.TopK(1)))(x)
@@ -147,14 +150,19 @@ def test_topk_scatter_duplicates_matches_sorting():
     la[1, 1:] = -np.inf
     sg = rng.choice([-1.0, 1.0], size=(n_upd, 3))
     sg[1, 1:] = 1.0
-    m = IndexMap((n_tgt,),
-                 lambda op, t, u: op(t, jnp.asarray(idx)[:, None], u,
-                                     lax.ScatterDimensionNumbers((), (0,), (0,))),
-                 lambda t: t[jnp.asarray(idx)])
+    m = IndexMap(
+        (n_tgt,),
+        lambda op, t, u: op(
+            t, jnp.asarray(idx)[:, None], u, lax.ScatterDimensionNumbers((), (0,), (0,))
+        ),
+        lambda t: t[jnp.asarray(idx)],
+    )
     out = S.scatter(TopKValue(jnp.asarray(la, jnp.float32), jnp.asarray(sg, jnp.float32)), m)
     for t in range(n_tgt):
-        items = sorted([(la[u, j], sg[u, j]) for u in range(n_upd) if idx[u] == t for j in range(3)],
-                       key=lambda p: (-p[0], -p[1]))[:3]
+        items = sorted(
+            [(la[u, j], sg[u, j]) for u in range(n_upd) if idx[u] == t for j in range(3)],
+            key=lambda p: (-p[0], -p[1]),
+        )[:3]
         np.testing.assert_allclose(np.asarray(out.log_abs[t]), [p[0] for p in items], rtol=1e-6)
         assert np.asarray(out.sign[t]).tolist() == [p[1] for p in items]
 
@@ -162,11 +170,19 @@ def test_topk_scatter_duplicates_matches_sorting():
 @pytest.mark.slow
 def test_topk_on_small_bert_matches_maxabs():
     from transformers import BertConfig, FlaxBertForMaskedLM
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=16)
+
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     m = FlaxBertForMaskedLM(cfg, seed=0)
     ids = jnp.array([1, 5, 3, 8])
     from jaxpr_semiring.models import hf_bert
+
     S2 = js.TopK(2)
     fa = hf_bert.embedding_flows_fn(m, semiring=S2)
     fb = hf_bert.embedding_flows_fn(m, semiring=js.MaxAbs())

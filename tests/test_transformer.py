@@ -104,9 +104,16 @@ def test_model_for_task():
     task = FirstTokenRepeatedOnce()
     m = model_for_task(task)
     assert (m.num_layers, m.hidden, m.heads, m.vocab_size, m.max_len, m.num_classes) == (
-        1, 16, 2, 21, 10, 2)
-    m36 = model_for_task(BinCountOnes(num_classes=6, seq_len=36), num_layers=2, hidden=64,
-                         heads=4, num_classes=36)
+        1,
+        16,
+        2,
+        21,
+        10,
+        2,
+    )
+    m36 = model_for_task(
+        BinCountOnes(num_classes=6, seq_len=36), num_layers=2, hidden=64, heads=4, num_classes=36
+    )
     assert (m36.max_len, m36.num_classes) == (36, 36)
     with pytest.raises(ValueError, match="num_classes=3 is smaller than the task's 6"):
         model_for_task(BinCountOnes(num_classes=6, seq_len=36), num_classes=3)
@@ -141,8 +148,17 @@ def test_name_stacks_in_forward_jaxpr(small):
     model, params, tokens = small
     stacks = name_stacks(jax.make_jaxpr(lambda t: model.apply(params, t))(tokens))
     for layer in ("layer_0", "layer_1"):
-        for part in ("attention/query", "attention/key", "attention/value", "attention/out",
-                     "skip", "mlp/dense_in", "mlp/dense_out", "mlp_residual", "attention_norm"):
+        for part in (
+            "attention/query",
+            "attention/key",
+            "attention/value",
+            "attention/out",
+            "skip",
+            "mlp/dense_in",
+            "mlp/dense_out",
+            "mlp_residual",
+            "attention_norm",
+        ):
             assert any(f"{layer}/{part}" in s for s in stacks), (layer, part)
     assert any(s.endswith("classifier") for s in stacks)
     assert any("token_embed" in s for s in stacks)
@@ -159,10 +175,15 @@ def test_layer_input_branch_point(small):
     closed = jax.make_jaxpr(logits_from_embeddings_fn(model, params))(h)
     (h_var,) = closed.jaxpr.invars
     consumers = [e for e in closed.jaxpr.eqns if any(v is h_var for v in e.invars)]
-    got = sorted((str(e.primitive), str(e.source_info.name_stack).rsplit("/", 1)[-1])
-                 for e in consumers)
-    assert got == [("add", "skip"), ("dot_general", "key"), ("dot_general", "query"),
-                   ("dot_general", "value")]
+    got = sorted(
+        (str(e.primitive), str(e.source_info.name_stack).rsplit("/", 1)[-1]) for e in consumers
+    )
+    assert got == [
+        ("add", "skip"),
+        ("dot_general", "key"),
+        ("dot_general", "query"),
+        ("dot_general", "value"),
+    ]
     for e in consumers:
         assert "layer_0/" in str(e.source_info.name_stack)
     skip = [e for e in consumers if e.primitive.name == "add"][0]
@@ -182,9 +203,18 @@ def test_layer_input_branch_point(small):
 def trained():
     """Paper §5.1 model (1 layer, hidden 16, 2 heads) on a small FirstTokenRepeatedOnce."""
     task = FirstTokenRepeatedOnce(seq_len=8, vocab_size=10)
-    run = train_on_task(task, n_train=2000, n_val=500, data_seed=0, seed=0,
-                        learning_rate=3e-3, batch_size=32, max_epochs=60,
-                        target_val_acc=0.99, progress=False)
+    run = train_on_task(
+        task,
+        n_train=2000,
+        n_val=500,
+        data_seed=0,
+        seed=0,
+        learning_rate=3e-3,
+        batch_size=32,
+        max_epochs=60,
+        target_val_acc=0.99,
+        progress=False,
+    )
     return run
 
 
@@ -212,8 +242,9 @@ def test_save_load_round_trip(trained, tmp_path):
     for (_, a), (_, b) in zip(flat_a, flat_b):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     x = trained.val[0][:16]
-    np.testing.assert_array_equal(trained.model.apply(trained.params, x),
-                                  trained.model.apply(restored, x))
+    np.testing.assert_array_equal(
+        trained.model.apply(trained.params, x), trained.model.apply(restored, x)
+    )
 
 
 def test_training_is_seeded_and_early_stops():
@@ -228,8 +259,9 @@ def test_training_is_seeded_and_early_stops():
     assert len(h1.epoch) == 2 and not h1.stopped_early
     jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)
     # a target of 0 stops after the first epoch
-    _, h3 = train_classifier(model, train, val, max_epochs=5, batch_size=32, progress=False,
-                             target_val_acc=0.0)
+    _, h3 = train_classifier(
+        model, train, val, max_epochs=5, batch_size=32, progress=False, target_val_acc=0.0
+    )
     assert h3.epoch == [1] and h3.stopped_early
 
 
@@ -265,7 +297,7 @@ def _regression(n=40, seed=0):
 def _sq_loss(p, batch):
     x, y = batch
     err = x @ p["w"] + p["b"] - y
-    return jnp.mean(err ** 2), {"mae": jnp.mean(jnp.abs(err))}
+    return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err))}
 
 
 _P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
@@ -274,9 +306,11 @@ _P0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 def test_fit_equals_a_hand_written_optax_loop():
     """Oracle: the same seeded permutations and Adam updates written out directly."""
     import optax
+
     x, y = _regression()
-    params, hist = fit(_sq_loss, _P0, Minibatches((x, y), 16, seed=3), epochs=3, has_aux=True,
-                       learning_rate=0.05)
+    params, hist = fit(
+        _sq_loss, _P0, Minibatches((x, y), 16, seed=3), epochs=3, has_aux=True, learning_rate=0.05
+    )
     tx = optax.adam(0.05)
     p, opt = _P0, tx.init(_P0)
     rng = np.random.default_rng(3)
@@ -284,7 +318,7 @@ def test_fit_equals_a_hand_written_optax_loop():
     for _ in range(3):
         perm, tot = rng.permutation(len(y)), 0.0
         for s in range(0, len(y), 16):
-            i = perm[s:s + 16]
+            i = perm[s : s + 16]
             (loss, _), g = jax.value_and_grad(_sq_loss, has_aux=True)(p, (x[i], y[i]))
             u, opt = tx.update(g, opt, p)
             p = optax.apply_updates(p, u)
@@ -298,6 +332,7 @@ def test_fit_equals_a_hand_written_optax_loop():
 
 def test_fit_full_batch_list_and_custom_optimizer():
     import optax
+
     x, y = _regression()
     loss = lambda p, b: _sq_loss(p, b)[0]  # noqa: E731
     p, h = fit(loss, _P0, [(x, y)], epochs=200, optimizer=optax.sgd(0.1))
@@ -324,8 +359,16 @@ def test_fit_monitor_target_and_restore_best():
     assert h.epoch == [1, 2] and h.stopped_early and p is seen[1]
     d = h.as_dict()
     assert d["best_score"] == 0.9 and d["score"] == [0.2, 0.9] and d["steps"] == 2
-    assert set(d) == {"epoch", "train_loss", "train_mae", "score", "stopped_early",
-                      "best_epoch", "best_score", "steps"}
+    assert set(d) == {
+        "epoch",
+        "train_loss",
+        "train_mae",
+        "score",
+        "stopped_early",
+        "best_epoch",
+        "best_score",
+        "steps",
+    }
     with pytest.raises(AttributeError, match="no attribute or metric 'val_acc'"):
         h.val_acc  # noqa: B018
 

@@ -27,6 +27,7 @@ The component-flows analysis: :func:`instrument` taps the branch points of a mod
 walk; :func:`jaxpr_semiring.models.components.component_flows_fn` puts them together for a
 model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,20 @@ from ..markers import TAP_PREFIX, tap
 from ..semirings import Semiring
 from .tagged import Tagged, TaggedValue
 
-__all__ = ["Branch", "Component", "Point", "Preset", "POINTS", "ATTENTION_PROJECTIONS",
-           "PointFlows", "ComponentFlows", "ComponentObserver", "instrument", "module_of", "OTHER"]
+__all__ = [
+    "Branch",
+    "Component",
+    "Point",
+    "Preset",
+    "POINTS",
+    "ATTENTION_PROJECTIONS",
+    "PointFlows",
+    "ComponentFlows",
+    "ComponentObserver",
+    "instrument",
+    "module_of",
+    "OTHER",
+]
 
 #: the branch-point kinds, in the order a layer reports them
 POINTS = ("attention", "cross_attention", "mlp")
@@ -58,6 +71,7 @@ class Branch(NamedTuple):
     ``module`` (a regex, relative to the layer; ``""`` is the layer itself). ``side="input"``
     takes the caller's variable (every consumer of it counts, e.g. a residual that bypasses the
     module); ``"output"`` the module's own copy (only its consumers)."""
+
     module: str = ""
     arg: int | str = 0
     side: str = "input"
@@ -69,6 +83,7 @@ class Component(NamedTuple):
     it is the first such labelled equation on the path. ``fused`` splits a fused projection
     by output columns: ``"qkv"`` = ``[q | k | v]`` blocks (GPT-2 ``c_attn``), ``"heads:qkv"`` =
     per head ``[q k v]`` (Bloom ``query_key_value``); its channels are query/key/value."""
+
     name: str
     module: str
     primitive: str | None = None
@@ -78,6 +93,7 @@ class Component(NamedTuple):
 class Point(NamedTuple):
     """A kind of branch point (``"attention"``, ``"cross_attention"``, ``"mlp"``): one or more
     branch variables (their flows are ⊕-combined per token) and their components."""
+
     name: str
     branches: tuple
     components: tuple
@@ -85,6 +101,7 @@ class Point(NamedTuple):
 
 class Preset(NamedTuple):
     """A family's branch points and components (see the module docstring)."""
+
     name: str
     layers: str
     embeddings: str
@@ -97,6 +114,7 @@ _TAP = "components:"  # tap-name prefix (after taps.TAP_PREFIX) of branch points
 
 
 # ------------------------------------------------------------------------------- results
+
 
 class PointFlows:
     """Flows at one branch point of one layer (a pytree; static: layer, point, components).
@@ -122,8 +140,10 @@ class PointFlows:
 
 
 jax.tree_util.register_pytree_node(
-    PointFlows, lambda p: ((p.flows, p.total), (p.layer, p.point, p.components)),
-    lambda aux, ch: PointFlows(*aux, *ch))
+    PointFlows,
+    lambda p: ((p.flows, p.total), (p.layer, p.point, p.components)),
+    lambda aux, ch: PointFlows(*aux, *ch),
+)
 
 
 class ComponentFlows:
@@ -154,11 +174,14 @@ class ComponentFlows:
 
 
 jax.tree_util.register_pytree_node(
-    ComponentFlows, lambda c: ((c.points, c.embeddings, c.value), (c.architecture, c.semiring)),
-    lambda aux, ch: ComponentFlows(*ch, *aux))
+    ComponentFlows,
+    lambda c: ((c.points, c.embeddings, c.value), (c.architecture, c.semiring)),
+    lambda aux, ch: ComponentFlows(*ch, *aux),
+)
 
 
 # ------------------------------------------------------------------------ instrumentation
+
 
 def _layer_regex(preset: Preset) -> re.Pattern:
     return re.compile(r"(?:^|/)(?:" + preset.layers + r")(?=/|$)")
@@ -180,18 +203,23 @@ def module_of(node_path: str) -> str:
 
 
 @contextlib.contextmanager
-def instrument(preset: Preset, points: Sequence[str] = (), embeddings=None, seen: list | None = None):
+def instrument(
+    preset: Preset, points: Sequence[str] = (), embeddings=None, seen: list | None = None
+):
     """Context: tap the branch points of ``points`` in every layer; the first call of the
     embedding module returns ``embeddings`` instead (if given) and its output is appended to
     ``seen`` (if given)."""
-    import flax.linen as nn   # Flax is an extra: imported where a model is instrumented
+    import flax.linen as nn  # Flax is an extra: imported where a model is instrumented
 
     layer_re = _layer_regex(preset)
     emb_re = re.compile(r"(?:^|/)(?:" + preset.embeddings + r")$")
     first = preset.points[0]  # its first branch begins a layer: tapped too, to count layers
-    branches = [(pt.name, i, b, re.compile(b.module)) for pt in preset.points
-                for i, b in enumerate(pt.branches)
-                if pt.name in points or (points and (pt, i) == (first, 0))]
+    branches = [
+        (pt.name, i, b, re.compile(b.module))
+        for pt in preset.points
+        for i, b in enumerate(pt.branches)
+        if pt.name in points or (points and (pt, i) == (first, 0))
+    ]
     emb_calls = [0]
 
     def interceptor(next_fun, args, kwargs, context):
@@ -206,7 +234,7 @@ def instrument(preset: Preset, points: Sequence[str] = (), embeddings=None, seen
             return out
         m = layer_re.search(path)
         if m is not None:
-            rel = path[m.end():].lstrip("/")
+            rel = path[m.end() :].lstrip("/")
             args = list(args)
             for name, i, b, rx in branches:
                 if not rx.fullmatch(rel):
@@ -224,6 +252,7 @@ def instrument(preset: Preset, points: Sequence[str] = (), embeddings=None, seen
 
 # ---------------------------------------------------------------------------- the observer
 
+
 class ComponentObserver(Observer):
     """Moves contributions into component channels at labelled equations and resets them at
     branch points (see the module docstring). ``readout`` assembles the :class:`PointFlows`.
@@ -236,15 +265,21 @@ class ComponentObserver(Observer):
         width ``head_dim`` (also needed for per-head fused layouts such as Bloom's).
     """
 
-    def __init__(self, tagged: Tagged, preset: Preset, points: Sequence[str] | None = None,
-                 heads: bool = False, head_dim: int | None = None):
+    def __init__(
+        self,
+        tagged: Tagged,
+        preset: Preset,
+        points: Sequence[str] | None = None,
+        heads: bool = False,
+        head_dim: int | None = None,
+    ):
         self.T, self.preset, self.heads, self.head_dim = tagged, preset, heads, head_dim
         self.points = tuple(p.name for p in preset.points if points is None or p.name in points)
         self.ids = {OTHER: 0}
-        self.actions: dict = {}     # output key of a labelled equation -> value transform
-        self.resets: set = set()    # branch-point variable keys
-        self.instances: list = []   # (layer, Point, [(Ref, aval) per branch])
-        self.names: dict = {}       # point name -> component channel names
+        self.actions: dict = {}  # output key of a labelled equation -> value transform
+        self.resets: set = set()  # branch-point variable keys
+        self.instances: list = []  # (layer, Point, [(Ref, aval) per branch])
+        self.names: dict = {}  # point name -> component channel names
 
     def _id(self, name: str) -> int:
         return self.ids.setdefault(name, len(self.ids))
@@ -293,17 +328,23 @@ class ComponentObserver(Observer):
             m = layer_re.search(path)
             if m is None:
                 continue
-            rel = path[m.end():].lstrip("/")
+            rel = path[m.end() :].lstrip("/")
             for c in comps:
-                if (c.primitive is None or node.primitive.name == c.primitive) and comp_re[c].fullmatch(rel):
+                if (c.primitive is None or node.primitive.name == c.primitive) and comp_re[
+                    c
+                ].fullmatch(rel):
                     matched[c].append(node)
                     break
         comp_names: dict = {}
         for c, nodes in matched.items():
             members = {id(n) for n in nodes}
-            for node in nodes:   # entry equations: read a float variable from outside the component
-                if any(isinstance(a, Ref) and is_float(a.aval) and id(producer.get(a.key)) not in members
-                       for a in node.invars):
+            for node in nodes:  # entry equations: read a float variable from outside the component
+                if any(
+                    isinstance(a, Ref)
+                    and is_float(a.aval)
+                    and id(producer.get(a.key)) not in members
+                    for a in node.invars
+                ):
                     names, action = self._label(node, c)
                     self.actions[node.outvars[0].key] = action
                     comp_names.setdefault(c, names)
@@ -336,11 +377,14 @@ class ComponentObserver(Observer):
                 raise ValueError(
                     f"preset {preset.name!r}: no equation of component module(s) {missing} "
                     f"(relative to layer pattern {preset.layers!r}) at branch point "
-                    f"{pt.name!r}; check the preset against the model's module paths.")
+                    f"{pt.name!r}; check the preset against the model's module paths."
+                )
             self.names[pt.name] = tuple(n for c in pt.components for n in comp_names[c])
         if not self.instances:
-            raise ValueError(f"preset {preset.name!r}: no branch point found (layer pattern "
-                             f"{preset.layers!r} matched no module call); is this the right preset?")
+            raise ValueError(
+                f"preset {preset.name!r}: no branch point found (layer pattern "
+                f"{preset.layers!r} matched no module call); is this the right preset?"
+            )
         return [v for _, _, vs in self.instances for v in vs if isinstance(v, Ref)]
 
     def cotangent(self, ref, value, producer):
@@ -386,5 +430,5 @@ def _branch_tag(node) -> tuple[str, int] | None:
     name = str(node.params.get("name", ""))
     if not name.startswith(TAP_PREFIX + _TAP):
         return None
-    point, i = name[len(TAP_PREFIX + _TAP):].rsplit("#", 1)
+    point, i = name[len(TAP_PREFIX + _TAP) :].rsplit("#", 1)
     return point, int(i)

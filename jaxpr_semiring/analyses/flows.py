@@ -37,6 +37,7 @@ sub-graph traced per step).
 >>> sorted(rep["h"].consumers)
 ['[mul]']
 """
+
 from __future__ import annotations
 
 import re
@@ -60,6 +61,7 @@ OUTPUT_LABEL = "<output>"
 
 # ----------------------------------------------------------------------------- labels
 
+
 def consumer_label(node) -> str:
     """The label of a consumer equation: ``"<module path> [<primitive>]"``."""
     if node is None:
@@ -70,6 +72,7 @@ def consumer_label(node) -> str:
 
 
 # ------------------------------------------------------------------------------ the report
+
 
 class TapFlow:
     """Flows at one tapped variable: ``total`` and per-consumer ``consumers`` (label → value).
@@ -178,7 +181,9 @@ def _fmt(S, v):
         if hasattr(agg, "_fields"):
             for f in agg._fields:
                 a = np.asarray(getattr(agg, f))
-                parts.append(f"{f}={np.array2string(a, precision=4) if a.ndim else format(float(a), '.4g')}")
+                parts.append(
+                    f"{f}={np.array2string(a, precision=4) if a.ndim else format(float(a), '.4g')}"
+                )
             return " ".join(parts)
         a = np.asarray(agg)
         return np.array2string(a, precision=4) if a.ndim else format(a.item(), ".4g")
@@ -189,10 +194,12 @@ def _fmt(S, v):
 jax.tree_util.register_pytree_node(
     FlowReport,
     lambda r: ((tuple(r.taps.values()), r.value), (tuple(r.taps), r.semiring)),
-    lambda aux, ch: FlowReport(dict(zip(aux[0], ch[0])), aux[1], ch[1]))
+    lambda aux, ch: FlowReport(dict(zip(aux[0], ch[0])), aux[1], ch[1]),
+)
 
 
 # ---------------------------------------------------------------------------- the observer
+
 
 class FlowObserver(Observer):
     """Records the ⊕-contributions into tapped variables during the backward walk.
@@ -256,8 +263,10 @@ class FlowObserver(Observer):
 
 # ------------------------------------------------------------------------------- entry point
 
-def flows(fun: Callable, semiring=None, argnums: int | Sequence[int] = 0,
-          has_aux: bool = False) -> Callable:
+
+def flows(
+    fun: Callable, semiring=None, argnums: int | Sequence[int] = 0, has_aux: bool = False
+) -> Callable:
     """Semiring gradients plus a :class:`FlowReport` of every tap: returns ``(grads, report)``
     (``((grads, aux), report)`` with ``has_aux``); ``report.value`` is ``fun``'s value.
     Jittable and vmappable (the report is a pytree).
@@ -279,5 +288,3 @@ def flows(fun: Callable, semiring=None, argnums: int | Sequence[int] = 0,
         return grads, observer.report(b.value)
 
     return flows_f
-
-

@@ -5,7 +5,8 @@ winning path and the *weight* of the edge to it. ⊕ keeps the pointer and weigh
 candidate; lift(w) ⊗ v keeps v's pointer and multiplies the weight by w, taking the pointer of
 the chain that App. A's sign rule selects (a negative edge swaps top_pos and top_neg). A walk
 that re-points every node's value to that node's own elements just before its rule reads it
-(``jaxpr_semiring.analyses.top_path``) leaves, at every node, a pointer to the next node of its best path:
+(``jaxpr_semiring.analyses.top_path``) leaves, at every node, a pointer to the next node of its
+best path:
 one backward pass, then pointer chasing.
 
 A pointer is an int32 ``2·id + chain`` (``id`` a global element number, ``chain`` 0 for top_pos
@@ -21,6 +22,7 @@ following it reaches the edge that made it NaN (:func:`jaxpr_semiring.top_path`)
 >>> float(best.top_pos), int(best.pos_ptr), float(best.pos_w)
 (2.0, 0, 2.0)
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -35,13 +37,14 @@ from ..semirings.tropical import MaxProductValue, Tropical
 
 __all__ = ["PointerMaxProduct", "PointerValue"]
 
-_NO = -1                                  # no pointer
-_BIG = jnp.iinfo(jnp.int32).max           # loses every pointer comparison
+_NO = -1  # no pointer
+_BIG = jnp.iinfo(jnp.int32).max  # loses every pointer comparison
 
 
 class PointerValue(NamedTuple):
     """(top_pos, top_neg) with, per chain, the pointer to the next node of its best path and
     the weight of the edge to it."""
+
     top_pos: jax.Array
     top_neg: jax.Array
     pos_ptr: jax.Array
@@ -69,8 +72,14 @@ class PointerMaxProduct(Tropical):
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)
         no = jnp.full(shape, _NO, jnp.int32)
-        return PointerValue(jnp.full(shape, -jnp.inf, dt), jnp.full(shape, jnp.inf, dt), no, no,
-                            jnp.zeros(shape, dt), jnp.zeros(shape, dt))
+        return PointerValue(
+            jnp.full(shape, -jnp.inf, dt),
+            jnp.full(shape, jnp.inf, dt),
+            no,
+            no,
+            jnp.zeros(shape, dt),
+            jnp.zeros(shape, dt),
+        )
 
     def ones(self, shape, dtype):
         dt = self.dtype(dtype)
@@ -82,9 +91,14 @@ class PointerMaxProduct(Tropical):
         bp = _better(a.top_pos, a.pos_ptr, b.top_pos, b.pos_ptr, True)
         bn = _better(a.top_neg, a.neg_ptr, b.top_neg, b.neg_ptr, False)
         pick = lambda m, x, y: jnp.where(m, y, x)
-        return PointerValue(pick(bp, a.top_pos, b.top_pos), pick(bn, a.top_neg, b.top_neg),
-                            pick(bp, a.pos_ptr, b.pos_ptr), pick(bn, a.neg_ptr, b.neg_ptr),
-                            pick(bp, a.pos_w, b.pos_w), pick(bn, a.neg_w, b.neg_w))
+        return PointerValue(
+            pick(bp, a.top_pos, b.top_pos),
+            pick(bn, a.top_neg, b.top_neg),
+            pick(bp, a.pos_ptr, b.pos_ptr),
+            pick(bn, a.neg_ptr, b.neg_ptr),
+            pick(bp, a.pos_w, b.pos_w),
+            pick(bn, a.neg_w, b.neg_w),
+        )
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)
@@ -95,26 +109,32 @@ class PointerMaxProduct(Tropical):
             return self.zeros(shape, v.top_pos.dtype)
 
         # Max (value, −pointer) per chain, the same order as ⊕, in one variadic reduce.
-        p, pp, pw, n, np_, nw = first_best_reduce((v.top_pos, v.pos_ptr, v.pos_w),
-                                                  (v.top_neg, v.neg_ptr, v.neg_w), axes)
+        p, pp, pw, n, np_, nw = first_best_reduce(
+            (v.top_pos, v.pos_ptr, v.pos_w), (v.top_neg, v.neg_ptr, v.neg_w), axes
+        )
         return PointerValue(p, n, pp, np_, pw, nw)
 
     def scale(self, w, v):
         w = jnp.asarray(w).astype(v.top_pos.dtype)
         hi, lo = signed_scale(w, v.top_pos, v.top_neg)
-        alive = v.top_pos != -jnp.inf   # a NaN value is a path
+        alive = v.top_pos != -jnp.inf  # a NaN value is a path
         pos = w >= 0  # App. A: a negative edge continues on the other chain
-        return PointerValue(hi, lo,
-                            jnp.where(alive, jnp.where(pos, v.pos_ptr, v.neg_ptr), _NO),
-                            jnp.where(alive, jnp.where(pos, v.neg_ptr, v.pos_ptr), _NO),
-                            w * jnp.where(pos, v.pos_w, v.neg_w),
-                            w * jnp.where(pos, v.neg_w, v.pos_w))
+        return PointerValue(
+            hi,
+            lo,
+            jnp.where(alive, jnp.where(pos, v.pos_ptr, v.neg_ptr), _NO),
+            jnp.where(alive, jnp.where(pos, v.neg_ptr, v.pos_ptr), _NO),
+            w * jnp.where(pos, v.pos_w, v.neg_w),
+            w * jnp.where(pos, v.neg_w, v.pos_w),
+        )
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        canon_v, w3, nc, out_shape = kernels.layout(v.top_pos, w.astype(v.top_pos.dtype),
-                                                    dimension_numbers)
-        p, n, ap, an, wp, wn = dispatch.maxproduct_arg(canon_v(v.top_pos), canon_v(v.top_neg),
-                                                       w3, nc, self.kernel)
+        canon_v, w3, nc, out_shape = kernels.layout(
+            v.top_pos, w.astype(v.top_pos.dtype), dimension_numbers
+        )
+        p, n, ap, an, wp, wn = dispatch.maxproduct_arg(
+            canon_v(v.top_pos), canon_v(v.top_neg), w3, nc, self.kernel
+        )
 
         def follow(arg, edge):
             """(pointer, weight) of the winning candidates: arg = 2·c + chain taken at c."""

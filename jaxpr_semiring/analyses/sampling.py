@@ -38,6 +38,7 @@ its total derivative) or unroll it.
 >>> round(float(jnp.mean(s.products == 3.0)), 1)    # P(weight-3 path) = 3 / 5
 0.6
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
@@ -56,11 +57,17 @@ from ..semirings import Log
 from .flows import OUTPUT_LABEL, consumer_label
 from .top_path import Path, start_element
 
-__all__ = ["sample_paths", "SampledPaths", "BranchShare", "ConsumerFlows", "node_jvp",
-           "NOT_CROSSABLE"]
+__all__ = [
+    "sample_paths",
+    "SampledPaths",
+    "BranchShare",
+    "ConsumerFlows",
+    "node_jvp",
+    "NOT_CROSSABLE",
+]
 
 NOT_CROSSABLE = ("scan", "cond", "while")
-_STOP, _DEAD = -1, -2   # "next equation" codes: the path ends at the output / has no mass
+_STOP, _DEAD = -1, -2  # "next equation" codes: the path ends at the output / has no mass
 
 
 class ConsumerFlows(Observer):
@@ -84,6 +91,7 @@ class ConsumerFlows(Observer):
 
 def node_jvp(node, args: Sequence, slot: int, tangent) -> list:
     """Output tangents of one equation for a tangent in operand ``slot`` alone."""
+
     def along(x):
         a = list(args)
         a[slot] = x
@@ -95,15 +103,16 @@ def node_jvp(node, args: Sequence, slot: int, tangent) -> list:
 class BranchShare(NamedTuple):
     """At one branch point: how many sampled paths went through it (``n``) and the share of
     them that took each consumer (label → fraction)."""
+
     n: int
     shares: dict
 
 
 class _Meta(NamedTuple):
     index: GraphIndex
-    var_labels: list     # per numbered variable: a readable label, unique
-    producers: list      # per numbered variable: its producer's consumer label
-    n_consumers: list    # per numbered variable: its consumer equations (the stop included)
+    var_labels: list  # per numbered variable: a readable label, unique
+    producers: list  # per numbered variable: its producer's consumer label
+    n_consumers: list  # per numbered variable: its consumer equations (the stop included)
 
 
 class SampledPaths:
@@ -128,19 +137,24 @@ class SampledPaths:
         try:
             lz = float(self.log_z)
         except (jax.errors.ConcretizationTypeError, TypeError) as e:
-            raise TypeError("SampledPaths are read on concrete values: return them from the "
-                            "jitted function and read them outside (batched: pick one with "
-                            "jax.tree.map(lambda a: a[i], samples)).") from e
+            raise TypeError(
+                "SampledPaths are read on concrete values: return them from the "
+                "jitted function and read them outside (batched: pick one with "
+                "jax.tree.map(lambda a: a[i], samples))."
+            ) from e
         if not np.isfinite(lz):
             v, idx = self.meta.index.locate(int(self.start))
-            raise ValueError(f"sample_paths: input element {idx} has no path with a nonzero "
-                             f"product to the output (no path, or only paths of product 0): "
-                             f"there is nothing to sample.")
+            raise ValueError(
+                f"sample_paths: input element {idx} has no path with a nonzero "
+                f"product to the output (no path, or only paths of product 0): "
+                f"there is nothing to sample."
+            )
 
     def __getitem__(self, i) -> Path:
         self._check()
-        return Path(self.ids[i], self.weights[i], self.start, self.products[i], self.meta.index,
-                    "sampled")
+        return Path(
+            self.ids[i], self.weights[i], self.start, self.products[i], self.meta.index, "sampled"
+        )
 
     @property
     def log_abs(self) -> jax.Array:
@@ -198,7 +212,8 @@ class SampledPaths:
 jax.tree_util.register_pytree_node(
     SampledPaths,
     lambda s: ((s.ids, s.weights, s.start, s.products, s.log_z), s.meta),
-    lambda meta, ch: SampledPaths(*ch, meta))
+    lambda meta, ch: SampledPaths(*ch, meta),
+)
 
 
 def _var_labels(graph, index) -> tuple[list, list]:
@@ -235,10 +250,14 @@ def _signature(node, numbered_in, numbered_out):
     """Equations with equal signatures (primitive, parameters, operand and result types, which
     slots are path variables) share one compiled crossing step; unhashable parameters make an
     equation its own group."""
-    key = (node.primitive, tuple(sorted(node.params.items())),
-           tuple(_const_key(a.value) if isinstance(a, Const) else _type(a) for a in node.invars),
-           tuple(_type(r) for r in node.outvars),
-           tuple(numbered_in), tuple(numbered_out))
+    key = (
+        node.primitive,
+        tuple(sorted(node.params.items())),
+        tuple(_const_key(a.value) if isinstance(a, Const) else _type(a) for a in node.invars),
+        tuple(_type(r) for r in node.outvars),
+        tuple(numbered_in),
+        tuple(numbered_out),
+    )
     try:
         hash(key)
         return key
@@ -260,8 +279,11 @@ class _Sampler:
         live = reachable(self.g, [self.g.invars[index.leaf_of[v]] for v in start_vars])
         groups: dict = {}
         for t, node in enumerate(self.g.nodes):
-            ins = [a for a in node.invars
-                   if isinstance(a, Ref) and a.key in self.var_of and a.key in live]
+            ins = [
+                a
+                for a in node.invars
+                if isinstance(a, Ref) and a.key in self.var_of and a.key in live
+            ]
             if not ins:
                 continue
             if node.primitive.name in NOT_CROSSABLE:
@@ -270,10 +292,11 @@ class _Sampler:
                     f"sample_paths cannot cross a '{node.primitive.name}'{where}: its JVP sums "
                     f"signed paths inside, and sampling needs each inner path's |product|. Make it "
                     f"one step with jaxpr_semiring.atomic (its total derivative as the edge "
-                    f"weights), or unroll it.")
+                    f"weights), or unroll it."
+                )
             numbered_in = [self._numbered(a) for a in node.invars]
             numbered_out = [r.key in self.var_of for r in node.outvars]
-            if any(numbered_out):   # else no path continues through it: never chosen
+            if any(numbered_out):  # else no path continues through it: never chosen
                 groups.setdefault(_signature(node, numbered_in, numbered_out), []).append(t)
         self.groups = list(groups.values())
         # equations off every path go to a last branch that ends the path as dead
@@ -297,26 +320,39 @@ class _Sampler:
         nodes = [self.g.nodes[t] for t in ts]
         node = nodes[0]
 
-        def stacked(values):   # built once, outside the loop; read per member inside it
-            one_literal = np.ndim(values[0]) == 0 and not any(isinstance(v, jax.Array)
-                                                              for v in values)
+        def stacked(values):  # built once, outside the loop; read per member inside it
+            one_literal = np.ndim(values[0]) == 0 and not any(
+                isinstance(v, jax.Array) for v in values
+            )
             if one_literal or all(v is values[0] for v in values):
-                return lambda m: values[0]   # one member, or one literal
+                return lambda m: values[0]  # one member, or one literal
             st = jnp.stack([jnp.asarray(v, jnp.result_type(values[0])) for v in values])
             return lambda m: st[m]
 
-        args = [stacked([value_of(self.env, n.invars[s]) for n in nodes])
-                for s in range(len(node.invars))]
+        args = [
+            stacked([value_of(self.env, n.invars[s]) for n in nodes])
+            for s in range(len(node.invars))
+        ]
         slots = [s for s, a in enumerate(node.invars) if self._numbered(a)]
         outs = [i for i, r in enumerate(node.outvars) if r.key in self.var_of]
-        slot_var = {s: jnp.asarray([self.var_of[n.invars[s].key] for n in nodes], jnp.int32)
-                    for s in slots}
-        out_var = jnp.asarray([[self.var_of[n.outvars[i].key] for n in nodes] for i in outs],
-                              jnp.int32)                                   # [outputs, members]
-        logz = [stacked([self.logz.get(n.outvars[i].key,
-                                       jnp.full(n.outvars[i].aval.shape, -jnp.inf,
-                                                n.outvars[i].aval.dtype)) for n in nodes])
-                for i in outs]
+        slot_var = {
+            s: jnp.asarray([self.var_of[n.invars[s].key] for n in nodes], jnp.int32) for s in slots
+        }
+        out_var = jnp.asarray(
+            [[self.var_of[n.outvars[i].key] for n in nodes] for i in outs], jnp.int32
+        )  # [outputs, members]
+        logz = [
+            stacked(
+                [
+                    self.logz.get(
+                        n.outvars[i].key,
+                        jnp.full(n.outvars[i].aval.shape, -jnp.inf, n.outvars[i].aval.dtype),
+                    )
+                    for n in nodes
+                ]
+            )
+            for i in outs
+        ]
         seg_out = [j for _ in slots for j in range(len(outs))]
         sizes = [int(np.prod(node.outvars[outs[j]].aval.shape, dtype=np.int64)) for j in seg_out]
         seg_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
@@ -360,8 +396,14 @@ class _Sampler:
                 masses.append(jnp.asarray(d[j], self.dtype).reshape(-1))
                 off += masses[-1].size
         self.m_max = max([1] + count)
-        self.count, self.node = jnp.asarray(count, jnp.int32), jnp.asarray(node or [_DEAD], jnp.int32)
-        self.node_base, self.mass_base = jnp.asarray(node_base, jnp.int32), jnp.asarray(mass_base, jnp.int32)
+        self.count, self.node = (
+            jnp.asarray(count, jnp.int32),
+            jnp.asarray(node or [_DEAD], jnp.int32),
+        )
+        self.node_base, self.mass_base = (
+            jnp.asarray(node_base, jnp.int32),
+            jnp.asarray(mass_base, jnp.int32),
+        )
         self.masses = jnp.concatenate(masses) if masses else jnp.full((1,), -jnp.inf, self.dtype)
         self.sizes = jnp.asarray(np.diff(self.index.offsets), jnp.int32)
 
@@ -369,8 +411,9 @@ class _Sampler:
         """The equation the path enters next from (var, elem): ∝ its consumers' masses."""
         slot = jnp.arange(self.m_max, dtype=jnp.int32)
         pos = self.mass_base[var] + slot * self.sizes[var] + elem
-        logits = jnp.where(slot < self.count[var],
-                           self.masses[jnp.clip(pos, 0, self.masses.size - 1)], -jnp.inf)
+        logits = jnp.where(
+            slot < self.count[var], self.masses[jnp.clip(pos, 0, self.masses.size - 1)], -jnp.inf
+        )
         pick = jax.random.categorical(rng, logits)
         nxt = self.node[jnp.clip(self.node_base[var] + pick, 0, self.node.size - 1)]
         return jnp.where(jnp.max(logits) > -jnp.inf, nxt, _DEAD)
@@ -380,15 +423,22 @@ class _Sampler:
         var = (jnp.searchsorted(offs, start_gid, side="right") - 1).astype(jnp.int32)
         elem = (start_gid - offs[var]).astype(jnp.int32)
         rng, r0 = jax.random.split(rng)
-        state = (self.choose_next(r0, var, elem), var, elem, jnp.int32(0),
-                 jnp.full((self.n_steps,), -1, jnp.int32), jnp.ones((self.n_steps,), self.dtype),
-                 rng)
+        state = (
+            self.choose_next(r0, var, elem),
+            var,
+            elem,
+            jnp.int32(0),
+            jnp.full((self.n_steps,), -1, jnp.int32),
+            jnp.ones((self.n_steps,), self.dtype),
+            rng,
+        )
 
         def body(state):
             nxt, var, elem, k, ids, ws, rng = state
             rng, r1, r2 = jax.random.split(rng, 3)
-            alive, var, elem, w = lax.switch(self.group_of[nxt], self.steps, self.member_of[nxt],
-                                             var, elem, r1)
+            alive, var, elem, w = lax.switch(
+                self.group_of[nxt], self.steps, self.member_of[nxt], var, elem, r1
+            )
             ids = ids.at[k].set(jnp.where(alive, 2 * (offs[var] + elem), -1))
             ws = ws.at[k].set(jnp.where(alive, w, jnp.nan))
             nxt = jnp.where(alive, self.choose_next(r2, var, elem), _DEAD)
@@ -401,9 +451,17 @@ class _Sampler:
         return ids, ws
 
 
-def sample_paths(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *, n: int,
-                 key: jax.Array, leaf: int | None = None, has_aux: bool = False,
-                 batch_size: int | None = None) -> Callable[..., SampledPaths]:
+def sample_paths(
+    fun: Callable,
+    argnums: int | Sequence[int] = 0,
+    at: Any = None,
+    *,
+    n: int,
+    key: jax.Array,
+    leaf: int | None = None,
+    has_aux: bool = False,
+    batch_size: int | None = None,
+) -> Callable[..., SampledPaths]:
     """Draw ``n`` paths of scalar ``fun`` from one input element, each with probability
     |product| / Σ_paths |product|; returns a function of ``fun``'s arguments giving
     :class:`SampledPaths`. Jittable and vmappable (see the module docstring).
@@ -433,17 +491,22 @@ def sample_paths(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None
         if at is None:
             lis = [li for li in numbered if leaves[li] is not None and leaves[li].size]
             if not lis:
-                raise ValueError("sample_paths: no differentiated input element reaches the output.")
+                raise ValueError(
+                    "sample_paths: no differentiated input element reaches the output."
+                )
             vals = jnp.concatenate([leaves[li].ravel() for li in lis])
-            gids = jnp.concatenate([index.offset_of[g.invars[li].key] + jnp.arange(leaves[li].size)
-                                    for li in lis])
+            gids = jnp.concatenate(
+                [index.offset_of[g.invars[li].key] + jnp.arange(leaves[li].size) for li in lis]
+            )
             start, log_z = gids[jnp.argmax(vals)].astype(jnp.int32), jnp.max(vals)
         else:
             li, elem = start_element(g, at, leaf, "sample_paths")
             ref = g.invars[li]
             if leaves[li] is None or ref.key not in index.offset_of:
-                raise ValueError(f"sample_paths: input element {unravel(elem, ref.aval.shape)} "
-                                 f"has no path to the output: there is nothing to sample.")
+                raise ValueError(
+                    f"sample_paths: input element {unravel(elem, ref.aval.shape)} "
+                    f"has no path to the output: there is nothing to sample."
+                )
             lis = [li]
             start, log_z = jnp.int32(index.offset_of[ref.key] + elem), leaves[li].ravel()[elem]
         start_vars = [index.keys.index(g.invars[li].key) for li in lis]
@@ -451,15 +514,18 @@ def sample_paths(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None
             dead = not np.isfinite(float(log_z))
         except jax.errors.ConcretizationTypeError:  # traced: reading the samples says so
             dead = False
-        meta = _Meta(index, *_var_labels(g, index),
-                     [len(observer.flows.get(k, {})) for k in index.keys])
+        meta = _Meta(
+            index, *_var_labels(g, index), [len(observer.flows.get(k, {})) for k in index.keys]
+        )
         if dead:
             SampledPaths(None, None, start, None, log_z, meta)._check()
         sampler = _Sampler(b, observer.flows, index, start_vars, jnp.result_type(log_z))
-        ids, ws = lax.map(lambda r: sampler.one(r, start),
-                          jax.random.split(key, int(n)), batch_size=batch_size)
+        ids, ws = lax.map(
+            lambda r: sampler.one(r, start), jax.random.split(key, int(n)), batch_size=batch_size
+        )
         products = jnp.prod(jnp.where(ids >= 0, ws, 1), axis=1) * jnp.where(
-            jnp.any(jnp.isnan(ws), axis=1), jnp.nan, 1)
+            jnp.any(jnp.isnan(ws), axis=1), jnp.nan, 1
+        )
         return SampledPaths(ids, ws, start, products, log_z, meta)
 
     return sample_f

@@ -25,6 +25,7 @@ Tagged values cannot be the loop-carried cotangents of a ``scan`` or the branch 
 >>> v.channels, T.merge(v).tolist(), T.channel(T.scale(jnp.array(3.0), v), 2).tolist()
 ((1, 2), [11.0, 22.0], [30.0, 60.0])
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -58,8 +59,10 @@ class TaggedValue:
 
 
 jax.tree_util.register_pytree_node(
-    TaggedValue, lambda t: (t.values, (t.channels, t.support)),
-    lambda aux, vs: TaggedValue(vs, *aux))
+    TaggedValue,
+    lambda t: (t.values, (t.channels, t.support)),
+    lambda aux, vs: TaggedValue(vs, *aux),
+)
 
 
 class Tagged(Semiring):
@@ -103,8 +106,11 @@ class Tagged(Semiring):
         shape = [1] * ndim
         shape[axis] = channel_of.size
         ids = list(dict.fromkeys(channel_of.tolist()))
-        return TaggedValue([S.where(jnp.asarray(channel_of == c).reshape(shape), v) for c in ids], ids,
-                           [(axis, tuple(np.flatnonzero(channel_of == c).tolist())) for c in ids])
+        return TaggedValue(
+            [S.where(jnp.asarray(channel_of == c).reshape(shape), v) for c in ids],
+            ids,
+            [(axis, tuple(np.flatnonzero(channel_of == c).tolist())) for c in ids],
+        )
 
     def merge(self, t: TaggedValue):
         """⊕ over all channels: the plain ``S`` value."""
@@ -124,7 +130,7 @@ class Tagged(Semiring):
 
     def _primal_shape(self, v) -> tuple:
         leaf = jax.tree.leaves(v)[0]
-        return tuple(leaf.shape[:leaf.ndim - self.extra_axes])
+        return tuple(leaf.shape[: leaf.ndim - self.extra_axes])
 
     def _align(self, values: Sequence[TaggedValue]):
         """The real channels of any of ``values`` and, per channel, each value's entry there
@@ -132,8 +138,14 @@ class Tagged(Semiring):
         ids = sorted({c for t in values for c in t.channels if c != ZERO}) or [ZERO]
         rows = []
         for c in ids:
-            rows.append([t.values[t.channels.index(c)] if c in t.channels
-                         else self._zero_like(t.values[0]) for t in values])
+            rows.append(
+                [
+                    t.values[t.channels.index(c)]
+                    if c in t.channels
+                    else self._zero_like(t.values[0])
+                    for t in values
+                ]
+            )
         return ids, rows
 
     def _per_channel(self, fn: Callable, t: TaggedValue) -> TaggedValue:
@@ -175,15 +187,22 @@ class Tagged(Semiring):
         S = self.semiring
         if v.channels == (ZERO,):  # no contraction for a known 0̄: only its shape
             x = jax.tree.leaves(v.values[0])[0]
-            out = jax.eval_shape(lambda a, b: lax.dot_general(a, b, dimension_numbers),
-                                 jax.ShapeDtypeStruct(self._primal_shape(v.values[0]), x.dtype),
-                                 jax.ShapeDtypeStruct(w.shape, w.dtype))
+            out = jax.eval_shape(
+                lambda a, b: lax.dot_general(a, b, dimension_numbers),
+                jax.ShapeDtypeStruct(self._primal_shape(v.values[0]), x.dtype),
+                jax.ShapeDtypeStruct(w.shape, w.dtype),
+            )
             return self.zeros(out.shape, x.dtype)
         (contract, w_contract), _ = dimension_numbers
         if any(s is not None and s[0] in contract for s in v.support):
             # channels non-0̄ only at some indices of a contracted axis: contract those alone
-            return TaggedValue([self._contract_support(x, s, w, dimension_numbers, precision)
-                                for x, s in zip(v.values, v.support)], v.channels)
+            return TaggedValue(
+                [
+                    self._contract_support(x, s, w, dimension_numbers, precision)
+                    for x, s in zip(v.values, v.support)
+                ],
+                v.channels,
+            )
         if len(v.values) == 1:
             return self._per_channel(lambda x: S.dot_general(x, w, dimension_numbers, precision), v)
         # one contraction for all channels: they are one more free axis of v, after its primal
@@ -192,8 +211,10 @@ class Tagged(Semiring):
         at = nd - len(contract)
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs, axis=nd), *v.values)
         out = S.dot_general(stacked, w, dimension_numbers, precision)
-        return TaggedValue([jax.tree.map(lambda a: jnp.take(a, i, axis=at), out)
-                            for i in range(len(v.values))], v.channels)
+        return TaggedValue(
+            [jax.tree.map(lambda a: jnp.take(a, i, axis=at), out) for i in range(len(v.values))],
+            v.channels,
+        )
 
     def _contract_support(self, x, support, w, dimension_numbers, precision):
         S = self.semiring
@@ -202,7 +223,7 @@ class Tagged(Semiring):
             axis, idx = support
             w_axis = w_contract[list(contract).index(axis)]
             lo, hi = idx[0], idx[-1] + 1
-            if hi - lo == len(idx):     # contiguous: a slice
+            if hi - lo == len(idx):  # contiguous: a slice
                 x = S.map(lambda a: lax.slice_in_dim(a, lo, hi, axis=axis), x)
                 w = lax.slice_in_dim(w, lo, hi, axis=w_axis)
             else:

@@ -27,6 +27,7 @@ its primitive, module path and element); ``str(path)`` says so in its first line
 >>> [s.primitive for s in p.steps], p.product
 (['mul', 'add'], -1.0)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
@@ -41,8 +42,16 @@ from ..graph import Const, GraphIndex, unravel
 from ..interpreter import Observer
 from .pointer import PointerMaxProduct, PointerValue
 
-__all__ = ["top_path", "Path", "PathStep", "GraphIndex", "PointerObserver", "CHAINS",
-           "start_element", "unravel"]
+__all__ = [
+    "top_path",
+    "Path",
+    "PathStep",
+    "GraphIndex",
+    "PointerObserver",
+    "CHAINS",
+    "start_element",
+    "unravel",
+]
 
 CHAINS = ("top_pos", "top_neg")
 
@@ -63,7 +72,9 @@ class PointerObserver(Observer):
         if off is None:
             return value
         shape = ref.aval.shape
-        ids = 2 * (off + jnp.arange(int(np.prod(shape, dtype=np.int64)), dtype=jnp.int32).reshape(shape))
+        ids = 2 * (
+            off + jnp.arange(int(np.prod(shape, dtype=np.int64)), dtype=jnp.int32).reshape(shape)
+        )
         one = jnp.ones(shape, value.top_pos.dtype)
         return PointerValue(value.top_pos, value.top_neg, ids, ids + 1, one, one)
 
@@ -81,6 +92,7 @@ class PathStep(NamedTuple):
     (``top_pos``/``top_neg``), ``remaining`` the product of the rest of the path (the best
     product from here to the output): ``product · remaining`` is the path's total.
     """
+
     primitive: str
     path: str
     shape: tuple
@@ -109,13 +121,22 @@ class Path:
 
     def _concrete(self):
         try:
-            return (np.asarray(self.ids), np.asarray(self.weights_array), int(self.start_id),
-                    float(self.value_array))
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-                TypeError) as e:
-            raise TypeError("A Path is read on concrete values: return it from the jitted "
-                            "function and read it outside (a batched Path: pick one with "
-                            "jax.tree.map(lambda a: a[i], path)).") from e
+            return (
+                np.asarray(self.ids),
+                np.asarray(self.weights_array),
+                int(self.start_id),
+                float(self.value_array),
+            )
+        except (
+            jax.errors.TracerArrayConversionError,
+            jax.errors.ConcretizationTypeError,
+            TypeError,
+        ) as e:
+            raise TypeError(
+                "A Path is read on concrete values: return it from the jitted "
+                "function and read it outside (a batched Path: pick one with "
+                "jax.tree.map(lambda a: a[i], path))."
+            ) from e
 
     @property
     def value(self) -> float:
@@ -131,8 +152,9 @@ class Path:
     def steps(self) -> list[PathStep]:
         ids, weights, _, value = self._concrete()
         if _no_path(value):
-            raise ValueError(f"top_path: input element {self.start['index']} has no path to the "
-                             f"output.")
+            raise ValueError(
+                f"top_path: input element {self.start['index']} has no path to the output."
+            )
         n = int(np.sum(ids >= 0))
         w = [float(x) for x in weights[:n]]
         products = np.cumprod(w) if n else []
@@ -140,10 +162,20 @@ class Path:
         for k in range(n):
             v, idx = self.index.locate(int(ids[k]) // 2)
             prim, path = self.index.labels[v]
-            remaining = float(np.prod(w[k + 1:])) if k + 1 < n else 1.0
+            remaining = float(np.prod(w[k + 1 :])) if k + 1 < n else 1.0
             chain = CHAINS[int(ids[k]) % 2] if self.chain in CHAINS else self.chain
-            steps.append(PathStep(prim, path, self.index.shapes[v], idx, w[k], float(products[k]),
-                                  chain, remaining))
+            steps.append(
+                PathStep(
+                    prim,
+                    path,
+                    self.index.shapes[v],
+                    idx,
+                    w[k],
+                    float(products[k]),
+                    chain,
+                    remaining,
+                )
+            )
         return steps
 
     @property
@@ -183,26 +215,49 @@ class Path:
 
     def __str__(self):
         st = self.start
-        kind, what = (("top gradient path", self.chain) if self.chain in CHAINS
-                      else (f"{self.chain} path", "product"))
-        head = (f"{kind} ({what} = {self.value:.6g}) from input leaf {st['leaf']} "
-                f"element {st['index']} of shape {st['shape']}: {len(self)} edges")
+        kind, what = (
+            ("top gradient path", self.chain)
+            if self.chain in CHAINS
+            else (f"{self.chain} path", "product")
+        )
+        head = (
+            f"{kind} ({what} = {self.value:.6g}) from input leaf {st['leaf']} "
+            f"element {st['index']} of shape {st['shape']}: {len(self)} edges"
+        )
         k = self.nan_step
         if k is not None:
             e = self.steps[k]
-            head += (f"; NaN from edge {k + 1}: {e.primitive} at {e.path or '-'} element {e.index} "
-                     f"(weight {e.weight:.4g})")
+            head += (
+                f"; NaN from edge {k + 1}: {e.primitive} at {e.path or '-'} element {e.index} "
+                f"(weight {e.weight:.4g})"
+            )
         rows = [("#", "primitive", "module path", "index", "weight", "product", "chain")]
         for i, s in enumerate(self.steps, 1):
-            rows.append((str(i), s.primitive, s.path or "-", str(s.index), f"{s.weight:.4g}",
-                         f"{s.product:.4g}", s.chain))
+            rows.append(
+                (
+                    str(i),
+                    s.primitive,
+                    s.path or "-",
+                    str(s.index),
+                    f"{s.weight:.4g}",
+                    f"{s.product:.4g}",
+                    s.chain,
+                )
+            )
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         widths[2] = min(widths[2], 70)
 
         def fmt(r):
-            path = r[2] if len(r[2]) <= widths[2] else "…" + r[2][-(widths[2] - 1):]
-            cells = [r[0].rjust(widths[0]), r[1].ljust(widths[1]), path.ljust(widths[2]),
-                     r[3].ljust(widths[3]), r[4].rjust(widths[4]), r[5].rjust(widths[5]), r[6]]
+            path = r[2] if len(r[2]) <= widths[2] else "…" + r[2][-(widths[2] - 1) :]
+            cells = [
+                r[0].rjust(widths[0]),
+                r[1].ljust(widths[1]),
+                path.ljust(widths[2]),
+                r[3].ljust(widths[3]),
+                r[4].rjust(widths[4]),
+                r[5].rjust(widths[5]),
+                r[6],
+            ]
             return "  ".join(cells)
 
         return "\n".join([head] + [fmt(r) for r in rows])
@@ -217,15 +272,18 @@ class Path:
 jax.tree_util.register_pytree_node(
     Path,
     lambda p: ((p.ids, p.weights_array, p.start_id, p.value_array), (p.index, p.chain)),
-    lambda aux, ch: Path(*ch, *aux))
+    lambda aux, ch: Path(*ch, *aux),
+)
 
 
 def start_element(graph, at, leaf: int | None, who: str) -> tuple[int, int]:
     """(differentiated leaf, flat element) that ``at`` (a flat int or an index tuple) and
     ``leaf`` name, checked: a one-line error for a missing ``leaf=`` or an index out of range."""
     if leaf is None and len(graph.invars) != 1:
-        raise ValueError(f"{who}: {len(graph.invars)} differentiated leaves; say which one `at` "
-                         f"refers to with leaf=.")
+        raise ValueError(
+            f"{who}: {len(graph.invars)} differentiated leaves; say which one `at` "
+            f"refers to with leaf=."
+        )
     li = 0 if leaf is None else int(leaf)
     shape = tuple(graph.invars[li].aval.shape)
     elem = int(at) if np.ndim(at) == 0 else int(np.ravel_multi_index(tuple(at), shape))
@@ -248,13 +306,22 @@ def chase(ptr_table, w_table, first: int | jax.Array, max_steps: int):
         nxt = ptr_table[cur]
         return k + 1, nxt, ids.at[k].set(nxt), ws.at[k].set(w_table[cur])
 
-    _, _, ids, ws = lax.while_loop(cond, body, (jnp.int32(0), jnp.asarray(first, jnp.int32), ids0, w0))
+    _, _, ids, ws = lax.while_loop(
+        cond, body, (jnp.int32(0), jnp.asarray(first, jnp.int32), ids0, w0)
+    )
     return ids, ws
 
 
-def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
-             leaf: int | None = None, chain: str = "top_pos", has_aux: bool = False,
-             kernel: str = "auto") -> Callable:
+def top_path(
+    fun: Callable,
+    argnums: int | Sequence[int] = 0,
+    at: Any = None,
+    *,
+    leaf: int | None = None,
+    chain: str = "top_pos",
+    has_aux: bool = False,
+    kernel: str = "auto",
+) -> Callable:
     """The top gradient path of scalar ``fun`` (paper App. A), as a function of ``fun``'s
     arguments returning a :class:`Path`. Jittable and vmappable.
 
@@ -290,20 +357,23 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
                 if v is None or r.key not in index.offset_of or not v.top_pos.size:
                     continue
                 vals = getattr(v, chain).ravel()
-                cands.append((vals, index.offset_of[r.key] + jnp.arange(vals.size, dtype=jnp.int32)))
+                cands.append(
+                    (vals, index.offset_of[r.key] + jnp.arange(vals.size, dtype=jnp.int32))
+                )
             if not cands:
                 raise ValueError("top_path: no differentiated input element reaches the output.")
             vals = jnp.concatenate([c[0] for c in cands])
             gids = jnp.concatenate([c[1] for c in cands])
-            best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)   # NaN first
+            best = jnp.argmax(vals) if chain == "top_pos" else jnp.argmin(vals)  # NaN first
             start, value = gids[best], vals[best]
         else:
             li, elem = start_element(b.graph, at, leaf, "top_path")
             ref, v = b.graph.invars[li], leaves[li]
             shape = tuple(ref.aval.shape)
             if v is None or ref.key not in index.offset_of:
-                raise ValueError(f"top_path: input element {unravel(elem, shape)} has no path to "
-                                 f"the output.")
+                raise ValueError(
+                    f"top_path: input element {unravel(elem, shape)} has no path to the output."
+                )
             start = index.offset_of[ref.key] + elem
             value = getattr(v, chain).ravel()[elem]
         ptr_table, w_table = _tables(index, b.cotangents)
@@ -314,8 +384,9 @@ def top_path(fun: Callable, argnums: int | Sequence[int] = 0, at: Any = None, *,
         except jax.errors.ConcretizationTypeError:  # traced: Path.steps says so when read
             dead = False
         if dead:
-            raise ValueError(f"top_path: input element {path.start['index']} has no path to the "
-                             f"output.")
+            raise ValueError(
+                f"top_path: input element {path.start['index']} has no path to the output."
+            )
         return path
 
     return path_f

@@ -6,6 +6,7 @@ weighted by its total derivative, instead of the paths inside it.
 * :mod:`.layout` — which probes compute a block's Jacobian (rows, shared inputs, low rank);
 * :mod:`.jacobian` — the block's rule: its Jacobian, and the semiring contraction with it.
 """
+
 from .collapse import atomic, atomic_functions, atomic_modules
 
 __all__ = ["atomic", "atomic_modules", "atomic_functions"]

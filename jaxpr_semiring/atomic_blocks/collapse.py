@@ -15,7 +15,8 @@ markers are contiguous in the flattened graph; the graph rewrite :func:`collapse
 replaces them by one node (primitive :data:`BLOCK`) whose inputs are the variables read inside
 but defined outside (the marked inputs and closed-over values such as LayerNorm's scale and
 bias) and whose outputs are the variables defined inside and read after it. Its rule
-(:mod:`jaxpr_semiring.atomic_blocks.jacobian`) contracts the block's Jacobian row by row. Nested blocks
+(:mod:`jaxpr_semiring.atomic_blocks.jacobian`) contracts the block's Jacobian row by row. Nested
+blocks
 collapse into the outermost one; blocks inside ``scan`` bodies collapse too.
 
 >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
@@ -27,6 +28,7 @@ collapse into the outermost one; blocks inside ``scan`` bodies collapse too.
 >>> js.semiring_grad(atm, js.MaxProduct())(jnp.ones(2)).top_pos.tolist()   # edges ±0.5
 [0.5, 0.5]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,14 +47,22 @@ from ..markers import ATOMIC_PREFIX, atomic_marker
 from ..rules import register, register_rewrite
 from .jacobian import block_rule
 
-__all__ = ["atomic", "atomic_modules", "atomic_functions", "BLOCK", "Block",
-           "collapse_blocks", "block_ranges"]
+__all__ = [
+    "atomic",
+    "atomic_modules",
+    "atomic_functions",
+    "BLOCK",
+    "Block",
+    "collapse_blocks",
+    "block_ranges",
+]
 
 
 _uids = itertools.count()
 
 
 # ------------------------------------------------------------------------------- markers
+
 
 def _mark(tree, name):
     """``checkpoint_name`` on every float array leaf of ``tree``; returns (tree, how many)."""
@@ -97,8 +107,9 @@ def atomic(fn: Callable | None = None, *, name: str | None = None) -> Callable:
 
 
 @contextlib.contextmanager
-def atomic_modules(select: Any = None, *, types: type | Sequence[type] = (),
-                   methods: Sequence[str] = ("__call__",)):
+def atomic_modules(
+    select: Any = None, *, types: type | Sequence[type] = (), methods: Sequence[str] = ("__call__",)
+):
     """Make matching Flax linen module calls atomic, without editing the model.
 
     ``select``/``types``/``methods`` select modules as in :func:`jaxpr_semiring.tap_modules`
@@ -148,8 +159,12 @@ def atomic_functions(*targets: tuple[Any, str]):
     saved = []
     try:
         for space, name in targets:
-            get = space.__getitem__ if isinstance(space, dict) else functools.partial(getattr, space)
-            put = space.__setitem__ if isinstance(space, dict) else functools.partial(setattr, space)
+            get = (
+                space.__getitem__ if isinstance(space, dict) else functools.partial(getattr, space)
+            )
+            put = (
+                space.__setitem__ if isinstance(space, dict) else functools.partial(setattr, space)
+            )
             original = get(name)
             saved.append((put, name, original))
             put(name, atomic(original, name=name))
@@ -160,6 +175,7 @@ def atomic_functions(*targets: tuple[Any, str]):
 
 
 # ------------------------------------------------------------------------ the graph rewrite
+
 
 def block_ranges(nodes: Sequence[Node]) -> list[tuple[int, int, str]]:
     """(first, last, label) node positions of every outermost block.
@@ -188,8 +204,10 @@ def block_ranges(nodes: Sequence[Node]) -> list[tuple[int, int, str]]:
     for first, last, label in sorted(found, key=lambda r: (r[0], -r[1])):
         if outer and first <= outer[-1][1]:
             if last > outer[-1][1]:
-                raise ValueError(f"atomic blocks '{outer[-1][2]}' and '{label}' overlap without "
-                                 f"nesting; an atomic block must contain whole calls only.")
+                raise ValueError(
+                    f"atomic blocks '{outer[-1][2]}' and '{label}' overlap without "
+                    f"nesting; an atomic block must contain whole calls only."
+                )
             continue
         outer.append((first, last, label))
     return outer
@@ -197,6 +215,7 @@ def block_ranges(nodes: Sequence[Node]) -> list[tuple[int, int, str]]:
 
 class Block(NamedTuple):
     """A collapsed block: its own graph (inputs → outputs) and its label."""
+
     graph: Graph
     label: str
 
@@ -208,6 +227,7 @@ class Block(NamedTuple):
 class _BlockPrimitive:
     """Duck-types what ``interpreter.forward`` needs of a primitive: evaluating the block runs
     its inner equations (never staged as one op, so JAX needs no rules for it)."""
+
     name = "atomic"
     multiple_results = True
 
@@ -250,13 +270,18 @@ def collapse_blocks(nodes: list) -> list:
                 last_read[a.key] = i
     out, pos = [], 0
     for first, last, label in ranges:
-        inner = nodes[first:last + 1]
+        inner = nodes[first : last + 1]
         defined = {r.key for n in inner for r in n.outvars}
-        inputs = list({a.key: a for n in inner for a in n.invars
-                       if isinstance(a, Ref) and a.key not in defined}.values())
+        inputs = list(
+            {
+                a.key: a
+                for n in inner
+                for a in n.invars
+                if isinstance(a, Ref) and a.key not in defined
+            }.values()
+        )
         # read after the block, or never read by a node (possibly a graph output)
-        outputs = [r for n in inner for r in n.outvars
-                   if last_read.get(r.key, len(nodes)) > last]
+        outputs = [r for n in inner for r in n.outvars if last_read.get(r.key, len(nodes)) > last]
         path = _common_path(n.path for n in inner if atomic_marker(n) is None)
         block = Block(Graph(list(inner), inputs, outputs), label)
         out += nodes[pos:first]

@@ -1,4 +1,5 @@
-"""The semiring rule of an atomic block (:mod:`jaxpr_semiring.atomic_blocks.collapse`): its Jacobian,
+"""The semiring rule of an atomic block (:mod:`jaxpr_semiring.atomic_blocks.collapse`): its
+Jacobian,
 contracted row by row.
 
 A block is one node whose edges are the pairs (input element i, output element k) joined by a
@@ -17,6 +18,7 @@ the same probes through the transposed :class:`~jaxpr_semiring.semirings.structu
 backward pass and masks the contraction, unless every element reaches its whole row (checked at
 trace time).
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,7 +35,7 @@ from .layout import is_concrete, layout, low_rank
 
 __all__ = ["block_rule", "MAX_ENTRIES", "CHUNK_ENTRIES"]
 
-MAX_ENTRIES = 1 << 27    # Jacobian entries (probes × outputs) a block may need
+MAX_ENTRIES = 1 << 27  # Jacobian entries (probes × outputs) a block may need
 # Dense probes go in chunks of at most this many Jacobian entries: as many float32 entries as a
 # log-type contraction lifts in one piece (a larger chunk is re-chunked by the lift, measured
 # 10× slower on a BERT LayerNorm); fewer, larger chunks help the tropical kernels (2× for
@@ -42,25 +44,30 @@ CHUNK_ENTRIES = LIFT_CHUNK_BYTES // 4
 
 
 def _index_map(owner: np.ndarray, n: int) -> IndexMap:
-    dn = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=(0,),
-                                     scatter_dims_to_operand_dims=(0,))
+    dn = lax.ScatterDimensionNumbers(
+        update_window_dims=(), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,)
+    )
     idx = jnp.asarray(owner.reshape(-1, 1), jnp.int32)
-    return IndexMap((n,), lambda op, operand, upd: op(operand, idx, upd, dn),
-                    lambda t: t[idx[:, 0]])
+    return IndexMap(
+        (n,), lambda op, operand, upd: op(operand, idx, upd, dn), lambda t: t[idx[:, 0]]
+    )
 
 
 def _tangents(probe_ids, dtypes, first, n):
     """One-hot probe tangents [n, *shape] per input: 1 where an element's probe is first+j."""
-    return [(jnp.asarray(p)[None] == (first + jnp.arange(n)).reshape((n,) + (1,) * p.ndim)).astype(dt)
-            for p, dt in zip(probe_ids, dtypes)]
+    return [
+        (jnp.asarray(p)[None] == (first + jnp.arange(n)).reshape((n,) + (1,) * p.ndim)).astype(dt)
+        for p, dt in zip(probe_ids, dtypes)
+    ]
 
 
 def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
     S = ctx.semiring
     g = block.graph
     wanted = [i for i, (a, w) in enumerate(zip(g.invars, ctx.wanted)) if w and is_float(a.aval)]
-    live = [k for k, (r, c) in enumerate(zip(g.outvars, cts_out))
-            if c is not None and is_float(r.aval)]
+    live = [
+        k for k, (r, c) in enumerate(zip(g.outvars, cts_out)) if c is not None and is_float(r.aval)
+    ]
     cts_in: list = [None] * len(primals_in)
     if not wanted or not live:
         return cts_in
@@ -87,14 +94,18 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
     lay = layout(g, env, wanted, live)
     n_out = sum(int(np.prod(g.outvars[k].aval.shape, dtype=np.int64)) for k in live)
     if lay.n_probes * n_out > MAX_ENTRIES:
-        why = ("its structure depends on traced values (a select or gather inside reads one), "
-               "so rows cannot be found at trace time" if lay.traced else "it has no cheaper row "
-               "structure")
+        why = (
+            "its structure depends on traced values (a select or gather inside reads one), "
+            "so rows cannot be found at trace time"
+            if lay.traced
+            else "it has no cheaper row structure"
+        )
         raise ValueError(
             f"atomic block '{block.label}' needs {lay.n_probes} JVPs over {n_out} output "
             f"elements ({lay.n_probes * n_out} Jacobian entries, limit "
             f"block_jacobian.MAX_ENTRIES = {MAX_ENTRIES}): {why}. Make the block smaller, e.g. "
-            f"atomic per row under jax.vmap.")
+            f"atomic per row under jax.vmap."
+        )
     R = lay.rows
     count_fwd = _forward_reach(g, env, wanted, live) if S.zero_weight_is_edge else None
     as_rows = lambda ys, n: jnp.concatenate([y.reshape(n, R, m) for y, m in zip(ys, lay.sizes)], 2)
@@ -107,17 +118,25 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
     def reach(first, n):
         return as_rows(count_fwd(_tangents(lay.probe, [jnp.float32] * len(xs), first, n)), n) > 0
 
-    ct_rows = S.map(lambda *a: jnp.concatenate([x.reshape(R, m) for x, m in zip(a, lay.sizes)], 1),
-                    *cts)
+    ct_rows = S.map(
+        lambda *a: jnp.concatenate([x.reshape(R, m) for x, m in zip(a, lay.sizes)], 1), *cts
+    )
     parts = []
     if lay.n_dense:
         per = max(1, min(lay.n_dense, CHUNK_ENTRIES // max(1, R * sum(lay.sizes))))
         masked = count_fwd is not None and not _all_edges(lay, reach, per)
         lr = None if masked else low_rank(g, env, lay, wanted, live, primals_in, per)
         dense = None if lr is None else S.low_rank_dot(ct_rows, lr.U, lr.V, lr.G, lr.owner)
-        if dense is None:   # the Jacobian stored chunk by chunk
-            dense = _contract_dense(S, lay, ct_rows, lr.jacobian if lr is not None else probe_outputs,
-                                    reach if masked else None, per, lr is not None)
+        if dense is None:  # the Jacobian stored chunk by chunk
+            dense = _contract_dense(
+                S,
+                lay,
+                ct_rows,
+                lr.jacobian if lr is not None else probe_outputs,
+                reach if masked else None,
+                per,
+                lr is not None,
+            )
         parts.append(("dense", dense))
     if lay.n_probes > lay.n_dense:
         n_sp = lay.n_probes - lay.n_dense
@@ -131,11 +150,25 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
             return v if M is None else S.where(M[ent], v)
 
         # an element owning one entry takes it as it is; shared ones ⊕ theirs by a scatter
-        parts.append(("own", [edges(np.maximum(e, 0).reshape(-1)) if (e >= 0).any() else None
-                              for e in lay.own_entry]))
+        parts.append(
+            (
+                "own",
+                [
+                    edges(np.maximum(e, 0).reshape(-1)) if (e >= 0).any() else None
+                    for e in lay.own_entry
+                ],
+            )
+        )
         if len(lay.sparse_owner):
-            parts.append(("shared", S.scatter(edges(lay.sparse_entries),
-                                              _index_map(lay.sparse_owner, sum(x.size for x in xs)))))
+            parts.append(
+                (
+                    "shared",
+                    S.scatter(
+                        edges(lay.sparse_entries),
+                        _index_map(lay.sparse_owner, sum(x.size for x in xs)),
+                    ),
+                )
+            )
     off = 0
     for j, (i, x, probe, row, own) in enumerate(zip(wanted, xs, lay.probe, lay.row, lay.own_entry)):
         ct = None
@@ -151,7 +184,7 @@ def block_rule(ctx, primals_in, primals_out, cts_out, *, block, **_):
                 piece = S.map(lambda a: a.reshape(x.shape), val[j])
             else:
                 sel = (probe >= lay.n_dense) & (own < 0)
-                piece = S.map(lambda a: a[off:off + x.size].reshape(x.shape), val)
+                piece = S.map(lambda a: a[off : off + x.size].reshape(x.shape), val)
             if not sel.any():
                 continue
             piece = piece if sel.all() else S.where(jnp.asarray(sel), piece)
@@ -167,9 +200,9 @@ def _contract_dense(S, lay, ct_rows, jacobian, reach, per, unroll):
     that stay in cache were 10–50× faster than one pass over all probes. Low-rank chunks (a
     cheap elementwise pass each) run 4× faster unrolled than under ``lax.map``; JVP chunks 10×
     slower unrolled (measured), so those run under ``lax.map``."""
-    dims = (((1,), (2,)), ((0,), (1,)))       # ct [R, a_out] · J [n, R, a_out] → [R, n]
+    dims = (((1,), (2,)), ((0,), (1,)))  # ct [R, a_out] · J [n, R, a_out] → [R, n]
 
-    def chunk(first, n):   # first: static when unrolled, traced under lax.map
+    def chunk(first, n):  # first: static when unrolled, traced under lax.map
         J = jacobian(first, n)
         if reach is None:
             return S.dot_general(ct_rows, J, dims)
@@ -181,14 +214,18 @@ def _contract_dense(S, lay, ct_rows, jacobian, reach, per, unroll):
         return S.map(lambda *a: jnp.concatenate(a, axis=1), *outs)
     R, n_chunks = lay.rows, -(-lay.n_dense // per)
     out = lax.map(lambda first: chunk(first, per), jnp.arange(n_chunks) * per)  # [chunks, R, per]
-    return S.map(lambda a: jnp.moveaxis(a, 0, 1).reshape(R, n_chunks * per)[:, :lay.n_dense], out)
+    return S.map(lambda a: jnp.moveaxis(a, 0, 1).reshape(R, n_chunks * per)[:, : lay.n_dense], out)
 
 
 def _all_edges(lay, reach, per) -> bool:
     """At trace time: does every dense row-local element reach every output of its row? (Then
     the contraction needs no mask.) False when that depends on traced values."""
-    rows = np.concatenate([np.where((p >= 0) & (p < lay.n_dense), r, -1).reshape(-1)
-                           for p, r in zip(lay.probe, lay.row)])
+    rows = np.concatenate(
+        [
+            np.where((p >= 0) & (p < lay.n_dense), r, -1).reshape(-1)
+            for p, r in zip(lay.probe, lay.row)
+        ]
+    )
     counts = np.bincount(rows[rows >= 0], minlength=lay.rows)
     with jax.ensure_compile_time_eval():
         for first in range(0, lay.n_dense, per):
@@ -196,7 +233,7 @@ def _all_edges(lay, reach, per) -> bool:
             M = reach(first, n)
             if not is_concrete(M):
                 return False
-            exists = (first + np.arange(n))[:, None] < counts[None, :]   # [n, R]
+            exists = (first + np.arange(n))[:, None] < counts[None, :]  # [n, R]
             if not np.all(np.asarray(M) | ~exists[:, :, None]):
                 return False
     return True
@@ -214,9 +251,12 @@ def _forward_reach(g, env, wanted, live):
         for k, s in zip(live, seeds):
             cts_out[k] = s
         cts = backward(S, g, env, cts_out, reach)
-        return [cts.get(g.invars[i].key, jnp.zeros(s, jnp.float32)) for i, s in zip(wanted, shapes_in)]
+        return [
+            cts.get(g.invars[i].key, jnp.zeros(s, jnp.float32)) for i, s in zip(wanted, shapes_in)
+        ]
 
     examples = [jnp.zeros(g.outvars[k].aval.shape, jnp.float32) for k in live]
     fwd = jax.linear_transpose(backward_counts, *examples)
     return lambda tangents: jax.vmap(lambda *t: list(fwd(list(t))))(
-        *[t.astype(jnp.float32) for t in tangents])
+        *[t.astype(jnp.float32) for t in tangents]
+    )

@@ -1,4 +1,5 @@
-"""How an atomic block's Jacobian is probed (:mod:`jaxpr_semiring.atomic_blocks.jacobian` contracts it).
+"""How an atomic block's Jacobian is probed (:mod:`jaxpr_semiring.atomic_blocks.jacobian`
+contracts it).
 
 A block's dense Jacobian is [outputs × inputs]. Instead, :func:`layout` finds **rows**: the
 outputs split along their leading ``r`` axes into R rows, and an input element that reaches
@@ -22,6 +23,7 @@ the Jacobian while those *narrow* variables are held fixed (one position per ele
 probe), U their effect on the outputs and V their total derivative (one JVP resp. one VJP per
 narrow element per row). J is then built chunk by chunk in one fused elementwise pass.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -37,32 +39,33 @@ from ..semirings.structure import LabelRange
 
 __all__ = ["Layout", "LowRank", "layout", "low_rank", "narrow_exits", "is_concrete", "NARROW"]
 
-NARROW = 4               # a per-row statistic has at most this many elements per row
+NARROW = 4  # a per-row statistic has at most this many elements per row
 
 
 class Layout(NamedTuple):
     """How a block's Jacobian is probed. Probes ``0..n_dense-1`` are dense row-local (probe
     p: the p-th such element of every row); every later probe owns *sparse* entries, flat in
     [probe − n_dense, row, position], each belonging to one input element."""
-    rows: int                   # R
-    r: int                      # leading output axes that index the rows
-    sizes: tuple                # within-row size of each live output (a_out = sum)
-    probe: list                 # per wanted input: probe of each element, −1: reaches nothing
-    row: list                   # per wanted input: row of each row-local element (else 0)
+
+    rows: int  # R
+    r: int  # leading output axes that index the rows
+    sizes: tuple  # within-row size of each live output (a_out = sum)
+    probe: list  # per wanted input: probe of each element, −1: reaches nothing
+    row: list  # per wanted input: row of each row-local element (else 0)
     n_dense: int
     n_probes: int
-    own_entry: list             # per wanted input: the one sparse entry of an element owning one
+    own_entry: list  # per wanted input: the one sparse entry of an element owning one
     sparse_entries: np.ndarray  # the entries of elements owning several (shared elements) …
-    sparse_owner: np.ndarray    # … and their owners (wanted inputs concatenated)
-    traced: bool                # structure depends on traced values (dense fallback)
+    sparse_owner: np.ndarray  # … and their owners (wanted inputs concatenated)
+    traced: bool  # structure depends on traced values (dense fallback)
 
 
 class _Classes(NamedTuple):
     probe: np.ndarray
     row: np.ndarray
     pos: np.ndarray
-    lsingle: np.ndarray         # row-local, one position
-    ssingle: np.ndarray         # several rows, one position
+    lsingle: np.ndarray  # row-local, one position
+    ssingle: np.ndarray  # several rows, one position
     wide: np.ndarray
     n_dense: int
     n_lsingle: int
@@ -125,7 +128,9 @@ def _label_ranges(graph, env, live, label_sets, keys):
         return [cts.get(k, S.zeros(shapes[k], None)) for k in keys]
 
     with jax.ensure_compile_time_eval():
-        stacked = [np.stack([ls[j] for ls in label_sets]).astype(np.int32) for j in range(len(live))]
+        stacked = [
+            np.stack([ls[j] for ls in label_sets]).astype(np.int32) for j in range(len(live))
+        ]
         res = jax.vmap(one)(*stacked)
     if not is_concrete(res):
         return None
@@ -148,8 +153,18 @@ def _classify(row_lo, row_hi, pos_lo, pos_hi, a_out) -> _Classes:
     probe[ssingle] = n_dense + _count(rank_l) + rank_s
     first_wide = n_dense + _count(rank_l) + _count(rank_s)
     probe[wide] = first_wide + np.arange(int(wide.sum()))
-    return _Classes(probe, np.where(local, row_lo, 0), pos_lo, lsingle, ssingle, wide, n_dense,
-                    _count(rank_l), _count(rank_s), first_wide + int(wide.sum()))
+    return _Classes(
+        probe,
+        np.where(local, row_lo, 0),
+        pos_lo,
+        lsingle,
+        ssingle,
+        wide,
+        n_dense,
+        _count(rank_l),
+        _count(rank_s),
+        first_wide + int(wide.sum()),
+    )
 
 
 def layout(graph, env, wanted, live) -> Layout:
@@ -160,14 +175,29 @@ def layout(graph, env, wanted, live) -> Layout:
     n_out = sum(int(np.prod(s, dtype=np.int64)) for s in out_shapes)
     cands = _candidates(out_shapes)
     seeds = [_labels(out_shapes, r) for r in cands]
-    res = _label_ranges(graph, env, live, [ls for sd in seeds for ls in sd[1:]],
-                        [graph.invars[i].key for i in wanted])
+    res = _label_ranges(
+        graph,
+        env,
+        live,
+        [ls for sd in seeds for ls in sd[1:]],
+        [graph.invars[i].key for i in wanted],
+    )
     if res is None:
         offs = np.concatenate([[0], np.cumsum(n_in)])
         probe = [np.arange(o, o + n).reshape(s) for o, n, s in zip(offs, n_in, in_shapes)]
-        return Layout(1, 0, (n_out,), probe, [np.zeros(s, np.int64) for s in in_shapes],
-                      sum(n_in), sum(n_in), [np.full(s, -1, np.int64) for s in in_shapes],
-                      np.zeros(0, np.int64), np.zeros(0, np.int64), True)
+        return Layout(
+            1,
+            0,
+            (n_out,),
+            probe,
+            [np.zeros(s, np.int64) for s in in_shapes],
+            sum(n_in),
+            sum(n_in),
+            [np.full(s, -1, np.int64) for s in in_shapes],
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            True,
+        )
     flat = lambda xs: np.concatenate([x.reshape(-1) for x in xs])
     best = None
     for c, r in enumerate(cands):
@@ -189,19 +219,28 @@ def _plan(R, r, sizes, in_shapes, cls: _Classes) -> Layout:
     rel = cls.probe - cls.n_dense
     ids_l, ids_s, ids_w = (np.nonzero(m)[0] for m in (cls.lsingle, cls.ssingle, cls.wide))
     ent_l = (rel[ids_l] * R + cls.row[ids_l]) * a_out + cls.pos[ids_l]
-    ent_s = ((rel[ids_s][:, None] * R + np.arange(R)[None]) * a_out
-             + cls.pos[ids_s][:, None]).reshape(-1)
+    ent_s = (
+        (rel[ids_s][:, None] * R + np.arange(R)[None]) * a_out + cls.pos[ids_s][:, None]
+    ).reshape(-1)
     ent_w = (rel[ids_w][:, None] * R * a_out + np.arange(R * a_out)[None]).reshape(-1)
     own = np.full(len(cls.probe), -1, np.int64)
     own[ids_l] = ent_l
     splits = np.cumsum([int(np.prod(s, dtype=np.int64)) for s in in_shapes])[:-1]
     unflat = lambda a: [p.reshape(s) for p, s in zip(np.split(a, splits), in_shapes)]
     dense = (cls.probe >= 0) & (cls.probe < cls.n_dense)
-    return Layout(R, r, sizes, unflat(cls.probe), unflat(np.where(dense, cls.row, 0)),
-                  cls.n_dense, cls.n_probes, unflat(own),
-                  np.concatenate([ent_s, ent_w]).astype(np.int64),
-                  np.concatenate([np.repeat(ids_s, R), np.repeat(ids_w, R * a_out)]).astype(np.int64),
-                  False)
+    return Layout(
+        R,
+        r,
+        sizes,
+        unflat(cls.probe),
+        unflat(np.where(dense, cls.row, 0)),
+        cls.n_dense,
+        cls.n_probes,
+        unflat(own),
+        np.concatenate([ent_s, ent_w]).astype(np.int64),
+        np.concatenate([np.repeat(ids_s, R), np.repeat(ids_w, R * a_out)]).astype(np.int64),
+        False,
+    )
 
 
 def narrow_exits(g, env, lay, live) -> list:
@@ -209,11 +248,16 @@ def narrow_exits(g, env, lay, live) -> list:
     variables with the rows as leading axes, at most NARROW elements per row, every element
     reaching exactly its own row, read by an equation with a wide output (or an output)."""
     out_shapes = [tuple(g.outvars[k].aval.shape) for k in live]
-    rows_shape = out_shapes[0][:lay.r]
-    cand = [v for n in g.nodes for v in n.outvars
-            if is_float(v.aval) and len(v.aval.shape) >= lay.r
-            and tuple(v.aval.shape[:lay.r]) == rows_shape
-            and int(np.prod(v.aval.shape[lay.r:], dtype=np.int64)) <= NARROW]
+    rows_shape = out_shapes[0][: lay.r]
+    cand = [
+        v
+        for n in g.nodes
+        for v in n.outvars
+        if is_float(v.aval)
+        and len(v.aval.shape) >= lay.r
+        and tuple(v.aval.shape[: lay.r]) == rows_shape
+        and int(np.prod(v.aval.shape[lay.r :], dtype=np.int64)) <= NARROW
+    ]
     if not cand:
         return []
     res = _label_ranges(g, env, live, [_labels(out_shapes, lay.r)[1]], [v.key for v in cand])
@@ -221,8 +265,9 @@ def narrow_exits(g, env, lay, live) -> list:
         return []
     narrow = {}
     for v, rng in zip(cand, res):
-        own = np.broadcast_to(np.arange(lay.rows).reshape(rows_shape + (1,) * (v.aval.ndim - lay.r)),
-                              v.aval.shape)
+        own = np.broadcast_to(
+            np.arange(lay.rows).reshape(rows_shape + (1,) * (v.aval.ndim - lay.r)), v.aval.shape
+        )
         if np.array_equal(rng.lo[0], own) and np.array_equal(rng.hi[0], own):
             narrow[v.key] = v
     exits = {}
@@ -237,11 +282,12 @@ class LowRank(NamedTuple):
     """A block's dense Jacobian as factors: ``jacobian(first, n)`` gives the entries
     [n, R, a_out] of dense probes first..first+n−1; entry (row r, probe j, output k) is
     Σ_i U[i, r, k]·V[i, r, j] + Σ_c [owner[c, r, k] = j]·G[c, r, k]."""
+
     jacobian: Callable
-    U: Any       # [b, R, a_out]
-    V: Any       # [b, R, n_dense]
-    G: Any       # [C, R, a_out]
-    owner: Any   # [C, R, a_out] int32: the dense probe owning each G entry, −1 for none
+    U: Any  # [b, R, a_out]
+    V: Any  # [b, R, n_dense]
+    G: Any  # [C, R, a_out]
+    owner: Any  # [C, R, a_out] int32: the dense probe owning each G entry, −1 for none
 
 
 def low_rank(g, env, lay, wanted, live, primals_in, per):
@@ -251,14 +297,21 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
     if lay.traced or lay.n_dense <= 4 * NARROW:
         return None
     exits = narrow_exits(g, env, lay, live)
-    b = sum(int(np.prod(e.aval.shape[lay.r:], dtype=np.int64)) for e in exits)
+    b = sum(int(np.prod(e.aval.shape[lay.r :], dtype=np.int64)) for e in exits)
     if not exits or 2 * b + 2 >= lay.n_dense:
         return None
     # the cut graph: every exit becomes an input (its producer writes elsewhere)
     keys = {e.key: -1 - j for j, e in enumerate(exits)}
-    cut = Graph([n._replace(outvars=tuple(Ref(keys[o.key], o.aval) if o.key in keys else o
-                                          for o in n.outvars)) for n in g.nodes],
-                list(g.invars) + exits, list(g.outvars))
+    cut = Graph(
+        [
+            n._replace(
+                outvars=tuple(Ref(keys[o.key], o.aval) if o.key in keys else o for o in n.outvars)
+            )
+            for n in g.nodes
+        ],
+        list(g.invars) + exits,
+        list(g.outvars),
+    )
     n_args = len(primals_in)
     cut_args = list(primals_in) + [env[e.key] for e in exits]
     cut_env = forward(cut, cut_args)
@@ -268,13 +321,20 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
     if res is None:
         return None
     flat = lambda xs: np.concatenate([x.reshape(-1) for x in xs])
-    cls = _classify(flat([v.lo[0] for v in res]), flat([v.hi[0] for v in res]),
-                    flat([v.lo[1] for v in res]), flat([v.hi[1] for v in res]), sum(lay.sizes))
+    cls = _classify(
+        flat([v.lo[0] for v in res]),
+        flat([v.hi[0] for v in res]),
+        flat([v.lo[1] for v in res]),
+        flat([v.hi[1] for v in res]),
+        sum(lay.sizes),
+    )
     orig = flat(lay.probe)
     dense = (orig >= 0) & (orig < lay.n_dense)
     dead = cls.probe < 0
     alive = dense & ~dead
-    if not np.all(cls.lsingle[dense] | dead[dense]) or np.any(cls.row[alive] != flat(lay.row)[alive]):
+    if not np.all(cls.lsingle[dense] | dead[dense]) or np.any(
+        cls.row[alive] != flat(lay.row)[alive]
+    ):
         return None
     # G_x probes (one per rank at a position) and the dense probe owning each of their entries
     use = dense & cls.lsingle
@@ -291,7 +351,7 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
         args = list(cut_args)
         for i, v in zip(wanted, vals):
             args[i] = v
-        args[n_args:] = vals[len(wanted):]
+        args[n_args:] = vals[len(wanted) :]
         e = forward(cut, args)
         return [value_of(e, cut.outvars[k]) for k in live]
 
@@ -305,31 +365,44 @@ def low_rank(g, env, lay, wanted, live, primals_in, per):
     # U (and G_x): b + C JVPs of the cut graph; V: b VJPs of the exits
     e_tangents = []  # one-hot at within-row position j of an exit, in every row
     for e in exits:
-        m = int(np.prod(e.aval.shape[lay.r:], dtype=np.int64))
+        m = int(np.prod(e.aval.shape[lay.r :], dtype=np.int64))
         for j in range(m):
-            e_tangents.append([np.broadcast_to((np.arange(m) == j).reshape(e.aval.shape[lay.r:]),
-                                               e.aval.shape).astype(e.aval.dtype) if x is e else
-                               np.zeros(x.aval.shape, x.aval.dtype) for x in exits])
-    x_tan = [np.stack([(rk == c).astype(x.dtype) for c in range(C)] + [np.zeros(x.shape, x.dtype)] * b)
-             for rk, x in zip(rank_in, xs)]
-    n_tan = [np.stack([np.zeros(e.aval.shape, e.aval.dtype)] * C + [t[j] for t in e_tangents])
-             for j, e in enumerate(exits)]
+            e_tangents.append(
+                [
+                    np.broadcast_to(
+                        (np.arange(m) == j).reshape(e.aval.shape[lay.r :]), e.aval.shape
+                    ).astype(e.aval.dtype)
+                    if x is e
+                    else np.zeros(x.aval.shape, x.aval.dtype)
+                    for x in exits
+                ]
+            )
+    x_tan = [
+        np.stack([(rk == c).astype(x.dtype) for c in range(C)] + [np.zeros(x.shape, x.dtype)] * b)
+        for rk, x in zip(rank_in, xs)
+    ]
+    n_tan = [
+        np.stack([np.zeros(e.aval.shape, e.aval.dtype)] * C + [t[j] for t in e_tangents])
+        for j, e in enumerate(exits)
+    ]
     _, lin_cut = jax.linearize(cut_outputs, *xs, *cut_args[n_args:])
     Y = jax.vmap(lin_cut)(*x_tan, *n_tan)
     Y = jnp.concatenate([y.reshape(C + b, R, m) for y, m in zip(Y, lay.sizes)], 2)
     Yg, U = Y[:C], Y[C:]
     _, pull = jax.vjp(exit_values, *xs)
     Vx = jax.vmap(pull)([jnp.stack([t[j] for t in e_tangents]) for j in range(len(exits))])
-    V = jnp.zeros((b, R * lay.n_dense), Yg.dtype)   # [j, row, dense probe]
+    V = jnp.zeros((b, R * lay.n_dense), Yg.dtype)  # [j, row, dense probe]
     for vx, p, rw in zip(Vx, lay.probe, lay.row):
         sel = ((p >= 0) & (p < lay.n_dense)).reshape(-1)
-        V = V.at[:, jnp.asarray((rw * lay.n_dense + p).reshape(-1)[sel])].set(vx.reshape(b, -1)[:, sel])
-    V_rows = V.reshape(b, R, lay.n_dense)                # [j, row, dense probe]
+        V = V.at[:, jnp.asarray((rw * lay.n_dense + p).reshape(-1)[sel])].set(
+            vx.reshape(b, -1)[:, sel]
+        )
+    V_rows = V.reshape(b, R, lay.n_dense)  # [j, row, dense probe]
     owner_pos = jnp.asarray(owner_pos, jnp.int32)
-    n_pad = -(-lay.n_dense // per) * per - lay.n_dense   # lax.map's last chunk reads past the end
+    n_pad = -(-lay.n_dense // per) * per - lay.n_dense  # lax.map's last chunk reads past the end
     V = jnp.pad(jnp.moveaxis(V_rows, 2, 0), ((0, n_pad), (0, 0), (0, 0)))
 
-    def jacobian(first, n):   # one fused elementwise pass: [n, R, a_out]
+    def jacobian(first, n):  # one fused elementwise pass: [n, R, a_out]
         p = (first + jnp.arange(n)).reshape(n, 1, 1)
         Jg = sum(jnp.where(owner_pos[c][None] == p, Yg[c][None], 0) for c in range(C))
         Vn = lax.dynamic_slice_in_dim(V, first, n, axis=0)

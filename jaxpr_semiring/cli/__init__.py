@@ -4,6 +4,7 @@
 document), :mod:`.loading` (checkpoint directories, tokenizers, target specs) and
 :mod:`.errors` (:class:`UsageError`: exit code 2, one line).
 """
+
 from .commands import main
 
 __all__ = ["main"]

@@ -3,7 +3,8 @@
 ::
 
     jaxpr-semiring flows MODEL --text "The keys to the cabinet [MASK] on the table." \\
-        [--target logit-diff:is,are] [--semiring max-product|real|log|entropy|counting|max-abs|top-k:K] \\
+        [--target logit-diff:is,are] [--semiring
+        max-product|real|log|entropy|counting|max-abs|top-k:K] \\
         [--heads] [--json flows.json] [--out flows.png] [--html flows.html]
     jaxpr-semiring top-path MODEL --text ... [--token I] [--json path.json]
 
@@ -25,6 +26,7 @@ of flows computed elsewhere.
 >>> parse_semiring("top-k:3")
 TopK(3)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +49,8 @@ from . import dataset, loading, render
 from .errors import UsageError
 from .loading import Loaded
 
-__all__ = ["main", "parse_semiring", "FlowsRunner", "document",
-           "top_path_document"]
+__all__ = ["main", "parse_semiring", "FlowsRunner", "document", "top_path_document"]
+
 
 def parse_semiring(spec: str) -> Semiring:
     """A ``--semiring`` name → the semiring: any registered one
@@ -73,12 +75,19 @@ class FlowsRunner:
       heads: split query/key/value per attention head.
     """
 
-    def __init__(self, loaded: Loaded, semiring: Semiring | str = "max-product",
-                 target: str | None = None, heads: bool = False):
+    def __init__(
+        self,
+        loaded: Loaded,
+        semiring: Semiring | str = "max-product",
+        target: str | None = None,
+        heads: bool = False,
+    ):
         self.loaded, self.target, self.heads = loaded, target, heads
         if isinstance(semiring, type):
-            raise TypeError(f"FlowsRunner got the class {semiring.__name__}, not a semiring: "
-                            f"pass an instance: {semiring.__name__}().")
+            raise TypeError(
+                f"FlowsRunner got the class {semiring.__name__}, not a semiring: "
+                f"pass an instance: {semiring.__name__}()."
+            )
         self.S = parse_semiring(semiring) if isinstance(semiring, str) else semiring
         self._fns: dict = {}  # target function -> jitted flows function
 
@@ -87,8 +96,11 @@ class FlowsRunner:
         ids, tokens = loading.encode(self.loaded, text)
         tgt = loading.resolve_target(self.loaded, self.target, ids)
         if tgt.fn not in self._fns:
-            self._fns[tgt.fn] = jax.jit(component_flows_fn(
-                self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset))
+            self._fns[tgt.fn] = jax.jit(
+                component_flows_fn(
+                    self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
+                )
+            )
         cf = self._fns[tgt.fn](self.loaded.model.params, {"input_ids": ids}, *tgt.args)
         return cf, tokens, tgt
 
@@ -98,24 +110,38 @@ class FlowsRunner:
         return document(self.loaded, self.S, cf, tokens, tgt)
 
 
-def document(loaded: Loaded, S: Semiring, flows, tokens: Sequence[str], target: loading.Target
-             ) -> dict:
+def document(
+    loaded: Loaded, S: Semiring, flows, tokens: Sequence[str], target: loading.Target
+) -> dict:
     """The JSON document of flows computed for one text (``flows``: a
     :class:`~jaxpr_semiring.analyses.component_channels.ComponentFlows` of one example)."""
     points = []
     for pt in flows.points:
         fields = S.field_values(pt.flows)
         total = S.field_values(pt.total)
-        points.append({"layer": pt.layer, "point": pt.point, "components": list(pt.components),
-                       "flows": {f: a.tolist() for f, a in fields.items()},
-                       "total": {f: total[f].tolist() for f in fields}})
-    return {"model": loaded.name, "architecture": loaded.model.config.model_type,
-            "semiring": S.label, "target": target.description,
-            "target_value": float(flows.value), "tokens": list(tokens), "points": points}
+        points.append(
+            {
+                "layer": pt.layer,
+                "point": pt.point,
+                "components": list(pt.components),
+                "flows": {f: a.tolist() for f, a in fields.items()},
+                "total": {f: total[f].tolist() for f in fields},
+            }
+        )
+    return {
+        "model": loaded.name,
+        "architecture": loaded.model.config.model_type,
+        "semiring": S.label,
+        "target": target.description,
+        "target_value": float(flows.value),
+        "tokens": list(tokens),
+        "points": points,
+    }
 
 
-def top_path_document(loaded: Loaded, text: str, target: str | None = None,
-                      token: int | None = None) -> tuple[dict, Any]:
+def top_path_document(
+    loaded: Loaded, text: str, target: str | None = None, token: int | None = None
+) -> tuple[dict, Any]:
     """``(document, Path)``: the top gradient path (max-product) from token ``token``'s
     embedding (its best dimension; default: the best element of any token) to the target."""
     ids, tokens = loading.encode(loaded, text)
@@ -128,6 +154,7 @@ def top_path_document(loaded: Loaded, text: str, target: str | None = None,
         def run(p):
             f, e0 = embedding_target(model, p, {"input_ids": ids}, tgt.fn, tgt.args, loaded.preset)
             return what(f, e0)
+
         return jax.jit(run)(params)
 
     at = None
@@ -138,15 +165,21 @@ def top_path_document(loaded: Loaded, text: str, target: str | None = None,
     path = traced(lambda f, e0: top_path(f, at=at)(e0))
     value = traced(lambda f, e0: f(e0))
     start = path.start["index"]
-    doc = {"model": loaded.name, "architecture": model.config.model_type,
-           "target": tgt.description, "target_value": float(value), "tokens": tokens,
-           "start": {"token": int(start[1]), "dim": int(start[2])}, "value": path.value,
-           "steps": [dict(s._asdict(), shape=list(s.shape), index=list(s.index))
-                     for s in path.steps]}
+    doc = {
+        "model": loaded.name,
+        "architecture": model.config.model_type,
+        "target": tgt.description,
+        "target_value": float(value),
+        "tokens": tokens,
+        "start": {"token": int(start[1]), "dim": int(start[2])},
+        "value": path.value,
+        "steps": [dict(s._asdict(), shape=list(s.shape), index=list(s.index)) for s in path.steps],
+    }
     return doc, path
 
 
 # ------------------------------------------------------------------------------ argparse
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``jaxpr-semiring flows: error: ... (see --help)``), exit
@@ -157,20 +190,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="jaxpr-semiring", description=(
-        "Where does the gradient flow: semiring backpropagation on Transformers."))
+    ap = _Parser(
+        prog="jaxpr-semiring",
+        description=("Where does the gradient flow: semiring backpropagation on Transformers."),
+    )
     sub = ap.add_subparsers(dest="command", required=True)
-    target_help = ("what to explain: logit-diff:A,B[@POS] (masked LM: at the mask; causal LM: "
-                   "next token at POS, default the last), class-diff:A,B (classifiers), "
-                   "similarity:\"another text\" (sentence encoders); default: the top-1 minus "
-                   "the top-2 prediction")
+    target_help = (
+        "what to explain: logit-diff:A,B[@POS] (masked LM: at the mask; causal LM: "
+        "next token at POS, default the last), class-diff:A,B (classifiers), "
+        'similarity:"another text" (sentence encoders); default: the top-1 minus '
+        "the top-2 prediction"
+    )
     fl = sub.add_parser("flows", help="flows through every component at every branch point")
     fl.add_argument("model", help="a save_pretrained directory, or 'minilm'")
     fl.add_argument("--text", help="the input text (or --file for a data set)")
     fl.add_argument("--target", help=target_help)
-    fl.add_argument("--semiring", default="max-product",
-                    help="max-product (default), real, log, entropy, counting, max-abs, top-k:K "
-                         "(with --file: several, comma separated)")
+    fl.add_argument(
+        "--semiring",
+        default="max-product",
+        help="max-product (default), real, log, entropy, counting, max-abs, top-k:K "
+        "(with --file: several, comma separated)",
+    )
     fl.add_argument("--heads", action="store_true", help="split query/key/value per head")
     fl.add_argument("--json", help="write the JSON document here ('-': stdout)")
     fl.add_argument("--out", help="write the heatmap PNG here")
@@ -192,36 +232,50 @@ _OUTPUTS = {"flows": ("json", "out", "html"), "top-path": ("json",)}
 def _check_outputs(args) -> None:
     """Every output path writable, no two the same file, matplotlib there for --out: checked
     before the model loads."""
-    named = [(f"--{k}", getattr(args, k)) for k in _OUTPUTS[args.command]
-             if getattr(args, k, None) is not None]
+    named = [
+        (f"--{k}", getattr(args, k))
+        for k in _OUTPUTS[args.command]
+        if getattr(args, k, None) is not None
+    ]
     for option, path in named:
         outputs.check_output_path(path, option)
     real = {}
     for option, path in named:
         key = "-" if outputs.is_stdout(path) else os.path.realpath(path)
         if key in real and not (key != "-" and os.path.exists(key) and not os.path.isfile(key)):
-            raise UsageError(f"{real[key]} and {option} name the same file "
-                             f"{outputs.shown(path)}: give each its own.")
+            raise UsageError(
+                f"{real[key]} and {option} name the same file "
+                f"{outputs.shown(path)}: give each its own."
+            )
         real[key] = option
     if getattr(args, "out", None) is not None:
         import importlib.util
+
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--out needs matplotlib: pip install \"jaxpr_semiring[examples]\" "
-                             "(or leave --out out).")
+            raise UsageError(
+                '--out needs matplotlib: pip install "jaxpr_semiring[examples]" '
+                "(or leave --out out)."
+            )
 
 
 def _check_text(text: str | None, command: str) -> None:
     if not text:
-        raise UsageError(f"{command} needs --text \"a sentence\"" + (
-            " (or --file inputs.txt --out-dir results/ for a data set)." if command == "flows"
-            else "."))
+        raise UsageError(
+            f'{command} needs --text "a sentence"'
+            + (
+                " (or --file inputs.txt --out-dir results/ for a data set)."
+                if command == "flows"
+                else "."
+            )
+        )
     if not text.strip():
-        raise UsageError("the text is empty: pass --text \"a sentence\".")
+        raise UsageError('the text is empty: pass --text "a sentence".')
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise UsageError(f"--text is not valid Unicode (character {e.start}): pass UTF-8 "
-                         f"text.") from None
+        raise UsageError(
+            f"--text is not valid Unicode (character {e.start}): pass UTF-8 text."
+        ) from None
 
 
 def _human_stream(args):
@@ -234,16 +288,20 @@ def _flows(args) -> None:
     _check_text(args.text, "flows")
     S = parse_semiring(args.semiring)
     if args.field is not None and args.field not in S.fields:
-        raise UsageError(f"--field {args.field!r} is not a field of {S.label}: use one of "
-                         f"{list(S.fields)}.")
+        raise UsageError(
+            f"--field {args.field!r} is not a field of {S.label}: use one of {list(S.fields)}."
+        )
     loading.check_target(args.target)
     _check_outputs(args)
     runner = FlowsRunner(loading.load(args.model), S, args.target, args.heads)
     doc = runner.document(args.text)
     stream = _human_stream(args)
     print(render.format_table(doc, args.field), file=stream)
-    for option, write in (("json", render.save_json), ("out", render.save_heatmap),
-                          ("html", render.save_html)):
+    for option, write in (
+        ("json", render.save_json),
+        ("out", render.save_heatmap),
+        ("html", render.save_html),
+    ):
         path = getattr(args, option)
         if path is None:
             continue
@@ -261,13 +319,17 @@ def _top_path(args) -> None:
     doc, path = top_path_document(loading.load(args.model), args.text, args.target, args.token)
     stream = _human_stream(args)
     shown = outputs.shown
-    print(f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · target "
-          f"{shown(doc['target'])} = {doc['target_value']:.6g} · from token "
-          f"{doc['start']['token']} {doc['tokens'][doc['start']['token']]!r}", file=stream)
+    print(
+        f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · target "
+        f"{shown(doc['target'])} = {doc['target_value']:.6g} · from token "
+        f"{doc['start']['token']} {doc['tokens'][doc['start']['token']]!r}",
+        file=stream,
+    )
     print(path, file=stream)
     if args.json is not None:
-        outputs.write_output(args.json, json.dumps(doc, indent=1, ensure_ascii=False) + "\n",
-                             option="--json")
+        outputs.write_output(
+            args.json, json.dumps(doc, indent=1, ensure_ascii=False) + "\n", option="--json"
+        )
         print(f"wrote {shown(args.json)}", file=stream)
 
 
@@ -303,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except (UsageError, OutputError) as e:
         return _error(str(e))
-    except OSError as e:   # printing the table: stdout is full, closed or gone
+    except OSError as e:  # printing the table: stdout is full, closed or gone
         if e.filename is not None:
             return _error(f"{e.filename}: {e.strerror or e}.")
         _silence_stdout()

@@ -24,6 +24,7 @@ before the model loads; a results directory that fails mid-run is one line namin
 >>> a.batch_size, parse_buckets(a.buckets), parse_buckets("exact")
 (8, [16, 32], 'exact')
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,23 +40,43 @@ from . import loading, render
 from .dataset_flows import example_target, flows_task, model_digest, run_options
 from .errors import UsageError
 
-__all__ = ["add_arguments", "parse_buckets", "run_file", "example_target", "model_digest",
-           "flows_task", "run_options"]
+__all__ = [
+    "add_arguments",
+    "parse_buckets",
+    "run_file",
+    "example_target",
+    "model_digest",
+    "flows_task",
+    "run_options",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The data-set options of ``jaxpr-semiring flows``."""
     g = parser.add_argument_group("data sets", "run every line of a file (instead of --text)")
-    g.add_argument("--file", help="inputs, one per line: plain text, or JSON Lines with \"text\" "
-                                  "(and optionally \"target\" or \"good\"/\"bad\")")
-    g.add_argument("--out-dir", help="results directory: flows.jsonl, skipped.jsonl, parts/ "
-                                     "(a re-run resumes)")
+    g.add_argument(
+        "--file",
+        help='inputs, one per line: plain text, or JSON Lines with "text" '
+        '(and optionally "target" or "good"/"bad")',
+    )
+    g.add_argument(
+        "--out-dir", help="results directory: flows.jsonl, skipped.jsonl, parts/ (a re-run resumes)"
+    )
     g.add_argument("--batch-size", type=int, default=8, help="inputs per batch per device (8)")
-    g.add_argument("--buckets", help="padded lengths, e.g. 16,32,64 (default: powers of two "
-                                     "from 8), or 'exact' (no padding)")
-    g.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
-                   help="input format (auto: JSON Lines if .jsonl or lines start with '{')")
-    g.add_argument("--coordinator", help="jax.distributed coordinator HOST:PORT (several processes)")
+    g.add_argument(
+        "--buckets",
+        help="padded lengths, e.g. 16,32,64 (default: powers of two "
+        "from 8), or 'exact' (no padding)",
+    )
+    g.add_argument(
+        "--format",
+        choices=("auto", "text", "jsonl"),
+        default="auto",
+        help="input format (auto: JSON Lines if .jsonl or lines start with '{')",
+    )
+    g.add_argument(
+        "--coordinator", help="jax.distributed coordinator HOST:PORT (several processes)"
+    )
     g.add_argument("--num-processes", type=int, help="jax.distributed: how many processes")
     g.add_argument("--process-id", type=int, help="jax.distributed: this process's id")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,49 +101,74 @@ def _write_failure(e: OSError, out_dir: str) -> DatasetError:
     name = os.fsdecode(e.filename) if e.filename is not None else None
     inside = name is None or os.path.abspath(name).startswith(os.path.abspath(out_dir) + os.sep)
     where = outputs.shown(out_dir) if inside else outputs.shown(name)
-    fix = ("free some space" if e.errno == errno.ENOSPC else
-           "make it writable" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else
-           "check it")
-    return DatasetError(f"cannot write to {where}: {e.strerror or e}; {fix} and run the same "
-                        f"command again (finished inputs are kept and not recomputed).")
+    fix = (
+        "free some space"
+        if e.errno == errno.ENOSPC
+        else "make it writable"
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        else "check it"
+    )
+    return DatasetError(
+        f"cannot write to {where}: {e.strerror or e}; {fix} and run the same "
+        f"command again (finished inputs are kept and not recomputed)."
+    )
 
 
-def run_file(args: argparse.Namespace, parse_semiring: Callable[[str], Any],
-             document: Callable, stream=None) -> int:
+def run_file(
+    args: argparse.Namespace, parse_semiring: Callable[[str], Any], document: Callable, stream=None
+) -> int:
     """``jaxpr-semiring flows MODEL --file ...``; the exit code (2: bad usage, unreadable input,
     unwritable or mismatched results directory)."""
     stream = sys.stderr if stream is None else stream
     try:
         if not args.out_dir:
             raise UsageError("--file needs --out-dir (the results directory).")
-        single = [f"--{k}" for k in ("text", "json", "out", "html", "field")
-                  if getattr(args, k, None) is not None]
+        single = [
+            f"--{k}"
+            for k in ("text", "json", "out", "html", "field")
+            if getattr(args, k, None) is not None
+        ]
         if single:
-            raise UsageError(f"{', '.join(single)} is for one text; with --file the records go "
-                             f"to --out-dir/flows.jsonl (render one with jaxpr_semiring.cli.render).")
+            raise UsageError(
+                f"{', '.join(single)} is for one text; with --file the records go "
+                f"to --out-dir/flows.jsonl (render one with jaxpr_semiring.cli.render)."
+            )
         if args.batch_size < 1:
             raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
         init_distributed(args.coordinator, args.num_processes, args.process_id)
         semirings = [parse_semiring(s.strip()) for s in args.semiring.split(",")]
         buckets = parse_buckets(args.buckets)
         loading.check_target(args.target)
-        try:                     # before the model loads: fail fast
+        try:  # before the model loads: fail fast
             open(args.file, "rb").close()
         except OSError as e:
-            raise DatasetError(f"cannot read {outputs.shown(args.file)}: {e.strerror or e}.") from None
-        except ValueError:       # a NUL character
+            raise DatasetError(
+                f"cannot read {outputs.shown(args.file)}: {e.strerror or e}."
+            ) from None
+        except ValueError:  # a NUL character
             raise UsageError(f"--file {outputs.shown(args.file)}: not a file name.") from None
         outputs.check_output_dir(args.out_dir, "--out-dir")
         loaded = loading.load(args.model)
         prepare, compute, record = flows_task(loaded, semirings, args.target, args.heads, document)
         options = run_options(loaded, args.semiring.split(","), args.target, args.heads)
         try:
-            run_dataset(args.file, args.out_dir, prepare=prepare, compute=compute, record=record,
-                        params=loaded.model.params, options=options, batch_size=args.batch_size,
-                        buckets=buckets, format=args.format, encode=render.to_json,
-                        progress=not args.no_progress, stream=stream,
-                        about={"model": args.model})
-        except OSError as e:     # the results directory failed mid-run (read-only, full, gone)
+            run_dataset(
+                args.file,
+                args.out_dir,
+                prepare=prepare,
+                compute=compute,
+                record=record,
+                params=loaded.model.params,
+                options=options,
+                batch_size=args.batch_size,
+                buckets=buckets,
+                format=args.format,
+                encode=render.to_json,
+                progress=not args.no_progress,
+                stream=stream,
+                about={"model": args.model},
+            )
+        except OSError as e:  # the results directory failed mid-run (read-only, full, gone)
             raise _write_failure(e, args.out_dir) from None
     except (UsageError, DatasetError, OutputError) as e:
         print(f"jaxpr-semiring: error: {outputs.shown(e)}", file=stream)

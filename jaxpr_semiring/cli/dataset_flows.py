@@ -17,6 +17,7 @@ the model stack, flax and transformers.)
 >>> example_target({"good": "is", "bad": "are"}, None, "mlm")
 'logit-diff:is,are'
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,17 @@ from ..models.components import component_flows_fn
 from . import loading
 from .errors import UsageError
 
-__all__ = ["flows_task", "run_options", "model_files", "model_digest", "model_directory",
-           "example_target", "masked_similarity", "PADDED", "padding_safe"]
+__all__ = [
+    "flows_task",
+    "run_options",
+    "model_files",
+    "model_digest",
+    "model_directory",
+    "example_target",
+    "masked_similarity",
+    "PADDED",
+    "padding_safe",
+]
 
 
 def masked_similarity(outputs, attention_mask, other):
@@ -49,8 +59,12 @@ def masked_similarity(outputs, attention_mask, other):
 #: target function -> how it runs on a padded row: ``None``, as it is (it reads fixed
 #: positions, which the attention mask keeps apart from the padding); or a function taking
 #: the attention mask first. A target function not listed runs unpadded.
-PADDED: dict = {targets.logit_diff: None, targets.class_diff: None,
-                targets.similarity: masked_similarity}
+PADDED: dict = {
+    targets.logit_diff: None,
+    targets.class_diff: None,
+    targets.similarity: masked_similarity,
+}
+
 
 def padding_safe(S) -> bool:
     """Whether ``S`` gives the zero-product paths through padded positions no weight
@@ -77,8 +91,9 @@ def example_target(fields: dict, default: str | None, kind: str) -> str | None:
     return default
 
 
-def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
-               document: Callable) -> tuple[Callable, Callable, Callable]:
+def flows_task(
+    loaded, semirings: Sequence, target: str | None, heads: bool, document: Callable
+) -> tuple[Callable, Callable, Callable]:
     """``(prepare, compute, record)`` for :func:`~jaxpr_semiring.dataset.run_dataset`: the
     single-text checks and target per input, component flows for every semiring in one
     jitted program, one document per semiring (``document(loaded, semiring, flows, tokens,
@@ -87,28 +102,38 @@ def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
     single-text document (within float rounding) whatever the buckets."""
     model = loaded.model
     pad_all = all(padding_safe(S) for S in semirings)
-    chosen: list = []      # the target function: the first input's; every input must share it
+    chosen: list = []  # the target function: the first input's; every input must share it
     fns: dict = {}
 
     def prepare(ex):
         try:
             ids, tokens = loading.encode(loaded, ex.text)
-            tgt = loading.resolve_target(loaded, example_target(ex.fields, target, loaded.kind), ids)
+            tgt = loading.resolve_target(
+                loaded, example_target(ex.fields, target, loaded.kind), ids
+            )
         except UsageError as e:
             raise InputError(str(e)) from None
         if chosen and tgt.fn is not chosen[0]:
-            raise InputError(f"target {tgt.description!r} is of another kind than this run's "
-                             f"first target; run it separately.")
+            raise InputError(
+                f"target {tgt.description!r} is of another kind than this run's "
+                f"first target; run it separately."
+            )
         chosen[:1] = [tgt.fn]
-        return Prepared({"input_ids": ids}, {f"target_{i}": a for i, a in enumerate(tgt.args)},
-                        (tokens, tgt), pad=pad_all and tgt.fn in PADDED)
+        return Prepared(
+            {"input_ids": ids},
+            {f"target_{i}": a for i, a in enumerate(tgt.args)},
+            (tokens, tgt),
+            pad=pad_all and tgt.fn in PADDED,
+        )
 
     def compute(params, row):
         fn = chosen[0]
-        masked = PADDED.get(fn) if pad_all else None     # unpadded rows: the target as it is
+        masked = PADDED.get(fn) if pad_all else None  # unpadded rows: the target as it is
         if fn not in fns:
-            fns[fn] = [component_flows_fn(model, masked or fn, S, heads=heads, preset=loaded.preset)
-                       for S in semirings]
+            fns[fn] = [
+                component_flows_fn(model, masked or fn, S, heads=heads, preset=loaded.preset)
+                for S in semirings
+            ]
         inputs = {"input_ids": row["input_ids"], "attention_mask": row["attention_mask"]}
         args = [row[f"target_{i}"] for i in range(sum(k.startswith("target_") for k in row))]
         if masked is not None:
@@ -120,8 +145,10 @@ def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
         n = prep.length
         docs = []
         for S, cf in zip(semirings, outs):
-            points = [PointFlows(p.layer, p.point, p.components, unpad(p.flows, n), unpad(p.total, n))
-                      for p in cf.points]
+            points = [
+                PointFlows(p.layer, p.point, p.components, unpad(p.flows, n), unpad(p.total, n))
+                for p in cf.points
+            ]
             cut = ComponentFlows(points, unpad(cf.embeddings, n), cf.value, cf.architecture, S)
             docs.append(document(loaded, S, cut, tokens, tgt))
         return docs
@@ -131,8 +158,9 @@ def flows_task(loaded, semirings: Sequence, target: str | None, heads: bool,
 
 # files of a save_pretrained directory that cannot change a result: documentation, and weights
 # of other frameworks (the loader reads Flax msgpack or safetensors only)
-_NOT_READ = re.compile(r"^\.|^(readme|license|licence|notice)\b|\.(md|bin|h5|ot|onnx|pt|pth|ckpt)$",
-                       re.IGNORECASE)
+_NOT_READ = re.compile(
+    r"^\.|^(readme|license|licence|notice)\b|\.(md|bin|h5|ot|onnx|pt|pth|ckpt)$", re.IGNORECASE
+)
 
 
 def model_directory(loaded) -> str:
@@ -170,7 +198,13 @@ def run_options(loaded, semirings: Sequence[str], target: str | None, heads: boo
     semirings (as given, in order), the target spec and ``heads``. Not the model's path (pass
     that as ``about``), nor batch size, buckets, devices or processes (they change no record)."""
     preset = json.dumps(loaded.preset, sort_keys=True)
-    return {"model_files": model_files(model_directory(loaded)),
-            "preset": {"name": loaded.preset.name,
-                       "sha256": hashlib.sha256(preset.encode()).hexdigest()},
-            "semirings": [s.strip() for s in semirings], "target": target, "heads": bool(heads)}
+    return {
+        "model_files": model_files(model_directory(loaded)),
+        "preset": {
+            "name": loaded.preset.name,
+            "sha256": hashlib.sha256(preset.encode()).hexdigest(),
+        },
+        "semirings": [s.strip() for s in semirings],
+        "target": target,
+        "heads": bool(heads),
+    }

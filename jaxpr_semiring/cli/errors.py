@@ -1,4 +1,5 @@
 """The command line's one error type: bad input from the user (exit code 2, one line)."""
+
 from __future__ import annotations
 
 __all__ = ["UsageError"]
@@ -10,5 +11,5 @@ class UsageError(ValueError):
     >>> raise UsageError("--buckets must be positive integers: pass e.g. --buckets 32,64.")
     Traceback (most recent call last):
     ...
-    jaxpr_semiring.cli.errors.UsageError: --buckets must be positive integers: pass e.g. --buckets 32,64.
+    jaxpr_semiring.cli.errors.UsageError: --buckets must be positive integers: pass e.g. ...
     """

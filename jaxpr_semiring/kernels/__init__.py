@@ -13,11 +13,28 @@
 Nothing here knows about semirings: inputs are canonical arrays ([B, M, C] values, [B, C, N]
 weights) and the results are arrays.
 """
+
 from . import cpu, dispatch, ffi, gpu, lifted, lowrank, xla
 from .lifted import lifted_dots, log_shift, scheduled_after
 from .dispatch import KERNELS, check_kernel, describe, implementations
 from .xla import canonical, chunked_contraction, layout
 
-__all__ = ["cpu", "ffi", "gpu", "lifted", "lowrank", "dispatch", "xla", "lifted_dots", "log_shift",
-           "scheduled_after", "KERNELS", "check_kernel", "describe", "implementations",
-           "canonical", "chunked_contraction", "layout"]
+__all__ = [
+    "cpu",
+    "ffi",
+    "gpu",
+    "lifted",
+    "lowrank",
+    "dispatch",
+    "xla",
+    "lifted_dots",
+    "log_shift",
+    "scheduled_after",
+    "KERNELS",
+    "check_kernel",
+    "describe",
+    "implementations",
+    "canonical",
+    "chunked_contraction",
+    "layout",
+]

@@ -4,7 +4,8 @@ they are available, and how to run them on host arrays or behind ``jax.pure_call
 A plain vectorized loop beats XLA's CPU code for a broadcast-multiply-max by about 20×.
 Semantics are exactly the XLA formulation's (:mod:`.xla`): a 0̄ entry of ``v`` (top_pos = −inf
 for MaxProduct) contributes no candidate whatever the weight; a NaN entry, or a NaN weight on
-a live entry, is a NaN candidate that wins; an output with no candidate is 0̄. Weights come [B, C, N], or [B, N, C] with ``nc=True`` (no transposed copy).
+a live entry, is a NaN candidate that wins; an output with no candidate is 0̄. Weights come [B, C,
+N], or [B, N, C] with ``nc=True`` (no transposed copy).
 Inside a jitted program the loops run zero-copy through XLA's FFI (:mod:`.ffi`);
 :func:`maxproduct` & co. here go through ``jax.pure_callback``, which copies every operand (the
 fallback where the FFI cannot be used). Available only when numba is installed
@@ -15,13 +16,25 @@ fallback where the FFI cannot be used). Available only when numba is installed
 ...     p = np.array([[[1.0, -2.0]]]); w = np.array([[[3.0], [4.0]]])
 ...     assert [float(x[0, 0, 0]) for x in maxproduct_numpy(p, p, w)] == [3.0, -8.0]
 """
+
 from __future__ import annotations
 
 import jax
 import numpy as np
 
-__all__ = ["available", "version", "module", "loops", "batch_index", "maxproduct",
-           "maxproduct_arg", "maxabs", "maxproduct_numpy", "maxproduct_arg_numpy", "maxabs_numpy"]
+__all__ = [
+    "available",
+    "version",
+    "module",
+    "loops",
+    "batch_index",
+    "maxproduct",
+    "maxproduct_arg",
+    "maxabs",
+    "maxproduct_numpy",
+    "maxproduct_arg_numpy",
+    "maxabs_numpy",
+]
 
 _NUMBA = None  # the numba_loops module once imported, False if numba is unavailable
 
@@ -41,6 +54,7 @@ def module():
     if _NUMBA is None:
         try:
             from . import numba_loops
+
             _NUMBA = numba_loops
         except ImportError:  # numba not installed: callers fall back to XLA
             _NUMBA = False
@@ -72,7 +86,7 @@ def batch_index(lead_v, lead_w):
     def flat(lead):
         if not lead:
             return np.zeros(grid.shape[1], np.int64)
-        idx = tuple(np.where(np.asarray(lead)[:, None] == 1, 0, grid[len(shape) - len(lead):]))
+        idx = tuple(np.where(np.asarray(lead)[:, None] == 1, 0, grid[len(shape) - len(lead) :]))
         return np.ravel_multi_index(idx, lead).astype(np.int64)
 
     return shape, flat(lead_v), flat(lead_w)
@@ -87,14 +101,18 @@ def _host(name, n_int_out, vs, w, nc):
     M, C = vs[0].shape[-2:]
     N = w.shape[-2] if nc else w.shape[-1]
     size = lambda lead: int(np.prod(lead, dtype=np.int64))
-    vs3 = [np.ascontiguousarray(np.broadcast_to(v, vs[0].shape).reshape((size(lead_v), M, C)))
-           for v in vs]
+    vs3 = [
+        np.ascontiguousarray(np.broadcast_to(v, vs[0].shape).reshape((size(lead_v), M, C)))
+        for v in vs
+    ]
     w3 = np.ascontiguousarray(w.reshape((size(lead_w),) + w.shape[-2:]))
     dt = vs[0].dtype
     outs = [np.empty((iv.size, M, N), dt) for _ in vs]
     if name != "maxabs":
-        extra = [np.empty((iv.size, M, N) if n_int_out else (0, 0, 0), t)
-                 for t in (np.int32, np.int32, dt, dt)]
+        extra = [
+            np.empty((iv.size, M, N) if n_int_out else (0, 0, 0), t)
+            for t in (np.int32, np.int32, dt, dt)
+        ]
     else:
         extra = []
     loop = loops()[name][module().parallel(iv.size * M * C * N)]
@@ -122,8 +140,7 @@ def maxabs_numpy(la, s, w, nc=False):
 
 def _callback(host_fn, shapes, nc, *args):
     specs = tuple(jax.ShapeDtypeStruct(s, d) for s, d in shapes)
-    return jax.pure_callback(lambda *a: host_fn(*a, nc=nc), specs, *args,
-                             vmap_method="expand_dims")
+    return jax.pure_callback(lambda *a: host_fn(*a, nc=nc), specs, *args, vmap_method="expand_dims")
 
 
 def _out_shape(v, w, nc):
@@ -140,8 +157,14 @@ def maxproduct_arg(p, n, w, nc=False):
     """:func:`maxproduct` with arg-max and winning edge weights (see
     :func:`maxproduct_arg_numpy`)."""
     shape = _out_shape(p, w, nc)
-    return _callback(maxproduct_arg_numpy, [(shape, p.dtype)] * 2 + [(shape, np.int32)] * 2
-                     + [(shape, p.dtype)] * 2, nc, p, n, w)
+    return _callback(
+        maxproduct_arg_numpy,
+        [(shape, p.dtype)] * 2 + [(shape, np.int32)] * 2 + [(shape, p.dtype)] * 2,
+        nc,
+        p,
+        n,
+        w,
+    )
 
 
 def maxabs(la, s, w, nc=False):

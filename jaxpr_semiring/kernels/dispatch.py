@@ -1,4 +1,5 @@
-"""Which max-type (tropical) contraction runs: an explicit setting, resolved per backend inside one jitted
+"""Which max-type (tropical) contraction runs: an explicit setting, resolved per backend inside
+one jitted
 program (``jax.lax.platform_dependent``).
 
 The max-type semirings (``MaxProduct``, ``MaxAbs``, and the pointer max-product behind
@@ -22,6 +23,7 @@ in those two places.
 >>> implementations("xla")["cpu"]
 'xla'
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +32,18 @@ from jax.extend import backend
 
 from . import cpu, ffi, gpu, xla
 
-__all__ = ["KERNELS", "MIN_KERNEL_CANDIDATES", "check_kernel", "implementations", "describe",
-           "maxproduct", "maxproduct_arg", "maxabs", "maxproduct_dot", "maxabs_dot"]
+__all__ = [
+    "KERNELS",
+    "MIN_KERNEL_CANDIDATES",
+    "check_kernel",
+    "implementations",
+    "describe",
+    "maxproduct",
+    "maxproduct_arg",
+    "maxabs",
+    "maxproduct_dot",
+    "maxabs_dot",
+]
 
 KERNELS = ("auto", "xla", "numba", "pallas")
 
@@ -43,10 +55,14 @@ MIN_KERNEL_CANDIDATES = 1 << 14
 def check_kernel(kernel: str) -> str:
     """``kernel`` if it is a known setting, else a ValueError naming the choices."""
     if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(map(repr, KERNELS))}.")
+        raise ValueError(
+            f"unknown kernel {kernel!r}: choose one of {', '.join(map(repr, KERNELS))}."
+        )
     if kernel == "numba" and not cpu.available():
-        raise ValueError("kernel='numba' needs numba: pip install 'jaxpr_semiring[cpu]' (or use "
-                         "kernel='auto', which falls back to XLA).")
+        raise ValueError(
+            "kernel='numba' needs numba: pip install 'jaxpr_semiring[cpu]' (or use "
+            "kernel='auto', which falls back to XLA)."
+        )
     return kernel
 
 
@@ -74,9 +90,13 @@ def describe(kernel: str = "auto") -> dict:
     ('xla', 'xla')
     """
     impl = implementations(kernel)
-    return dict(kernel=kernel, numba=cpu.version(), **impl,
-                cpu_shard_map="xla" if impl["cpu"] == "numba-callback" else impl["cpu"],
-                cpu_explicit_sharding="xla")
+    return dict(
+        kernel=kernel,
+        numba=cpu.version(),
+        **impl,
+        cpu_shard_map="xla" if impl["cpu"] == "numba-callback" else impl["cpu"],
+        cpu_explicit_sharding="xla",
+    )
 
 
 def _dispatch(kernel, dtype, size, fns, *args):
@@ -91,10 +111,13 @@ def _dispatch(kernel, dtype, size, fns, *args):
     impl = implementations(kernel, dtype)
     if impl["cpu"] != "xla":
         _, varying, spread = ffi.placement(*args)
-        if spread or (varying and impl["cpu"] == "numba-callback"):   # see ffi.placement
+        if spread or (varying and impl["cpu"] == "numba-callback"):  # see ffi.placement
             impl = dict(impl, cpu="xla")
-    branches = {platform: fns[impl[name]] for platform, name in (("cpu", "cpu"), ("cuda", "gpu"))
-                if impl[name] != "xla" and impl[name] in fns}
+    branches = {
+        platform: fns[impl[name]]
+        for platform, name in (("cpu", "cpu"), ("cuda", "gpu"))
+        if impl[name] != "xla" and impl[name] in fns
+    }
     if not branches:
         return fns["xla"](*args)
     if set(backend.backends()) == {"cpu"}:
@@ -109,12 +132,16 @@ def _size(v, w, nc):
 def maxproduct(p, n, w, nc=False, kernel: str = "auto"):
     """⊕-contraction of MaxProduct values: p, n [B, M, C], w [B, C, N] ([B, N, C] if ``nc``) →
     (top_pos, top_neg) [B, M, N]."""
+
     def pallas(p, n, w):
         return tuple(gpu.maxproduct(p, n, w.swapaxes(1, 2) if nc else w))
 
-    fns = {"xla": lambda *a: xla.maxproduct(*a, nc=nc),
-           "numba-ffi": lambda *a: ffi.maxproduct(*a, nc=nc),
-           "numba-callback": lambda *a: cpu.maxproduct(*a, nc=nc), "pallas": pallas}
+    fns = {
+        "xla": lambda *a: xla.maxproduct(*a, nc=nc),
+        "numba-ffi": lambda *a: ffi.maxproduct(*a, nc=nc),
+        "numba-callback": lambda *a: cpu.maxproduct(*a, nc=nc),
+        "pallas": pallas,
+    }
     return _dispatch(kernel, p.dtype, _size(p, w, nc), fns, p, n, w)
 
 
@@ -122,18 +149,22 @@ def maxproduct_arg(p, n, w, nc=False, kernel: str = "auto"):
     """:func:`maxproduct` plus per chain the arg-max of each output (2·c + chain, −1 for none)
     and the winning candidate's edge weight: (top_pos, top_neg, arg_pos, arg_neg, w_pos,
     w_neg)."""
-    fns = {"xla": lambda *a: xla.maxproduct_arg(*a, nc=nc),
-           "numba-ffi": lambda *a: ffi.maxproduct_arg(*a, nc=nc),
-           "numba-callback": lambda *a: cpu.maxproduct_arg(*a, nc=nc)}
+    fns = {
+        "xla": lambda *a: xla.maxproduct_arg(*a, nc=nc),
+        "numba-ffi": lambda *a: ffi.maxproduct_arg(*a, nc=nc),
+        "numba-callback": lambda *a: cpu.maxproduct_arg(*a, nc=nc),
+    }
     return _dispatch(kernel, p.dtype, _size(p, w, nc), fns, p, n, w)
 
 
 def maxabs(la, s, w, nc=False, kernel: str = "auto"):
     """⊕-contraction of MaxAbs values: la, s [B, M, C] with raw weights w [B, C, N] ([B, N, C]
     if ``nc``) → (log_abs, sign) [B, M, N]."""
-    fns = {"xla": lambda *a: xla.maxabs(*a, nc=nc),
-           "numba-ffi": lambda *a: ffi.maxabs(*a, nc=nc),
-           "numba-callback": lambda *a: cpu.maxabs(*a, nc=nc)}
+    fns = {
+        "xla": lambda *a: xla.maxabs(*a, nc=nc),
+        "numba-ffi": lambda *a: ffi.maxabs(*a, nc=nc),
+        "numba-callback": lambda *a: cpu.maxabs(*a, nc=nc),
+    }
     return _dispatch(kernel, la.dtype, _size(la, w, nc), fns, la, s, w)
 
 

@@ -26,6 +26,7 @@ to ``pure_callback`` and then XLA otherwise.
 ...     p = jnp.array([[[1.0, -2.0]]]); w = jnp.array([[[3.0], [4.0]]])
 ...     assert [float(x[0, 0, 0]) for x in maxproduct(p, p, w)] == [3.0, -8.0]
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,8 +39,15 @@ import numpy as np
 from . import cpu, ffi_abi
 from .ffi_abi import CallFrame, ErrorCreateArgs, ExtensionBase, MetadataExtension
 
-__all__ = ["available", "targets", "placement", "maxproduct", "maxproduct_arg", "maxabs",
-           "maxproduct_lowrank"]
+__all__ = [
+    "available",
+    "targets",
+    "placement",
+    "maxproduct",
+    "maxproduct_arg",
+    "maxabs",
+    "maxproduct_lowrank",
+]
 
 _PREFIX = "jaxpr_semiring_"
 _STATE: dict = {}  # "ok": bool once registration was tried; "callbacks": keeps them alive
@@ -67,12 +75,18 @@ def _trampoline(runs, candidates, parallel, name):
                     return None
             version = call.api.contents.api_version.major_version
             if version != ffi_abi.API_MAJOR or call.struct_size < ctypes.sizeof(CallFrame):
-                return _error(frame, ffi_abi.ERROR_INTERNAL,
-                              f"{name}: XLA FFI API version {version} is not the "
-                              f"{ffi_abi.API_MAJOR} this handler reads")
+                return _error(
+                    frame,
+                    ffi_abi.ERROR_INTERNAL,
+                    f"{name}: XLA FFI API version {version} is not the "
+                    f"{ffi_abi.API_MAJOR} this handler reads",
+                )
             if runs[parallel(candidates(frame))](frame) != 0:
-                return _error(frame, ffi_abi.ERROR_INVALID_ARGUMENT,
-                              f"{name}: operands must be float32 or float64")
+                return _error(
+                    frame,
+                    ffi_abi.ERROR_INVALID_ARGUMENT,
+                    f"{name}: operands must be float32 or float64",
+                )
             return None
         except Exception as e:  # never let an exception pass silently into XLA
             return _error(frame, ffi_abi.ERROR_INTERNAL, f"{name}: {type(e).__name__}: {e}")
@@ -99,11 +113,14 @@ def _probe() -> bool:
     silently fell back to ``pure_callback`` for the process): it runs on a thread of its own,
     where JAX's (thread-local) trace state is empty. ``ensure_compile_time_eval`` was not
     enough: an eager ``shard_map`` refuses its ``device_put``."""
+
     def run(result):
         try:
             cpu_device = jax.devices("cpu")[0]
-            p, w = (jax.device_put(np.array(a, np.float32), cpu_device)
-                    for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]]))
+            p, w = (
+                jax.device_put(np.array(a, np.float32), cpu_device)
+                for a in ([[[1.0, -2.0]]], [[[3.0], [4.0]]])
+            )
             out = jax.jit(maxproduct).lower(p, p, w).compile()(p, p, w)
             result.append([float(x[0, 0, 0]) for x in out] == [3.0, -8.0])
         except Exception:  # an incompatible jaxlib: the pure_callback fallback runs
@@ -164,24 +181,32 @@ def placement(*operands):
     avals = [jax.typeof(x) for x in operands]
     varying = [a for a in avals if getattr(a, "mat", None) is not None and a.mat.varying]
     kw = {}
-    if varying:   # the type names the (manual) mesh of its varying axes
-        kw = dict(sharding=jax.sharding.NamedSharding(varying[0].sharding.mesh,
-                                                      jax.sharding.PartitionSpec()),
-                  manual_axis_type=type(varying[0].mat)(
-                      varying=frozenset().union(*(a.mat.varying for a in varying))))
+    if varying:  # the type names the (manual) mesh of its varying axes
+        kw = dict(
+            sharding=jax.sharding.NamedSharding(
+                varying[0].sharding.mesh, jax.sharding.PartitionSpec()
+            ),
+            manual_axis_type=type(varying[0].mat)(
+                varying=frozenset().union(*(a.mat.varying for a in varying))
+            ),
+        )
     explicit = jax.sharding.AxisType.Explicit
-    spread = any(size > 1 and kind == explicit
-                 for a in avals if getattr(a, "sharding", None) is not None
-                 for size, kind in zip(a.sharding.mesh.axis_sizes, a.sharding.mesh.axis_types))
+    spread = any(
+        size > 1 and kind == explicit
+        for a in avals
+        if getattr(a, "sharding", None) is not None
+        for size, kind in zip(a.sharding.mesh.axis_sizes, a.sharding.mesh.axis_types)
+    )
     return (lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, **kw)), bool(varying), spread
 
 
 def _call(name, outs, *args, nc):
     available()
-    result = placement(*args)[0]   # per-device results vary like the operands
+    result = placement(*args)[0]  # per-device results vary like the operands
     specs = tuple(result(s, d) for s, d in outs)
     return jax.ffi.ffi_call(_PREFIX + name, specs, vmap_method="expand_dims")(
-        *args, nc=np.int32(bool(nc)))
+        *args, nc=np.int32(bool(nc))
+    )
 
 
 def _out_shape(v, w, nc):
@@ -199,8 +224,14 @@ def maxproduct_arg(p, n, w, nc=False):
     """:func:`maxproduct` plus per output the arg-max (2·c + chain, −1 for none) and the
     winning candidate's edge weight, per chain."""
     shape = _out_shape(p, w, nc)
-    return _call("maxproduct_arg", [(shape, p.dtype)] * 2 + [(shape, np.int32)] * 2
-                 + [(shape, p.dtype)] * 2, p, n, w, nc=nc)
+    return _call(
+        "maxproduct_arg",
+        [(shape, p.dtype)] * 2 + [(shape, np.int32)] * 2 + [(shape, p.dtype)] * 2,
+        p,
+        n,
+        w,
+        nc=nc,
+    )
 
 
 def maxabs(la, s, w, nc=False):
@@ -217,9 +248,10 @@ def maxproduct_lowrank(p, n, U, V, G, owner):
     of row r, probe j, output k = Σ_i U[i, r, k]·V[i, r, j] + Σ_c [owner[c, r, k] = j]·G[c, r, k];
     U [b, R, A], V [b, R, N], G and owner (int32) [C, R, A] → (top_pos, top_neg) [R, N]."""
     available()
-    if G.shape[0] == 0:   # no sparse entries: one that no probe owns (zero-size buffers divide by 0)
+    if G.shape[0] == 0:  # no sparse entries: one that no probe owns (zero-size buffers divide by 0)
         G, owner = jnp.zeros((1,) + p.shape, p.dtype), jnp.full((1,) + p.shape, -1, jnp.int32)
     args = (p, n, _flat(U, p.dtype), _flat(V, p.dtype), _flat(G, p.dtype), _flat(owner, np.int32))
     spec = placement(*args)[0]((p.shape[0], V.shape[-1]), p.dtype)
-    return jax.ffi.ffi_call(_PREFIX + "maxproduct_lowrank", (spec, spec),
-                            vmap_method="broadcast_all")(*args)
+    return jax.ffi.ffi_call(
+        _PREFIX + "maxproduct_lowrank", (spec, spec), vmap_method="broadcast_all"
+    )(*args)

@@ -5,29 +5,57 @@ byte offsets of the fields the numba side loads (:mod:`.numba_loops`).
 >>> ARGS > 0 and BUF_DATA == 24
 True
 """
+
 from __future__ import annotations
 
 import ctypes
 
-__all__ = ["ExtensionBase", "ApiVersion", "Metadata", "MetadataExtension", "ErrorCreateArgs",
-           "Api", "CallFrame", "Buffer", "Scalar", "METADATA_EXTENSION", "API_MAJOR",
-           "ERROR_INVALID_ARGUMENT", "ERROR_INTERNAL", "ARGS", "RETS", "ATTRS", "BUF_DTYPE",
-           "BUF_DATA", "BUF_RANK", "BUF_DIMS", "SCALAR_VALUE", "F32", "F64"]
+__all__ = [
+    "ExtensionBase",
+    "ApiVersion",
+    "Metadata",
+    "MetadataExtension",
+    "ErrorCreateArgs",
+    "Api",
+    "CallFrame",
+    "Buffer",
+    "Scalar",
+    "METADATA_EXTENSION",
+    "API_MAJOR",
+    "ERROR_INVALID_ARGUMENT",
+    "ERROR_INTERNAL",
+    "ARGS",
+    "RETS",
+    "ATTRS",
+    "BUF_DTYPE",
+    "BUF_DATA",
+    "BUF_RANK",
+    "BUF_DIMS",
+    "SCALAR_VALUE",
+    "F32",
+    "F64",
+]
 
 
 class ExtensionBase(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("type", ctypes.c_int),
-                ("next", ctypes.c_void_p)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("type", ctypes.c_int), ("next", ctypes.c_void_p)]
 
 
 class ApiVersion(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("major_version", ctypes.c_int), ("minor_version", ctypes.c_int)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("major_version", ctypes.c_int),
+        ("minor_version", ctypes.c_int),
+    ]
 
 
 class Metadata(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("api_version", ApiVersion),
-                ("traits", ctypes.c_uint32)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("api_version", ApiVersion),
+        ("traits", ctypes.c_uint32),
+    ]
 
 
 class MetadataExtension(ctypes.Structure):
@@ -35,39 +63,67 @@ class MetadataExtension(ctypes.Structure):
 
 
 class ErrorCreateArgs(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("message", ctypes.c_char_p), ("errc", ctypes.c_int)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("message", ctypes.c_char_p),
+        ("errc", ctypes.c_int),
+    ]
 
 
 class Api(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("api_version", ApiVersion), ("internal_api", ctypes.c_void_p),
-                ("error_create", ctypes.CFUNCTYPE(ctypes.c_void_p,
-                                                  ctypes.POINTER(ErrorCreateArgs)))]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("api_version", ApiVersion),
+        ("internal_api", ctypes.c_void_p),
+        ("error_create", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(ErrorCreateArgs))),
+    ]
 
 
 class List(ctypes.Structure):  # XLA_FFI_Args / XLA_FFI_Rets
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("size", ctypes.c_int64), ("types", ctypes.c_void_p),
-                ("items", ctypes.c_void_p)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("size", ctypes.c_int64),
+        ("types", ctypes.c_void_p),
+        ("items", ctypes.c_void_p),
+    ]
 
 
 class Attrs(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("size", ctypes.c_int64), ("types", ctypes.c_void_p), ("names", ctypes.c_void_p),
-                ("attrs", ctypes.c_void_p)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("size", ctypes.c_int64),
+        ("types", ctypes.c_void_p),
+        ("names", ctypes.c_void_p),
+        ("attrs", ctypes.c_void_p),
+    ]
 
 
 class CallFrame(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("api", ctypes.POINTER(Api)), ("ctx", ctypes.c_void_p),
-                ("stage", ctypes.c_int), ("args", List), ("rets", List), ("attrs", Attrs)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("api", ctypes.POINTER(Api)),
+        ("ctx", ctypes.c_void_p),
+        ("stage", ctypes.c_int),
+        ("args", List),
+        ("rets", List),
+        ("attrs", Attrs),
+    ]
 
 
 class Buffer(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("dtype", ctypes.c_int), ("data", ctypes.c_void_p), ("rank", ctypes.c_int64),
-                ("dims", ctypes.c_void_p)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("dtype", ctypes.c_int),
+        ("data", ctypes.c_void_p),
+        ("rank", ctypes.c_int64),
+        ("dims", ctypes.c_void_p),
+    ]
 
 
 class Scalar(ctypes.Structure):

@@ -8,6 +8,7 @@ faster than XLA's fusion on a GPU (see ``benchmarks/``).
 >>> [float(x[0, 0, 0]) for x in maxproduct(p, p, w, interpret=True)]
 [3.0, -8.0]
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,8 +22,9 @@ def _ceil_pow2(x: int) -> int:
     return 1 << max(0, int(x - 1).bit_length())
 
 
-def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 8,
-               interpret: bool = False):
+def maxproduct(
+    p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 8, interpret: bool = False
+):
     """Tiled max-times on GPU: [B, M, C] (p, n) with [B, C, N] → [B, M, N] (top_pos, top_neg).
 
     Grid over (B, M tiles, N tiles); each program keeps a [bm, bn] accumulator pair in
@@ -34,7 +36,11 @@ def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 
 
     B, M, C = p.shape
     N = w.shape[2]
-    bm, bn, bc = min(block_m, _ceil_pow2(M)), min(block_n, _ceil_pow2(N)), min(block_c, _ceil_pow2(C))
+    bm, bn, bc = (
+        min(block_m, _ceil_pow2(M)),
+        min(block_n, _ceil_pow2(N)),
+        min(block_c, _ceil_pow2(C)),
+    )
     Mp, Np, Cp = -(-M // bm) * bm, -(-N // bn) * bn, -(-C // bc) * bc
     dt = p.dtype
     p_ = jnp.pad(p, ((0, 0), (0, Mp - M), (0, Cp - C)), constant_values=-jnp.inf)
@@ -45,10 +51,10 @@ def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 
     def kernel(p_ref, n_ref, w_ref, op_ref, on_ref):
         def body(k, acc):
             ap, an = acc
-            pk = p_ref[0, :, pl.ds(k * bc, bc)]          # [bm, bc]
+            pk = p_ref[0, :, pl.ds(k * bc, bc)]  # [bm, bc]
             nk = n_ref[0, :, pl.ds(k * bc, bc)]
-            wk = w_ref[0, pl.ds(k * bc, bc), :]          # [bc, bn]
-            alive = (pk != -jnp.inf)[:, :, None]         # a NaN entry is a candidate
+            wk = w_ref[0, pl.ds(k * bc, bc), :]  # [bc, bn]
+            alive = (pk != -jnp.inf)[:, :, None]  # a NaN entry is a candidate
             a = pk[:, :, None] * wk[None]
             d = nk[:, :, None] * wk[None]
             hi = jnp.where(alive, jnp.maximum(a, d), -jnp.inf)
@@ -69,11 +75,15 @@ def maxproduct(p, n, w, *, block_m: int = 32, block_n: int = 64, block_c: int = 
     out = pl.pallas_call(
         kernel,
         grid=grid,
-        in_specs=[pl.BlockSpec((1, bm, Cp), lambda b, i, j: (b, i, 0)),
-                  pl.BlockSpec((1, bm, Cp), lambda b, i, j: (b, i, 0)),
-                  pl.BlockSpec((1, Cp, bn), lambda b, i, j: (b, 0, j))],
-        out_specs=[pl.BlockSpec((1, bm, bn), lambda b, i, j: (b, i, j)),
-                   pl.BlockSpec((1, bm, bn), lambda b, i, j: (b, i, j))],
+        in_specs=[
+            pl.BlockSpec((1, bm, Cp), lambda b, i, j: (b, i, 0)),
+            pl.BlockSpec((1, bm, Cp), lambda b, i, j: (b, i, 0)),
+            pl.BlockSpec((1, Cp, bn), lambda b, i, j: (b, 0, j)),
+        ],
+        out_specs=[
+            pl.BlockSpec((1, bm, bn), lambda b, i, j: (b, i, j)),
+            pl.BlockSpec((1, bm, bn), lambda b, i, j: (b, i, j)),
+        ],
         out_shape=[jax.ShapeDtypeStruct((B, Mp, Np), dt), jax.ShapeDtypeStruct((B, Mp, Np), dt)],
         interpret=interpret,
     )(p_, n_, w_)

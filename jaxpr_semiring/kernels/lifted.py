@@ -20,6 +20,7 @@ time on BERT).
 >>> z.tolist()[0]
 [6.0, 6.0, 6.0, 6.0]
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,8 +29,17 @@ from jax import lax
 
 from .. import numerics
 
-__all__ = ["LIFT_CHUNK_BYTES", "LIVE_MAX_INDICES", "log_shift", "dead_rows", "real_dot",
-           "stacked_dot", "scheduled_after", "lifted_dots", "live_or_dense"]
+__all__ = [
+    "LIFT_CHUNK_BYTES",
+    "LIVE_MAX_INDICES",
+    "log_shift",
+    "dead_rows",
+    "real_dot",
+    "stacked_dot",
+    "scheduled_after",
+    "lifted_dots",
+    "live_or_dense",
+]
 
 # A lifted weight matrix (|w|, |w|·log|w|) larger than this is built chunk by chunk along the
 # contraction: on CPU a fresh multi-MB temporary costs a page fault per 4 KiB (the 62 MB |W| of
@@ -55,7 +65,7 @@ def _out_layout(x, w_ndim, dimension_numbers):
     (_, wc), (_, wb) = dimension_numbers
     n_w_free = w_ndim - len(wc) - len(wb)
     kept = jnp.transpose(x, vb + v_free + vc)
-    return kept.reshape(kept.shape[:len(vb) + len(v_free)] + (1,) * n_w_free)
+    return kept.reshape(kept.shape[: len(vb) + len(v_free)] + (1,) * n_w_free)
 
 
 def log_shift(lv, w_ndim, dimension_numbers, with_dead: bool = False):
@@ -85,8 +95,9 @@ def dead_rows(dead, w_ndim, dimension_numbers):
     """Whether every contracted entry of a row is 0̄ (``dead``, boolean, shaped like the lhs),
     laid out like ``lax.dot_general``'s output (size-1 rhs free axes)."""
     vb, v_free, vc = _layout(dead.ndim, dimension_numbers)
-    return _out_layout(jnp.all(dead, axis=vc, keepdims=True) if vc else dead, w_ndim,
-                       dimension_numbers)
+    return _out_layout(
+        jnp.all(dead, axis=vc, keepdims=True) if vc else dead, w_ndim, dimension_numbers
+    )
 
 
 def real_dot(a, b, dimension_numbers):
@@ -181,16 +192,23 @@ def lifted_dots(products, w, dimension_numbers, chunk_bytes: int | None = None):
         # One loop over the full chunks (compiled once, however many there are) and a static
         # remainder. XLA fuses each slice of ``w`` into its lift: no whole-size copy is made.
         def part(start, size, after, slice_fn):
-            return dots([slice_fn(r, start, size, ax_v) for r in rows],
-                        slice_fn(w, start, size, ax_w), after)
+            return dots(
+                [slice_fn(r, start, size, ax_v) for r in rows],
+                slice_fn(w, start, size, ax_w),
+                after,
+            )
 
         dynamic = lambda x, start, size, ax: lax.dynamic_slice_in_dim(x, start, size, axis=ax)
         static = lambda x, start, size, ax: lax.slice_in_dim(x, start, start + size, axis=ax)
         n_full = C // c
         acc = part(0, c, rows[0], static)
         if n_full > 1:
-            acc = lax.fori_loop(1, n_full, lambda k, acc: [
-                a + b for a, b in zip(acc, part(k * c, c, acc[0], dynamic))], acc)
+            acc = lax.fori_loop(
+                1,
+                n_full,
+                lambda k, acc: [a + b for a, b in zip(acc, part(k * c, c, acc[0], dynamic))],
+                acc,
+            )
         if C > n_full * c:
             acc = [a + b for a, b in zip(acc, part(n_full * c, C - n_full * c, acc[0], static))]
         return acc
@@ -223,6 +241,7 @@ def live_or_dense(rows, w, axis, size, dense, compact):
     whole batch (one gather of the shared weights, never a per-example select of both
     branches). Differentiable: the tangent is ``dense``'s.
     """
+
     @jax.custom_jvp
     def f(rows, w):
         return g(rows, w)
@@ -234,17 +253,18 @@ def live_or_dense(rows, w, axis, size, dense, compact):
     @jax.custom_batching.custom_vmap
     def g(rows, w):
         count, idx, valid = _live_indices(rows, [axis] * len(rows), size)
-        return lax.cond(count <= size, lambda: compact(rows, w, idx, valid),
-                        lambda: dense(rows, w))
+        return lax.cond(count <= size, lambda: compact(rows, w, idx, valid), lambda: dense(rows, w))
 
     @g.def_vmap
     def g_vmap(axis_size, in_batched, rows, w):
         rows_b, w_b = in_batched
         count, idx, valid = _live_indices(rows, [axis + b for b in rows_b], size)
         in_axes = (tuple(0 if b else None for b in rows_b), 0 if w_b else None)
-        out = lax.cond(count <= size,
-                       lambda: jax.vmap(lambda r, w: compact(r, w, idx, valid), in_axes)(rows, w),
-                       lambda: jax.vmap(dense, in_axes)(rows, w))
+        out = lax.cond(
+            count <= size,
+            lambda: jax.vmap(lambda r, w: compact(r, w, idx, valid), in_axes)(rows, w),
+            lambda: jax.vmap(dense, in_axes)(rows, w),
+        )
         return out, [True] * len(out)
 
     return f(rows, w)

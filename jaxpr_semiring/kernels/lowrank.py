@@ -19,6 +19,7 @@ stores the weights chunk by chunk and contracts them with the semiring's ``dot_g
 >>> out is None or [float(x[0, 0]) for x in out] == [3.0, -6.0]
 True
 """
+
 from __future__ import annotations
 
 from jax.extend import backend
@@ -34,8 +35,11 @@ def maxproduct(p, n, U, V, G, owner, kernel: str = "auto", min_candidates: int |
     :data:`.dispatch.MIN_KERNEL_CANDIDATES`."""
     R, A = p.shape
     least = dispatch.MIN_KERNEL_CANDIDATES if min_candidates is None else min_candidates
-    if (R * A * V.shape[-1] < least or set(backend.backends()) != {"cpu"}
-            or dispatch.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"
-            or ffi.placement(p, n, U, V, G, owner)[2]):
+    if (
+        R * A * V.shape[-1] < least
+        or set(backend.backends()) != {"cpu"}
+        or dispatch.implementations(kernel, p.dtype)["cpu"] != "numba-ffi"
+        or ffi.placement(p, n, U, V, G, owner)[2]
+    ):
         return None
     return ffi.maxproduct_lowrank(p, n, U, V, G, owner)

@@ -27,6 +27,7 @@ batch element through index arrays, as :func:`.cpu.batch_index` does on the host
 >>> parallel(PARALLEL_MIN_CANDIDATES), parallel(1000)
 (True, False)
 """
+
 from __future__ import annotations
 
 import numba
@@ -35,8 +36,18 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .ffi_abi import (ARGS, ATTRS, BUF_DATA, BUF_DIMS, BUF_DTYPE, BUF_RANK, F32, F64, RETS,
-                      SCALAR_VALUE)
+from .ffi_abi import (
+    ARGS,
+    ATTRS,
+    BUF_DATA,
+    BUF_DIMS,
+    BUF_DTYPE,
+    BUF_RANK,
+    F32,
+    F64,
+    RETS,
+    SCALAR_VALUE,
+)
 
 __all__ = ["BLOCK_N", "PARALLEL_MIN_CANDIDATES", "LOOPS", "RUNNERS", "parallel", "candidates"]
 
@@ -81,7 +92,7 @@ def alive_columns(v, iv, iw, Pw, chunks, rows):
             for m in range(ch * rows, min(v.shape[1], (ch + 1) * rows)):
                 row = v[iv[b], m]
                 for c in range(C):
-                    out[c] |= row[c] != -np.inf   # NaN is live
+                    out[c] |= row[c] != -np.inf  # NaN is live
     return alive
 
 
@@ -156,7 +167,7 @@ def maxproduct_task(with_arg):
                 prow, nrow = p[bv, m], n[bv, m]
                 for k in range(cs.size):
                     pc = prow[cs[k]]
-                    if pc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
+                    if pc == -np.inf:  # 0̄: no candidate (a NaN entry is one)
                         continue
                     ncv = nrow[cs[k]]
                     for j in range(nb):
@@ -164,21 +175,22 @@ def maxproduct_task(with_arg):
                         neg = wj < 0
                         hi = wj * (ncv if neg else pc)
                         lo = wj * (pc if neg else ncv)
-                        if with_arg:   # the first NaN candidate wins
+                        if with_arg:  # the first NaN candidate wins
                             if hi > accp[j] or ap[j] < 0 or (hi != hi and accp[j] == accp[j]):
                                 accp[j] = hi
                                 ap[j] = 2 * k + (1 if neg else 0)
                             if lo < accn[j] or an[j] < 0 or (lo != lo and accn[j] == accn[j]):
                                 accn[j] = lo
                                 an[j] = 2 * k + (0 if neg else 1)
-                        else:   # numba's np.maximum / np.minimum propagate NaN (as numpy's)
+                        else:  # numba's np.maximum / np.minimum propagate NaN (as numpy's)
                             accp[j] = np.maximum(accp[j], hi)
                             accn[j] = np.minimum(accn[j], lo)
-                out_p[b, m, j0:j0 + nb] = accp
-                out_n[b, m, j0:j0 + nb] = accn
+                out_p[b, m, j0 : j0 + nb] = accp
+                out_n[b, m, j0 : j0 + nb] = accn
                 if with_arg:
-                    winners(ap, cs, blk, arg_p[b, m, j0:j0 + nb], wt_p[b, m, j0:j0 + nb])
-                    winners(an, cs, blk, arg_n[b, m, j0:j0 + nb], wt_n[b, m, j0:j0 + nb])
+                    winners(ap, cs, blk, arg_p[b, m, j0 : j0 + nb], wt_p[b, m, j0 : j0 + nb])
+                    winners(an, cs, blk, arg_n[b, m, j0 : j0 + nb], wt_n[b, m, j0 : j0 + nb])
+
     return task
 
 
@@ -203,7 +215,7 @@ def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
             accs[:] = -1.0
             for k in range(cs.size):
                 lc = la[bv, m, cs[k]]
-                if lc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
+                if lc == -np.inf:  # 0̄: no candidate (a NaN entry is one)
                     continue
                 sc = s[bv, m, cs[k]]
                 lrow = lblk[k]
@@ -217,8 +229,9 @@ def maxabs_task(t, la, s, w, nc, iv, iw, out_la, out_s, alive, split_):
                     accs[j] = sg if cand > x else (np.maximum(y, sg) if cand == x else y)
             for j in range(nb):  # no candidate: 0̄ = (−inf, +1); NaN: (NaN, NaN)
                 out_la[b, m, j0 + j] = accl[j]
-                out_s[b, m, j0 + j] = (1.0 if accl[j] == -np.inf else
-                                       accl[j] if accl[j] != accl[j] else accs[j])
+                out_s[b, m, j0 + j] = (
+                    1.0 if accl[j] == -np.inf else accl[j] if accl[j] != accl[j] else accs[j]
+                )
 
 
 @numba.njit(cache=True, inline="always")
@@ -252,7 +265,7 @@ def lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk):
     accn = np.full(nb, np.inf, out_p.dtype)
     for k in range(A):
         pc = p[b, r, k]
-        if pc == -np.inf:   # 0̄: no candidate (a NaN entry is one)
+        if pc == -np.inf:  # 0̄: no candidate (a NaN entry is one)
             continue
         ncv = n[b, r, k]
         factor_row(wrow, U, V, G, owner, b, r, k, j0, A, N)
@@ -261,8 +274,8 @@ def lowrank_task(t, p, n, U, V, G, owner, out_p, out_n, nblk):
             neg = wj < 0
             accp[j] = np.maximum(accp[j], wj * (ncv if neg else pc))
             accn[j] = np.minimum(accn[j], wj * (pc if neg else ncv))
-    out_p[b, r, j0:j0 + nb] = accp
-    out_n[b, r, j0:j0 + nb] = accn
+    out_p[b, r, j0 : j0 + nb] = accp
+    out_n[b, r, j0 : j0 + nb] = accn
 
 
 # the two loops written out (not made by :func:`driver`): see the runners' note below
@@ -283,22 +296,27 @@ def lowrank_parallel(p, n, U, V, G, owner, out_p, out_n):
 def driver(task, parallel):
     """``loop(v0, v1, w, nc, iv, iw, *outs)``: every task of the call, on numba's threads
     (``parallel``) or on the calling thread (small calls: no thread-team wake-up)."""
+
     @numba.njit(parallel=parallel, cache=True)
     def loop(v0, v1, w, nc, iv, iw, *outs):
         split_ = split(outs[0].shape[1], outs[0].shape[2], w.shape[0])
         alive = alive_columns(v0, iv, iw, w.shape[0], split_[1], split_[2])
         for t in numba.prange(w.shape[0] * split_[0] * split_[1]):
             task(t, v0, v1, w, nc, iv, iw, *outs, alive, split_)
+
     return loop
 
 
-_TASKS = dict(maxproduct=maxproduct_task(False), maxproduct_arg=maxproduct_task(True),
-              maxabs=maxabs_task)
+_TASKS = dict(
+    maxproduct=maxproduct_task(False), maxproduct_arg=maxproduct_task(True), maxabs=maxabs_task
+)
 # LOOPS[name][parallel]: the driver of each kernel, serial (False) and parallel (True)
 LOOPS = {name: {par: driver(task, par) for par in (False, True)} for name, task in _TASKS.items()}
 maxproduct_serial, maxproduct_parallel = LOOPS["maxproduct"][False], LOOPS["maxproduct"][True]
-maxproduct_arg_serial, maxproduct_arg_parallel = (LOOPS["maxproduct_arg"][False],
-                                                  LOOPS["maxproduct_arg"][True])
+maxproduct_arg_serial, maxproduct_arg_parallel = (
+    LOOPS["maxproduct_arg"][False],
+    LOOPS["maxproduct_arg"][True],
+)
 maxabs_serial, maxabs_parallel = LOOPS["maxabs"][False], LOOPS["maxabs"][True]
 
 
@@ -310,10 +328,12 @@ def parallel(candidates: int) -> bool:
 
 # --- XLA FFI call frames
 
+
 @intrinsic
 def _load_i64(typingctx, addr):
     def codegen(context, builder, sig, args):
         return builder.load(builder.inttoptr(args[0], ir.IntType(64).as_pointer()))
+
     return types.int64(types.int64), codegen
 
 
@@ -322,14 +342,17 @@ def _load_i32(typingctx, addr):
     def codegen(context, builder, sig, args):
         value = builder.load(builder.inttoptr(args[0], ir.IntType(32).as_pointer()))
         return builder.sext(value, ir.IntType(64))
+
     return types.int64(types.int64), codegen
 
 
 @intrinsic
 def _pointer(typingctx, addr, like):
     """``addr`` as a pointer to elements of ``like``'s type."""
+
     def codegen(context, builder, sig, args):
         return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
     return types.CPointer(like)(types.int64, like), codegen
 
 
@@ -406,22 +429,38 @@ def _operands(frame, like):
     a0, a1, a2 = _item(frame, ARGS, 0), _item(frame, ARGS, 1), _item(frame, ARGS, 2)
     r0 = _item(frame, RETS, 0)
     iv, iw = _batch(r0, a0, a2)
-    return (_view(a0, like), _view(a1, like), _view(a2, like), _nc(frame), iv, iw,
-            _view(r0, like), _view(_item(frame, RETS, 1), like))
+    return (
+        _view(a0, like),
+        _view(a1, like),
+        _view(a2, like),
+        _nc(frame),
+        iv,
+        iw,
+        _view(r0, like),
+        _view(_item(frame, RETS, 1), like),
+    )
 
 
 @numba.njit(cache=True)
 def _no_args(like):
     """Empty arg-max outputs: the plain MaxProduct loop computes none."""
-    return (np.empty((0, 0, 0), np.int32), np.empty((0, 0, 0), np.int32),
-            np.empty((0, 0, 0), np.asarray(like).dtype), np.empty((0, 0, 0), np.asarray(like).dtype))
+    return (
+        np.empty((0, 0, 0), np.int32),
+        np.empty((0, 0, 0), np.int32),
+        np.empty((0, 0, 0), np.asarray(like).dtype),
+        np.empty((0, 0, 0), np.asarray(like).dtype),
+    )
 
 
 @numba.njit(cache=True)
 def _args(frame, like):
     """The arg-max outputs (arg_pos, arg_neg, w_pos, w_neg) of a maxproduct_arg call."""
-    return (_view(_item(frame, RETS, 2), np.int32(0)), _view(_item(frame, RETS, 3), np.int32(0)),
-            _view(_item(frame, RETS, 4), like), _view(_item(frame, RETS, 5), like))
+    return (
+        _view(_item(frame, RETS, 2), np.int32(0)),
+        _view(_item(frame, RETS, 3), np.int32(0)),
+        _view(_item(frame, RETS, 4), like),
+        _view(_item(frame, RETS, 5), like),
+    )
 
 
 @numba.njit(cache=True)
@@ -500,9 +539,16 @@ def _lowrank_operands(frame, like):
     """(p, n, U, V, G, owner, out_p, out_n) of a MaxProduct low-rank call, each viewed
     [batch, rows, cols]."""
     a = [_item(frame, ARGS, i) for i in range(6)]
-    return (_view(a[0], like), _view(a[1], like), _view(a[2], like), _view(a[3], like),
-            _view(a[4], like), _view(a[5], np.int32(0)), _view(_item(frame, RETS, 0), like),
-            _view(_item(frame, RETS, 1), like))
+    return (
+        _view(a[0], like),
+        _view(a[1], like),
+        _view(a[2], like),
+        _view(a[3], like),
+        _view(a[4], like),
+        _view(a[5], np.int32(0)),
+        _view(_item(frame, RETS, 0), like),
+        _view(_item(frame, RETS, 1), like),
+    )
 
 
 @numba.njit(cache=True)
@@ -526,7 +572,9 @@ def run_lowrank_parallel(frame):
 
 
 # RUNNERS[name][parallel](frame) -> 0, or 1 for operands neither float32 nor float64
-RUNNERS = dict(maxproduct={False: run_maxproduct_serial, True: run_maxproduct_parallel},
-               maxproduct_arg={False: run_maxproduct_arg_serial, True: run_maxproduct_arg_parallel},
-               maxabs={False: run_maxabs_serial, True: run_maxabs_parallel},
-               maxproduct_lowrank={False: run_lowrank_serial, True: run_lowrank_parallel})
+RUNNERS = dict(
+    maxproduct={False: run_maxproduct_serial, True: run_maxproduct_parallel},
+    maxproduct_arg={False: run_maxproduct_arg_serial, True: run_maxproduct_arg_parallel},
+    maxabs={False: run_maxabs_serial, True: run_maxabs_parallel},
+    maxproduct_lowrank={False: run_lowrank_serial, True: run_lowrank_parallel},
+)

@@ -12,6 +12,7 @@ NaN candidate.
 >>> [float(x[0, 0, 0]) for x in maxproduct(p, p, w)]
 [3.0, -8.0]
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -22,8 +23,15 @@ from jax import lax
 
 from .. import numerics
 
-__all__ = ["TROPICAL_CHUNK_ELEMENTS", "canonical", "layout", "chunked_contraction", "maxproduct",
-           "maxproduct_arg", "maxabs"]
+__all__ = [
+    "TROPICAL_CHUNK_ELEMENTS",
+    "canonical",
+    "layout",
+    "chunked_contraction",
+    "maxproduct",
+    "maxproduct_arg",
+    "maxabs",
+]
 
 # Budget (elements) of one chunk of candidate products in a tropical contraction.
 TROPICAL_CHUNK_ELEMENTS = 1 << 22
@@ -42,8 +50,11 @@ def canonical(v, w, dimension_numbers):
     w_free = tuple(i for i in range(w.ndim) if i not in wc and i not in wb)
     size = lambda x, axes: int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
     B, M, C, N = size(v, vb), size(v, v_free), size(v, vc), size(w, w_free)
-    out_shape = tuple(v.shape[i] for i in vb) + tuple(v.shape[i] for i in v_free) + tuple(
-        w.shape[i] for i in w_free)
+    out_shape = (
+        tuple(v.shape[i] for i in vb)
+        + tuple(v.shape[i] for i in v_free)
+        + tuple(w.shape[i] for i in w_free)
+    )
 
     def canon_v(x):
         return jnp.transpose(x, vb + v_free + vc).reshape(B, M, C)
@@ -67,8 +78,15 @@ def layout(v, w, dimension_numbers):
     return canon_v, w.reshape(cw.shape[0], cw.shape[2], cw.shape[1]), True, out_shape
 
 
-def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, pad_values,
-                        chunk_elements: int | None = None, nc: bool = False):
+def chunked_contraction(
+    chunk_fn: Callable,
+    combine: Callable,
+    vs: Sequence,
+    w,
+    pad_values,
+    chunk_elements: int | None = None,
+    nc: bool = False,
+):
     """⊕-contract canonical ``vs`` ([B, M, C] each) with ``w`` ([B, C, N], or [B, N, C] when
     ``nc``) in chunks over C.
 
@@ -85,7 +103,10 @@ def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, 
     n_chunks = -(-C // c)
     pad = n_chunks * c - C
     if pad:
-        vs = [jnp.pad(v, ((0, 0), (0, 0), (0, pad)), constant_values=p) for v, p in zip(vs, pad_values)]
+        vs = [
+            jnp.pad(v, ((0, 0), (0, 0), (0, pad)), constant_values=p)
+            for v, p in zip(vs, pad_values)
+        ]
         wt = jnp.pad(wt, ((0, 0), (0, 0), (0, pad)))
 
     def piece(vs_k, w_k):
@@ -108,6 +129,7 @@ def chunked_contraction(chunk_fn: Callable, combine: Callable, vs: Sequence, w, 
 def maxproduct(p, n, w, nc=False):
     """Signed max-times: (top_pos, top_neg) [B, M, C] with w [B, C, N] ([B, N, C] if ``nc``)
     → [B, M, N] each."""
+
     def chunk(vs, wk):
         hi, lo = numerics.signed_scale(wk, *vs)
         return numerics.max_nan(hi, (-1,)), numerics.min_nan(lo, (-1,))
@@ -127,7 +149,7 @@ def maxabs(la, s, w, nc=False):
     def chunk(vs, wk):
         # a 0̄ entry meets no weight (−inf + inf would be NaN); a NaN entry is live
         cand = numerics.scale_log(vs[0], wk[..., :N, :])
-        sign = jnp.where(cand == -jnp.inf, 1.0, vs[1] * wk[..., N:, :])   # no sign(NaN) from 0̄
+        sign = jnp.where(cand == -jnp.inf, 1.0, vs[1] * wk[..., N:, :])  # no sign(NaN) from 0̄
         return numerics.lexmax_reduce(cand, sign, (-1,))
 
     def combine(x, y):
@@ -135,8 +157,15 @@ def maxabs(la, s, w, nc=False):
 
     # log|w| and sign(w) travel as one array (2N columns) through the chunking.
     both = jnp.concatenate([numerics.log_abs(w), numerics.sign1(w)], axis=ax)
-    la, s = chunked_contraction(chunk, combine, [la, s], both, (-jnp.inf, 1.0),
-                                chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2, nc=nc)
+    la, s = chunked_contraction(
+        chunk,
+        combine,
+        [la, s],
+        both,
+        (-jnp.inf, 1.0),
+        chunk_elements=TROPICAL_CHUNK_ELEMENTS // 2,
+        nc=nc,
+    )
     return la, jnp.where(la == -jnp.inf, jnp.ones_like(s), s)
 
 
@@ -150,27 +179,39 @@ def maxproduct_arg(p, n, w, nc=False):
     def chunk(vs, wk):
         # One variadic reduce per chunk (value, candidate code, edge weight for both chains):
         # XLA CPU compiles a kernel per reduction, and argmax + gathers cost several.
-        pk, nk, ck = vs                      # [B, M, 1, c]
-        hi, lo = numerics.signed_scale(wk, pk, nk)   # [B, M, N, c]
+        pk, nk, ck = vs  # [B, M, 1, c]
+        hi, lo = numerics.signed_scale(wk, pk, nk)  # [B, M, N, c]
         neg = (wk < 0).astype(jnp.int32)
         shape = hi.shape
         wb = jnp.broadcast_to(wk, shape)
         code_p = jnp.broadcast_to(2 * ck + neg, shape)
         code_n = jnp.broadcast_to(2 * ck + 1 - neg, shape)
 
-        vp, ap, ep, vn, an, en = numerics.first_best_reduce((hi, code_p, wb), (lo, code_n, wb),
-                                                            (hi.ndim - 1,))
-        livep, liven = vp != -jnp.inf, vn != jnp.inf   # a NaN candidate is live
-        return (vp, vn, jnp.where(livep, ap, -1), jnp.where(liven, an, -1),
-                jnp.where(livep, ep, 0), jnp.where(liven, en, 0))
+        vp, ap, ep, vn, an, en = numerics.first_best_reduce(
+            (hi, code_p, wb), (lo, code_n, wb), (hi.ndim - 1,)
+        )
+        livep, liven = vp != -jnp.inf, vn != jnp.inf  # a NaN candidate is live
+        return (
+            vp,
+            vn,
+            jnp.where(livep, ap, -1),
+            jnp.where(liven, an, -1),
+            jnp.where(livep, ep, 0),
+            jnp.where(liven, en, 0),
+        )
 
     def combine(x, y):
         # ties keep the earlier chunk (first index wins); the first NaN wins
         nx, ny = jnp.isnan(x[0]), jnp.isnan(y[0])
         bp = (y[0] > x[0]) | (ny & ~nx)
         bn = (y[1] < x[1]) | (jnp.isnan(y[1]) & ~jnp.isnan(x[1]))
-        return (jnp.where(bp, y[0], x[0]), jnp.where(bn, y[1], x[1]),
-                jnp.where(bp, y[2], x[2]), jnp.where(bn, y[3], x[3]),
-                jnp.where(bp, y[4], x[4]), jnp.where(bn, y[5], x[5]))
+        return (
+            jnp.where(bp, y[0], x[0]),
+            jnp.where(bn, y[1], x[1]),
+            jnp.where(bp, y[2], x[2]),
+            jnp.where(bn, y[3], x[3]),
+            jnp.where(bp, y[4], x[4]),
+            jnp.where(bn, y[5], x[5]),
+        )
 
     return chunked_contraction(chunk, combine, [p, n, cidx], w, (-jnp.inf, jnp.inf, -1), nc=nc)

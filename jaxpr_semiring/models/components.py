@@ -31,6 +31,7 @@ Cost grows with the number of components at the branch points only, not with the
 >>> cf.points[0].flows.top_pos.shape     # [tokens, components]
 (5, 5)
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -49,8 +50,10 @@ __all__ = ["component_flows", "component_flows_fn", "embedding_target"]
 
 # --------------------------------------------------------------------------- entry points
 
+
 def _is_hf(model) -> bool:
-    # ``params`` is a property that raises for models built with ``_do_init=False``: look on the type
+    # ``params`` is a property that raises for models built with ``_do_init=False``: look on the
+    # type
     return hasattr(model, "config") and hasattr(model, "module") and hasattr(type(model), "params")
 
 
@@ -69,15 +72,23 @@ def _as_inputs(model, inputs):
     if isinstance(inputs, dict):
         return {k: v for k, v in inputs.items() if v is not None}
     if _is_hf(model):
-        key = "pixel_values" if jnp.issubdtype(jnp.result_type(inputs), jnp.floating) else "input_ids"
+        key = (
+            "pixel_values" if jnp.issubdtype(jnp.result_type(inputs), jnp.floating) else "input_ids"
+        )
         return {key: inputs}
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
-def component_flows_fn(model, target: Callable | None = None, semiring: Semiring | None = None,
-                       *, heads: bool = False, preset: P.Preset | str | None = None,
-                       points: Sequence[str] | None = None, head_dim: int | None = None
-                       ) -> Callable:
+def component_flows_fn(
+    model,
+    target: Callable | None = None,
+    semiring: Semiring | None = None,
+    *,
+    heads: bool = False,
+    preset: P.Preset | str | None = None,
+    points: Sequence[str] | None = None,
+    head_dim: int | None = None,
+) -> Callable:
     """A jittable/vmappable ``fn(params, inputs, *target_args) -> ComponentFlows`` for one
     example.
 
@@ -92,16 +103,20 @@ def component_flows_fn(model, target: Callable | None = None, semiring: Semiring
     ``("attention",)``).
     """
     if target is None:
-        raise ValueError("component flows need a target: pass target(outputs, *target_args) -> "
-                         "scalar, e.g. jaxpr_semiring.models.targets.logit_diff.")
+        raise ValueError(
+            "component flows need a target: pass target(outputs, *target_args) -> "
+            "scalar, e.g. jaxpr_semiring.models.targets.logit_diff."
+        )
     preset = P.detect(model, preset)
     S = MaxProduct() if semiring is None else semiring
     T = Tagged(S)
     hd = head_dim or _head_dim(model, preset, heads)
     names = tuple(pt.name for pt in preset.points if points is None or pt.name in points)
     if not names:
-        raise ValueError(f"points={points!r} names no branch point of preset {preset.name!r} "
-                         f"(it has {[pt.name for pt in preset.points]}).")
+        raise ValueError(
+            f"points={points!r} names no branch point of preset {preset.name!r} "
+            f"(it has {[pt.name for pt in preset.points]})."
+        )
 
     def fn(params, inputs, *target_args) -> ComponentFlows:
         f, emb0 = embedding_target(model, params, inputs, target, target_args, preset, names)
@@ -120,8 +135,15 @@ def _head_dim(model, preset, heads: bool) -> int | None:
     return P.head_dim(model) if needed else None
 
 
-def embedding_target(model, params, inputs, target: Callable, target_args: Sequence = (),
-                     preset: P.Preset | str | None = None, points: Sequence[str] = ()):
+def embedding_target(
+    model,
+    params,
+    inputs,
+    target: Callable,
+    target_args: Sequence = (),
+    preset: P.Preset | str | None = None,
+    points: Sequence[str] = (),
+):
     """``(f, e0)``: ``f(e)`` is ``target(outputs, *target_args)`` of the model whose embedding
     module (the preset's; its first call) returns ``e`` instead, with the branch points of
     ``points`` tapped; ``e0`` is the embedding output itself. Differentiate ``f`` at ``e0``
@@ -132,11 +154,13 @@ def embedding_target(model, params, inputs, target: Callable, target_args: Seque
     preset = P.detect(model, preset)
     inputs = _as_inputs(model, inputs)
     seen: list = []
-    with instrument(preset, seen=seen):   # under jit the rest of this pass is dead code
+    with instrument(preset, seen=seen):  # under jit the rest of this pass is dead code
         _call(model, params, inputs)
     if not seen:
-        raise ValueError(f"preset {preset.name!r}: no call of an embedding module matching "
-                         f"{preset.embeddings!r}; check the preset's embeddings pattern.")
+        raise ValueError(
+            f"preset {preset.name!r}: no call of an embedding module matching "
+            f"{preset.embeddings!r}; check the preset's embeddings pattern."
+        )
 
     def f(e):
         with instrument(preset, points, e):
@@ -146,15 +170,24 @@ def embedding_target(model, params, inputs, target: Callable, target_args: Seque
     return f, seen[0]
 
 
-def component_flows(model, params, inputs, target: Callable | None = None,
-                    target_args: Sequence = (), semiring: Semiring | None = None, *,
-                    heads: bool = False, preset: P.Preset | str | None = None,
-                    points: Sequence[str] | None = None, head_dim: int | None = None
-                    ) -> ComponentFlows:
+def component_flows(
+    model,
+    params,
+    inputs,
+    target: Callable | None = None,
+    target_args: Sequence = (),
+    semiring: Semiring | None = None,
+    *,
+    heads: bool = False,
+    preset: P.Preset | str | None = None,
+    points: Sequence[str] | None = None,
+    head_dim: int | None = None,
+) -> ComponentFlows:
     """Per layer × branch point × token × component flows of ``target(outputs, *target_args)``
     for one example (see :func:`component_flows_fn` for the arguments), compiled with
     ``jax.jit``. For many examples, jit (and vmap) :func:`component_flows_fn` yourself.
     """
-    fn = component_flows_fn(model, target, semiring, heads=heads, preset=preset, points=points,
-                            head_dim=head_dim)
+    fn = component_flows_fn(
+        model, target, semiring, heads=heads, preset=preset, points=points, head_dim=head_dim
+    )
     return jax.jit(fn)(params, inputs, *target_args)

@@ -19,6 +19,7 @@ vmappable over sentences::
 For masked-LM models the default target is logit(correct) − logit(wrong) at the mask position
 (:func:`mlm_logit_diff`, ``target_args=(mask_position, correct_id, wrong_id)``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Sequence
@@ -34,9 +35,18 @@ from ..semirings import MaxProduct, Semiring
 from .components import component_flows_fn
 from .targets import logit_diff
 
-__all__ = ["BRANCHES", "BranchFlows", "branch_flows", "branch_flows_fn", "embedding_flows",
-           "word_embeddings_replaced_by",
-           "embedding_flows_fn", "mlm_logit_diff", "classify_consumer", "word_embedding_table"]
+__all__ = [
+    "BRANCHES",
+    "BranchFlows",
+    "branch_flows",
+    "branch_flows_fn",
+    "embedding_flows",
+    "word_embeddings_replaced_by",
+    "embedding_flows_fn",
+    "mlm_logit_diff",
+    "classify_consumer",
+    "word_embedding_table",
+]
 
 #: branch order of the last axis of :attr:`BranchFlows.flows`
 BRANCHES = ("skip", "query", "key", "value")
@@ -63,6 +73,7 @@ class BranchFlows(NamedTuple):
     embeddings: semiring value ``[seq_len, hidden]``: flows w.r.t. the word-embedding output.
     value: the target's value.
     """
+
     flows: Any
     total: Any
     other: Any
@@ -70,8 +81,9 @@ class BranchFlows(NamedTuple):
     value: jax.Array
 
 
-def classify_consumer(label: str, layer_path: str,
-                      branches: dict[str, str] | None = None) -> str | None:
+def classify_consumer(
+    label: str, layer_path: str, branches: dict[str, str] | None = None
+) -> str | None:
     """The branch of a consumer label (``"<module path> [<prim>]"``) of the input of the layer
     at ``layer_path`` (e.g. ``"bert/encoder/layer/3"``), or None.
 
@@ -87,7 +99,7 @@ def classify_consumer(label: str, layer_path: str,
     i = ("/" + path + "/").find(marker)
     if i < 0:
         return None
-    rel = ("/" + path + "/")[i + len(marker):].strip("/")
+    rel = ("/" + path + "/")[i + len(marker) :].strip("/")
     for prefix, branch in (branches or _BRANCH_PREFIX).items():
         if rel == prefix or rel.startswith(prefix + "/"):
             return branch
@@ -111,8 +123,9 @@ def word_embedding_table(params):
 
     visit(params, ())
     if len(found) != 1:
-        raise ValueError(f"expected one embeddings/word_embeddings/embedding in params, "
-                         f"found {len(found)}")
+        raise ValueError(
+            f"expected one embeddings/word_embeddings/embedding in params, found {len(found)}"
+        )
     return found[0]
 
 
@@ -129,6 +142,7 @@ def word_embeddings_replaced_by(embeddings):
     >>> with word_embeddings_replaced_by(jnp.zeros((1, 3, 8))):
     ...     pass
     """
+
     def replace(next_fun, args, kwargs, context):
         if context.method_name == "__call__" and _is_word_embeddings(context.module):
             return embeddings.astype(jnp.result_type(embeddings))
@@ -142,29 +156,38 @@ def _default_target(model, target):
         return target
     if "MaskedLM" in type(model).__name__ or "ForPreTraining" in type(model).__name__:
         return mlm_logit_diff
-    raise ValueError(f"{type(model).__name__} has no default target: pass target(outputs, "
-                     f"*target_args) -> scalar (e.g. a dot product of outputs.pooler_output[0] "
-                     f"with a fixed vector).")
+    raise ValueError(
+        f"{type(model).__name__} has no default target: pass target(outputs, "
+        f"*target_args) -> scalar (e.g. a dot product of outputs.pooler_output[0] "
+        f"with a fixed vector)."
+    )
 
 
-def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | None = None
-                    ) -> Callable:
+def branch_flows_fn(
+    model, target: Callable | None = None, semiring: Semiring | None = None
+) -> Callable:
     """A jittable/vmappable ``fn(params, input_ids, *target_args, attention_mask=None,
     token_type_ids=None) -> BranchFlows`` for one sentence (``input_ids`` of shape [seq_len]).
 
     ``target(outputs, *target_args)`` maps the model outputs (batch of one) to a scalar.
     """
     S = MaxProduct() if semiring is None else semiring
-    flows_fn = component_flows_fn(model, _default_target(model, target), S, preset="bert",
-                                  points=("attention",))
+    flows_fn = component_flows_fn(
+        model, _default_target(model, target), S, preset="bert", points=("attention",)
+    )
 
     def fn(params, input_ids, *target_args, attention_mask=None, token_type_ids=None):
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 1:
-            raise ValueError(f"input_ids must be one sentence of shape [seq_len] (got "
-                             f"{input_ids.shape}); jax.vmap over sentences for a batch.")
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
-                  "token_type_ids": token_type_ids}
+            raise ValueError(
+                f"input_ids must be one sentence of shape [seq_len] (got "
+                f"{input_ids.shape}); jax.vmap over sentences for a batch."
+            )
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         cf = flows_fn(params, inputs, *target_args)
         flows, total = cf.stacked("attention")
         comps = cf.points[0].components
@@ -175,9 +198,17 @@ def branch_flows_fn(model, target: Callable | None = None, semiring: Semiring | 
     return fn
 
 
-def branch_flows(model, params, input_ids, target: Callable | None = None,
-                 target_args: Sequence = (), semiring: Semiring | None = None, *,
-                 attention_mask=None, token_type_ids=None) -> BranchFlows:
+def branch_flows(
+    model,
+    params,
+    input_ids,
+    target: Callable | None = None,
+    target_args: Sequence = (),
+    semiring: Semiring | None = None,
+    *,
+    attention_mask=None,
+    token_type_ids=None,
+) -> BranchFlows:
     """Per layer × token × branch (skip, query, key, value) semiring flows at each BERT layer's
     input for the scalar ``target(outputs, *target_args)`` (default for masked-LM models:
     :func:`mlm_logit_diff` with ``target_args=(mask_position, correct_id, wrong_id)``).
@@ -191,8 +222,9 @@ def branch_flows(model, params, input_ids, target: Callable | None = None,
     return run(params, input_ids, attention_mask, token_type_ids, *target_args)
 
 
-def embedding_flows_fn(model, target: Callable | None = None, semiring: Semiring | None = None
-                       ) -> Callable:
+def embedding_flows_fn(
+    model, target: Callable | None = None, semiring: Semiring | None = None
+) -> Callable:
     """``fn(params, input_ids, *target_args, attention_mask=None, token_type_ids=None) ->
     (value, flows)``: the semiring gradient w.r.t. the word-embedding output ([seq_len,
     hidden]), no taps. Jittable and vmappable."""
@@ -215,11 +247,23 @@ def embedding_flows_fn(model, target: Callable | None = None, semiring: Semiring
     return fn
 
 
-def embedding_flows(model, params, input_ids, target: Callable | None = None,
-                    target_args: Sequence = (), semiring: Semiring | None = None, *,
-                    attention_mask=None, token_type_ids=None):
+def embedding_flows(
+    model,
+    params,
+    input_ids,
+    target: Callable | None = None,
+    target_args: Sequence = (),
+    semiring: Semiring | None = None,
+    *,
+    attention_mask=None,
+    token_type_ids=None,
+):
     """``(value, flows)``: semiring gradient of the target w.r.t. the word-embedding output
     (shape [seq_len, hidden]); ⊕ over the last axis gives per-token values (Eq. 3)."""
     return embedding_flows_fn(model, target, semiring)(
-        params, input_ids, *target_args, attention_mask=attention_mask,
-        token_type_ids=token_type_ids)
+        params,
+        input_ids,
+        *target_args,
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+    )

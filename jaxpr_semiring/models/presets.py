@@ -27,15 +27,35 @@ Component(name='qkv', module='attn/c_attn', primitive=None, fused='qkv')
 >>> detect_name("roberta")
 'bert'
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from ..analyses.component_channels import (ATTENTION_PROJECTIONS, POINTS, Branch, Component, Point,
-                                           Preset)
+from ..analyses.component_channels import (
+    ATTENTION_PROJECTIONS,
+    POINTS,
+    Branch,
+    Component,
+    Point,
+    Preset,
+)
 
-__all__ = ["Branch", "Component", "Point", "Preset", "PRESETS", "MODEL_TYPES", "POINTS",
-           "ATTENTION_PROJECTIONS", "detect", "detect_name", "head_dim", "UnsupportedModelError"]
+__all__ = [
+    "Branch",
+    "Component",
+    "Point",
+    "Preset",
+    "PRESETS",
+    "MODEL_TYPES",
+    "POINTS",
+    "ATTENTION_PROJECTIONS",
+    "detect",
+    "detect_name",
+    "head_dim",
+    "UnsupportedModelError",
+]
+
 
 def _skip(module: str = "") -> Component:
     return Component("skip", module, "add")
@@ -47,87 +67,246 @@ def _qkv(prefix: str, names=("query", "key", "value")) -> tuple:
 
 def _pre_ln_decoder(name, layers, embeddings, attn, mlp_norm, mlp, description) -> Preset:
     """A pre-LN block: residual adds in the block itself, the MLP point before its norm."""
-    return Preset(name, layers, embeddings, (
-        Point("attention", (Branch(),), (_skip(),) + attn),
-        Point("mlp", (Branch(mlp_norm),), (_skip(), Component("mlp", mlp)))), description)
+    return Preset(
+        name,
+        layers,
+        embeddings,
+        (
+            Point("attention", (Branch(),), (_skip(),) + attn),
+            Point("mlp", (Branch(mlp_norm),), (_skip(), Component("mlp", mlp))),
+        ),
+        description,
+    )
 
 
 def _encoder_decoder(name, pre_ln: bool, description) -> Preset:
     """BART-style layers (``(encoder|decoder)/layers/i``); pre-LN (mBART, Pegasus) or post-LN
     (BART, Marian)."""
-    cross_q = Branch("encoder_attn_layer_norm") if pre_ln else Branch("encoder_attn", "hidden_states")
-    return Preset(name, r"(?:encoder|decoder)/layers/\d+", r"shared|embed_tokens", (
-        Point("attention", (Branch(),), (_skip(),) + _qkv("self_attn/", ("q_proj", "k_proj", "v_proj"))),
-        Point("cross_attention", (cross_q, Branch("encoder_attn", "key_value_states", "output")),
-              (_skip(),) + _qkv("encoder_attn/", ("q_proj", "k_proj", "v_proj"))),
-        Point("mlp", (Branch("final_layer_norm" if pre_ln else "fc1"),),
-              (_skip(), Component("mlp", "fc1")))), description)
+    cross_q = (
+        Branch("encoder_attn_layer_norm") if pre_ln else Branch("encoder_attn", "hidden_states")
+    )
+    return Preset(
+        name,
+        r"(?:encoder|decoder)/layers/\d+",
+        r"shared|embed_tokens",
+        (
+            Point(
+                "attention",
+                (Branch(),),
+                (_skip(),) + _qkv("self_attn/", ("q_proj", "k_proj", "v_proj")),
+            ),
+            Point(
+                "cross_attention",
+                (cross_q, Branch("encoder_attn", "key_value_states", "output")),
+                (_skip(),) + _qkv("encoder_attn/", ("q_proj", "k_proj", "v_proj")),
+            ),
+            Point(
+                "mlp",
+                (Branch("final_layer_norm" if pre_ln else "fc1"),),
+                (_skip(), Component("mlp", "fc1")),
+            ),
+        ),
+        description,
+    )
 
 
-_BERT_LIKE = Preset("bert", r"encoder/layer/\d+", r"embeddings/word_embeddings", (
-    Point("attention", (Branch(),), (_skip("attention/output"),) + _qkv("attention/self/")),
-    Point("mlp", (Branch("intermediate"),), (_skip("output"), Component("mlp", "intermediate/dense")))),
-    "post-LN encoder: BERT, RoBERTa, XLM-R, ELECTRA, RoFormer, CamemBERT")
+_BERT_LIKE = Preset(
+    "bert",
+    r"encoder/layer/\d+",
+    r"embeddings/word_embeddings",
+    (
+        Point("attention", (Branch(),), (_skip("attention/output"),) + _qkv("attention/self/")),
+        Point(
+            "mlp",
+            (Branch("intermediate"),),
+            (_skip("output"), Component("mlp", "intermediate/dense")),
+        ),
+    ),
+    "post-LN encoder: BERT, RoBERTa, XLM-R, ELECTRA, RoFormer, CamemBERT",
+)
 
 _LLAMA_ATTN = _qkv("self_attn/", ("q_proj", "k_proj", "v_proj"))
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    _BERT_LIKE,
-    Preset("distilbert", r"transformer/layer/\d+", r"embeddings/word_embeddings", (
-        Point("attention", (Branch("", "hidden_states"),),
-              (_skip(),) + _qkv("attention/", ("q_lin", "k_lin", "v_lin"))),
-        Point("mlp", (Branch("ffn"),), (_skip(), Component("mlp", "ffn/lin1")))),
-        "post-LN encoder, residual adds in the block"),
-    Preset("albert", r"albert_layer_groups/\d+/albert_layers/\d+", r"embeddings/word_embeddings", (
-        Point("attention", (Branch(),), (_skip("attention"),) + _qkv("attention/")),
-        Point("mlp", (Branch("ffn"),), (_skip(), Component("mlp", "ffn")))),
-        "post-LN encoder, one layer module shared by all layers (told apart by call order)"),
-    Preset("gpt2", r"h/\d+", r"wte", (
-        Point("attention", (Branch(),), (_skip(), Component("qkv", "attn/c_attn", fused="qkv"))),
-        Point("mlp", (Branch("ln_2"),), (_skip(), Component("mlp", "mlp/c_fc")))),
-        "pre-LN decoder, fused c_attn split into q/k/v by output columns"),
-    _pre_ln_decoder("gpt_neo", r"h/\d+", r"wte",
-                    _qkv("attn/attention/", ("q_proj", "k_proj", "v_proj")), "ln_2", "mlp/c_fc",
-                    "pre-LN decoder"),
-    Preset("gptj", r"h/\d+", r"wte", (
-        Point("attention", (Branch(),), (_skip(),) + _qkv("attn/", ("q_proj", "k_proj", "v_proj"))
-              + (Component("mlp", "mlp/fc_in"),)),),
-        "parallel attention and MLP from one norm: one branch point with skip/q/k/v/mlp"),
-    _pre_ln_decoder("opt", r"decoder/layers/\d+", r"embed_tokens", _LLAMA_ATTN,
-                    "final_layer_norm", "fc1", "pre-LN decoder (do_layer_norm_before=True)"),
-    _pre_ln_decoder("opt-post-ln", r"decoder/layers/\d+", r"embed_tokens", _LLAMA_ATTN,
-                    "fc1", "fc1", "post-LN OPT (do_layer_norm_before=False, e.g. OPT-350m)"),
-    Preset("bloom", r"h/\d+", r"word_embeddings", (
-        Point("attention", (Branch(),), (_skip("self_attention"),
-              Component("qkv", "self_attention/query_key_value", fused="heads:qkv"))),
-        Point("mlp", (Branch("post_attention_layernorm"),),
-              (_skip("mlp"), Component("mlp", "mlp/dense_h_to_4h")))),
-        "pre-LN decoder, residual adds inside attention/MLP, fused per-head q/k/v"),
-    _pre_ln_decoder("llama", r"layers/\d+", r"embed_tokens", _LLAMA_ATTN,
-                    "post_attention_layernorm", "mlp/(?:gate_proj|up_proj)",
-                    "pre-RMSNorm decoder: Llama, Mistral, Gemma"),
-    _pre_ln_decoder("xglm", r"layers/\d+", r"embed_tokens", _LLAMA_ATTN,
-                    "final_layer_norm", "fc1", "pre-LN decoder"),
-    _encoder_decoder("bart", False, "post-LN encoder-decoder: BART, Marian"),
-    _encoder_decoder("mbart", True, "pre-LN encoder-decoder: mBART, Pegasus"),
-    Preset("vit", r"encoder/layer/\d+", r"embeddings/patch_embeddings", (
-        Point("attention", (Branch(),), (_skip(),) + _qkv("attention/attention/")),
-        Point("mlp", (Branch("layernorm_after"),),
-              (_skip("output"), Component("mlp", "intermediate/dense")))),
-        "pre-LN vision encoder; tokens are [CLS] and the patches"),
-    Preset("transformer", r"layer_\d+", r"token_embed", (
-        Point("attention", (Branch(),), (_skip("skip"),) + _qkv("attention/")),
-        Point("mlp", (Branch("mlp"),), (_skip("mlp_residual"), Component("mlp", "mlp/dense_in")))),
-        "this repository's TransformerClassifier (jaxpr_semiring.paper.transformer)"),
-]}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        _BERT_LIKE,
+        Preset(
+            "distilbert",
+            r"transformer/layer/\d+",
+            r"embeddings/word_embeddings",
+            (
+                Point(
+                    "attention",
+                    (Branch("", "hidden_states"),),
+                    (_skip(),) + _qkv("attention/", ("q_lin", "k_lin", "v_lin")),
+                ),
+                Point("mlp", (Branch("ffn"),), (_skip(), Component("mlp", "ffn/lin1"))),
+            ),
+            "post-LN encoder, residual adds in the block",
+        ),
+        Preset(
+            "albert",
+            r"albert_layer_groups/\d+/albert_layers/\d+",
+            r"embeddings/word_embeddings",
+            (
+                Point("attention", (Branch(),), (_skip("attention"),) + _qkv("attention/")),
+                Point("mlp", (Branch("ffn"),), (_skip(), Component("mlp", "ffn"))),
+            ),
+            "post-LN encoder, one layer module shared by all layers (told apart by call order)",
+        ),
+        Preset(
+            "gpt2",
+            r"h/\d+",
+            r"wte",
+            (
+                Point(
+                    "attention",
+                    (Branch(),),
+                    (_skip(), Component("qkv", "attn/c_attn", fused="qkv")),
+                ),
+                Point("mlp", (Branch("ln_2"),), (_skip(), Component("mlp", "mlp/c_fc"))),
+            ),
+            "pre-LN decoder, fused c_attn split into q/k/v by output columns",
+        ),
+        _pre_ln_decoder(
+            "gpt_neo",
+            r"h/\d+",
+            r"wte",
+            _qkv("attn/attention/", ("q_proj", "k_proj", "v_proj")),
+            "ln_2",
+            "mlp/c_fc",
+            "pre-LN decoder",
+        ),
+        Preset(
+            "gptj",
+            r"h/\d+",
+            r"wte",
+            (
+                Point(
+                    "attention",
+                    (Branch(),),
+                    (_skip(),)
+                    + _qkv("attn/", ("q_proj", "k_proj", "v_proj"))
+                    + (Component("mlp", "mlp/fc_in"),),
+                ),
+            ),
+            "parallel attention and MLP from one norm: one branch point with skip/q/k/v/mlp",
+        ),
+        _pre_ln_decoder(
+            "opt",
+            r"decoder/layers/\d+",
+            r"embed_tokens",
+            _LLAMA_ATTN,
+            "final_layer_norm",
+            "fc1",
+            "pre-LN decoder (do_layer_norm_before=True)",
+        ),
+        _pre_ln_decoder(
+            "opt-post-ln",
+            r"decoder/layers/\d+",
+            r"embed_tokens",
+            _LLAMA_ATTN,
+            "fc1",
+            "fc1",
+            "post-LN OPT (do_layer_norm_before=False, e.g. OPT-350m)",
+        ),
+        Preset(
+            "bloom",
+            r"h/\d+",
+            r"word_embeddings",
+            (
+                Point(
+                    "attention",
+                    (Branch(),),
+                    (
+                        _skip("self_attention"),
+                        Component("qkv", "self_attention/query_key_value", fused="heads:qkv"),
+                    ),
+                ),
+                Point(
+                    "mlp",
+                    (Branch("post_attention_layernorm"),),
+                    (_skip("mlp"), Component("mlp", "mlp/dense_h_to_4h")),
+                ),
+            ),
+            "pre-LN decoder, residual adds inside attention/MLP, fused per-head q/k/v",
+        ),
+        _pre_ln_decoder(
+            "llama",
+            r"layers/\d+",
+            r"embed_tokens",
+            _LLAMA_ATTN,
+            "post_attention_layernorm",
+            "mlp/(?:gate_proj|up_proj)",
+            "pre-RMSNorm decoder: Llama, Mistral, Gemma",
+        ),
+        _pre_ln_decoder(
+            "xglm",
+            r"layers/\d+",
+            r"embed_tokens",
+            _LLAMA_ATTN,
+            "final_layer_norm",
+            "fc1",
+            "pre-LN decoder",
+        ),
+        _encoder_decoder("bart", False, "post-LN encoder-decoder: BART, Marian"),
+        _encoder_decoder("mbart", True, "pre-LN encoder-decoder: mBART, Pegasus"),
+        Preset(
+            "vit",
+            r"encoder/layer/\d+",
+            r"embeddings/patch_embeddings",
+            (
+                Point("attention", (Branch(),), (_skip(),) + _qkv("attention/attention/")),
+                Point(
+                    "mlp",
+                    (Branch("layernorm_after"),),
+                    (_skip("output"), Component("mlp", "intermediate/dense")),
+                ),
+            ),
+            "pre-LN vision encoder; tokens are [CLS] and the patches",
+        ),
+        Preset(
+            "transformer",
+            r"layer_\d+",
+            r"token_embed",
+            (
+                Point("attention", (Branch(),), (_skip("skip"),) + _qkv("attention/")),
+                Point(
+                    "mlp",
+                    (Branch("mlp"),),
+                    (_skip("mlp_residual"), Component("mlp", "mlp/dense_in")),
+                ),
+            ),
+            "this repository's TransformerClassifier (jaxpr_semiring.paper.transformer)",
+        ),
+    ]
+}
 
 #: Hugging Face ``config.model_type`` → preset name
 MODEL_TYPES = {
-    "bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
-    "roformer": "bert", "camembert": "bert", "distilbert": "distilbert", "albert": "albert",
-    "gpt2": "gpt2", "gpt_neo": "gpt_neo", "gptj": "gptj", "opt": "opt", "bloom": "bloom",
-    "llama": "llama", "mistral": "llama", "gemma": "llama", "xglm": "xglm", "bart": "bart",
-    "marian": "bart", "mbart": "mbart", "pegasus": "mbart", "vit": "vit",
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "roformer": "bert",
+    "camembert": "bert",
+    "distilbert": "distilbert",
+    "albert": "albert",
+    "gpt2": "gpt2",
+    "gpt_neo": "gpt_neo",
+    "gptj": "gptj",
+    "opt": "opt",
+    "bloom": "bloom",
+    "llama": "llama",
+    "mistral": "llama",
+    "gemma": "llama",
+    "xglm": "xglm",
+    "bart": "bart",
+    "marian": "bart",
+    "mbart": "mbart",
+    "pegasus": "mbart",
+    "vit": "vit",
 }
 
 
@@ -142,7 +321,8 @@ def _unsupported(what: str) -> UnsupportedModelError:
         f"jaxpr_semiring.paper.transformer.TransformerClassifier. For another Flax model pass "
         f"preset=Preset(name, layers=r'<layer module path regex>', embeddings=r'<embedding module "
         f"regex>', points=(Point('attention', (Branch(),), (Component('skip', '<residual module>', "
-        f"'add'), Component('query', '<query projection>'), ...)),)) (docs/components.md).")
+        f"'add'), Component('query', '<query projection>'), ...)),)) (docs/components.md)."
+    )
 
 
 def detect_name(model_type: str, config: Any = None) -> str:
@@ -180,12 +360,32 @@ def head_dim(model: Any) -> int:
     hd = getattr(config, "head_dim", None)
     if isinstance(hd, int) and hd > 0:
         return hd
-    width = next((getattr(config, a) for a in ("hidden_size", "n_embd", "d_model", "dim", "hidden")
-                  if isinstance(getattr(config, a, None), int)), None)
-    heads = next((getattr(config, a) for a in ("num_attention_heads", "n_head", "num_heads",
-                                               "n_heads", "encoder_attention_heads", "heads")
-                  if isinstance(getattr(config, a, None), int)), None)
+    width = next(
+        (
+            getattr(config, a)
+            for a in ("hidden_size", "n_embd", "d_model", "dim", "hidden")
+            if isinstance(getattr(config, a, None), int)
+        ),
+        None,
+    )
+    heads = next(
+        (
+            getattr(config, a)
+            for a in (
+                "num_attention_heads",
+                "n_head",
+                "num_heads",
+                "n_heads",
+                "encoder_attention_heads",
+                "heads",
+            )
+            if isinstance(getattr(config, a, None), int)
+        ),
+        None,
+    )
     if not width or not heads:
-        raise ValueError(f"cannot tell the attention head width of {type(model).__name__}: "
-                         f"pass head_dim= (the width of one head's query/key/value columns).")
+        raise ValueError(
+            f"cannot tell the attention head width of {type(model).__name__}: "
+            f"pass head_dim= (the width of one head's query/key/value columns)."
+        )
     return width // heads

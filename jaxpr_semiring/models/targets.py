@@ -9,6 +9,7 @@ flows function serves every sentence (positions and token ids are data, not cons
 >>> float(logit_diff(out, 1, 5, 2))      # logits[0, 1, 5] - logits[0, 1, 2]
 3.0
 """
+
 from __future__ import annotations
 
 import jax

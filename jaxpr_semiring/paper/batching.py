@@ -48,7 +48,7 @@ def map_batches(fn: Callable[..., Any], arrays: Sequence[Any], batch_size: int) 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     outs = []
     for start in range(0, n, batch_size):
-        chunk = [a[start:start + batch_size] for a in arrays]
+        chunk = [a[start : start + batch_size] for a in arrays]
         m = len(chunk[0])
         if m < batch_size:
             chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - m, 0)]) for c in chunk]

@@ -47,8 +47,19 @@ __all__ = [
     "trainer_fit",
 ]
 
-VOITA_TITOV_FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625,
-                                            0.125, 0.25, 0.5, 1.0)
+VOITA_TITOV_FRACTIONS: tuple[float, ...] = (
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.032,
+    0.0625,
+    0.125,
+    0.25,
+    0.5,
+    1.0,
+)
 """Block boundaries as fractions of the data (Voita & Titov, 2020)."""
 
 Fit = Callable[[np.ndarray, np.ndarray, int], Callable[[np.ndarray], Any]]
@@ -79,14 +90,17 @@ class MDLResult:
     block_info: list[dict] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
-        return {"codelength": self.codelength, "uniform_codelength": self.uniform_codelength,
-                "compression": self.compression, "num_classes": self.num_classes,
-                "boundaries": list(self.boundaries),
-                "block_codelengths": list(self.block_codelengths)}
+        return {
+            "codelength": self.codelength,
+            "uniform_codelength": self.uniform_codelength,
+            "compression": self.compression,
+            "num_classes": self.num_classes,
+            "boundaries": list(self.boundaries),
+            "block_codelengths": list(self.block_codelengths),
+        }
 
 
-def block_boundaries(n: int, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS
-                     ) -> tuple[int, ...]:
+def block_boundaries(n: int, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS) -> tuple[int, ...]:
     """Strictly increasing boundaries ``round(f · n)`` (at least 1, duplicates removed, the
     last forced to ``n``).
 
@@ -129,10 +143,20 @@ def codelengths_bits(logits: Any, labels: Any) -> np.ndarray:
     return (logz - z[np.arange(len(y)), y]) / math.log(2.0)
 
 
-def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
-                max_epochs: int = 50, max_epochs_cap: int = 2000, batch_size: int = 64,
-                target_val_acc: float | None = 1.0, seed: int = 0, pad_val_to: int = 256,
-                predict_batch: int = 512, **train_kwargs) -> Fit:
+def trainer_fit(
+    model: Any,
+    *,
+    val_fraction: float = 0.1,
+    min_steps: int = 200,
+    max_epochs: int = 50,
+    max_epochs_cap: int = 2000,
+    batch_size: int = 64,
+    target_val_acc: float | None = 1.0,
+    seed: int = 0,
+    pad_val_to: int = 256,
+    predict_batch: int = 512,
+    **train_kwargs,
+) -> Fit:
     """A ``fit`` for :func:`online_codelength` training ``model`` from scratch per block with
     :func:`~jaxpr_semiring.paper.training.train_classifier`.
 
@@ -153,7 +177,7 @@ def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
         n = len(y)
         n_val = max(1, int(round(val_fraction * n))) if n > 1 else 0
         if n_val:
-            xt, yt, xv, yv = x[:n - n_val], y[:n - n_val], x[n - n_val:], y[n - n_val:]
+            xt, yt, xv, yv = x[: n - n_val], y[: n - n_val], x[n - n_val :], y[n - n_val :]
         else:
             xt, yt, xv, yv = x, y, x, y
         reps = -(-len(yt) // batch_size) * batch_size
@@ -163,24 +187,42 @@ def trainer_fit(model: Any, *, val_fraction: float = 0.1, min_steps: int = 200,
             yv = np.resize(yv, max(pad_val_to, len(yv)))
         steps_per_epoch = reps // batch_size
         epochs = min(max_epochs_cap, max(max_epochs, -(-min_steps // steps_per_epoch)))
-        params, hist = train_classifier(model, (xt, yt), (xv, yv), batch_size=batch_size,
-                                        max_epochs=epochs, target_val_acc=target_val_acc,
-                                        seed=seed + block, progress=False, **train_kwargs)
+        params, hist = train_classifier(
+            model,
+            (xt, yt),
+            (xv, yv),
+            batch_size=batch_size,
+            max_epochs=epochs,
+            target_val_acc=target_val_acc,
+            seed=seed + block,
+            progress=False,
+            **train_kwargs,
+        )
 
         def predict(xs):
-            return map_batches(lambda c: model.apply(params, jnp.asarray(c)), (xs,),
-                               predict_batch)
+            return map_batches(lambda c: model.apply(params, jnp.asarray(c)), (xs,), predict_batch)
 
-        predict.info = {"train_size": n, "best_val_acc": hist.best_val_acc,  # type: ignore
-                        "epochs": len(hist.epoch)}
+        predict.info = {
+            "train_size": n,
+            "best_val_acc": hist.best_val_acc,  # type: ignore
+            "epochs": len(hist.epoch),
+        }
         return predict
 
     return fit
 
 
-def online_codelength(x: Any, y: Any, num_classes: int, *, fit: Fit | None = None,
-                      model: Any = None, block_fractions: Sequence[float] = VOITA_TITOV_FRACTIONS,
-                      progress: bool = False, **fit_kwargs) -> MDLResult:
+def online_codelength(
+    x: Any,
+    y: Any,
+    num_classes: int,
+    *,
+    fit: Fit | None = None,
+    model: Any = None,
+    block_fractions: Sequence[float] = VOITA_TITOV_FRACTIONS,
+    progress: bool = False,
+    **fit_kwargs,
+) -> MDLResult:
     """Prequential MDL of labels ``y`` given inputs ``x`` (module docstring).
 
     Args:
@@ -212,8 +254,8 @@ def online_codelength(x: Any, y: Any, num_classes: int, *, fit: Fit | None = Non
         raise ValueError(f"unexpected keyword arguments with a custom fit: {sorted(fit_kwargs)}")
     bounds = block_boundaries(n, block_fractions)
     per_example = np.empty(n, np.float64)
-    per_example[:bounds[0]] = math.log2(num_classes)
-    blocks = [float(per_example[:bounds[0]].sum())]
+    per_example[: bounds[0]] = math.log2(num_classes)
+    blocks = [float(per_example[: bounds[0]].sum())]
     infos = []
     bar = tqdm(range(len(bounds) - 1), desc="MDL blocks", disable=not progress, leave=False)
     for i in bar:
@@ -221,14 +263,22 @@ def online_codelength(x: Any, y: Any, num_classes: int, *, fit: Fit | None = Non
         predict = fit(x[:lo], y[:lo], i)
         logits = np.asarray(predict(x[lo:hi]))
         if logits.shape[1] < num_classes:
-            raise ValueError(f"the model predicts {logits.shape[1]} classes, fewer than "
-                             f"num_classes={num_classes}")
+            raise ValueError(
+                f"the model predicts {logits.shape[1]} classes, fewer than "
+                f"num_classes={num_classes}"
+            )
         per_example[lo:hi] = codelengths_bits(logits, y[lo:hi])
         blocks.append(float(per_example[lo:hi].sum()))
         infos.append(dict(getattr(predict, "info", {}), block=i, train_size=lo))
     total = float(per_example.sum())
     uniform = n * math.log2(num_classes)
-    return MDLResult(codelength=total, uniform_codelength=uniform,
-                     compression=uniform / total if total > 0 else math.inf,
-                     num_classes=num_classes, boundaries=bounds, block_codelengths=blocks,
-                     example_codelengths=per_example, block_info=infos)
+    return MDLResult(
+        codelength=total,
+        uniform_codelength=uniform,
+        compression=uniform / total if total > 0 else math.inf,
+        num_classes=num_classes,
+        boundaries=bounds,
+        block_codelengths=blocks,
+        example_codelengths=per_example,
+        block_info=infos,
+    )

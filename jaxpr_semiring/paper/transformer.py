@@ -204,8 +204,9 @@ class TransformerClassifier(nn.Module):
         mlp_dim = 4 * self.hidden if self.mlp_dim is None else self.mlp_dim
         init = nn.initializers.normal(stddev=self.embed_init_std)
         self.token_embed = nn.Embed(self.vocab_size, self.hidden, embedding_init=init)
-        self.position_embedding = self.param("position_embedding", init,
-                                             (self.max_len, self.hidden))
+        self.position_embedding = self.param(
+            "position_embedding", init, (self.max_len, self.hidden)
+        )
         self.layers = [
             EncoderLayer(self.hidden, self.heads, mlp_dim, self.layer_norm_eps, name=f"layer_{i}")
             for i in range(self.num_layers)
@@ -254,9 +255,16 @@ class TransformerClassifier(nn.Module):
         return self.encode_from_embeddings(self.embed(tokens), mask)
 
 
-def model_for_task(task: Any, *, num_layers: int = 1, hidden: int = 16, heads: int = 2,
-                   mlp_dim: int | None = None, num_classes: int | None = None,
-                   **kwargs: Any) -> TransformerClassifier:
+def model_for_task(
+    task: Any,
+    *,
+    num_layers: int = 1,
+    hidden: int = 16,
+    heads: int = 2,
+    mlp_dim: int | None = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> TransformerClassifier:
     """A :class:`TransformerClassifier` sized for ``task`` (defaults: paper §5.1's model).
 
     Uses ``task.embedding_size`` (or ``task.vocab_size + 1``) embedding rows, ``task.seq_len``
@@ -275,13 +283,21 @@ def model_for_task(task: Any, *, num_layers: int = 1, hidden: int = 16, heads: i
             f"num_classes={classes} is smaller than the task's {task.num_classes} classes; "
             "pass num_classes >= task.num_classes"
         )
-    return TransformerClassifier(num_layers=num_layers, hidden=hidden, heads=heads,
-                                 mlp_dim=mlp_dim, num_classes=classes, vocab_size=vocab,
-                                 max_len=task.seq_len, **kwargs)
+    return TransformerClassifier(
+        num_layers=num_layers,
+        hidden=hidden,
+        heads=heads,
+        mlp_dim=mlp_dim,
+        num_classes=classes,
+        vocab_size=vocab,
+        max_len=task.seq_len,
+        **kwargs,
+    )
 
 
-def init_params(model: TransformerClassifier, seed: int = 0,
-                seq_len: int | None = None) -> dict[str, Any]:
+def init_params(
+    model: TransformerClassifier, seed: int = 0, seq_len: int | None = None
+) -> dict[str, Any]:
     """Initialise ``model`` with ``jax.random.key(seed)`` on a dummy ``[1, seq_len]`` batch.
 
     Example:
@@ -304,8 +320,9 @@ def embed_tokens(model: TransformerClassifier, params: Any, tokens: Array) -> Ar
     return model.apply(params, tokens, method=TransformerClassifier.embed)
 
 
-def logits_from_embeddings_fn(model: TransformerClassifier, params: Any,
-                              mask: Array | None = None) -> Callable[[Array], Array]:
+def logits_from_embeddings_fn(
+    model: TransformerClassifier, params: Any, mask: Array | None = None
+) -> Callable[[Array], Array]:
     """``f(h) -> logits``: the model from input embeddings on, with ``params`` closed over.
 
     Differentiate ``f`` (or run semiring backprop on it) to get per-position gradients with

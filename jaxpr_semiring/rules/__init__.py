@@ -19,6 +19,7 @@ identity rules), :mod:`.structural` (data movement, gathers and scatters), :mod:
 (reductions and cumulative reductions), :mod:`.contractions` (``dot_general`` and convolutions),
 :mod:`.windows` (pooling), :mod:`.sorting` and :mod:`.control_flow` (``scan``, ``cond``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ REWRITES: list[Callable] = []
 @dataclasses.dataclass(frozen=True)
 class Ctx:
     """What a rule knows about the equation it handles beyond its operands."""
+
     semiring: Any
     wanted: Sequence[bool]
     path: str = ""
@@ -51,10 +53,12 @@ def register(*prims) -> Callable[[Callable], Callable]:
     >>> from jaxpr_semiring.rules import register, elementwise
     >>> _ = register("my_softplus")(elementwise)
     """
+
     def deco(rule):
         for p in prims:
             RULES[_name(p)] = rule
         return rule
+
     return deco
 
 
@@ -77,7 +81,8 @@ def lookup(prim, path: str = "") -> Callable:
             f"`jaxpr_semiring.rules.register('{name}')(jaxpr_semiring.rules.elementwise)`; "
             f"otherwise write `rule(ctx, primals_in, primals_out, cts_out, **params)` returning "
             f"one semiring cotangent per input and register it with "
-            f"`jaxpr_semiring.rules.register('{name}')(rule)` (see jaxpr_semiring/rules/__init__.py)."
+            f"`jaxpr_semiring.rules.register('{name}')(rule)` (see "
+            "jaxpr_semiring/rules/__init__.py)."
         ) from None
 
 
@@ -85,5 +90,14 @@ def lookup(prim, path: str = "") -> Callable:
 from . import elementwise, structural, reductions, contractions, windows, sorting, control_flow  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402,F811
 
-__all__ = ["RULES", "REWRITES", "Ctx", "register", "register_rewrite", "lookup",
-           "elementwise", "no_edges", "identity"]
+__all__ = [
+    "RULES",
+    "REWRITES",
+    "Ctx",
+    "register",
+    "register_rewrite",
+    "lookup",
+    "elementwise",
+    "no_edges",
+    "identity",
+]

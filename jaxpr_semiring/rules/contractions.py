@@ -4,7 +4,8 @@ along its row with the matching rhs element as weight; ⊕ over those is the sem
 Index bookkeeping follows JAX's ``_dot_general_transpose_lhs/rhs``.
 
 Convolutions are contractions too: ``out[n, o, s] = Σ_{c, k} lhs[n', c', T(s, k)] · rhs[o, c, k]``.
-An lhs element reaches an output element through exactly one kernel offset (weight: that rhs element), and a kernel
+An lhs element reaches an output element through exactly one kernel offset (weight: that rhs
+element), and a kernel
 element reaches every output position whose window offset ``k`` reads a real lhs element
 (weight: that lhs element). Window offsets that fall on padding or on a hole of the lhs dilation
 read no lhs element, so they are **no edge** (not a weight-0 edge): the padding value is a
@@ -32,6 +33,7 @@ constant.
 into B groups (``o = b·O/B + o'`` reads lhs batch ``b·N/B + n``). XLA allows at most one of them
 > 1, so both become one leading "group" batch dimension of the contraction.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -114,19 +116,35 @@ def _fold(node, transposes):
         invars[i], folded = t.invars[0], True
     if not folded:
         return node
-    params = dict(node.params, dimension_numbers=((dims[0][0], dims[1][0]), (dims[0][1], dims[1][1])))
+    params = dict(
+        node.params, dimension_numbers=((dims[0][0], dims[1][0]), (dims[0][1], dims[1][1]))
+    )
     return node._replace(invars=tuple(invars), params=params)
 
 
 # ------------------------------------------------------------------------------ convolutions
 
+
 def _inverse(perm):
     return tuple(int(i) for i in np.argsort(perm))
 
 
-def conv_backward(S, lhs, rhs, ct, wanted, *, window_strides, padding, lhs_dilation,
-                  rhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
-                  **_):
+def conv_backward(
+    S,
+    lhs,
+    rhs,
+    ct,
+    wanted,
+    *,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    **_,
+):
     """Semiring cotangents of (lhs, rhs) of a convolution, via patches (any semiring)."""
     lhs_spec, rhs_spec, out_spec = dimension_numbers
     nsp = len(lhs_spec) - 2
@@ -140,8 +158,12 @@ def conv_backward(S, lhs, rhs, ct, wanted, *, window_strides, padding, lhs_dilat
     G, Bg = int(feature_group_count), int(batch_group_count)
     H = G * Bg
     Nb, Oh = N // Bg, O // H
-    tables = [window_table(lsp[i], ksp[i], window_strides[i], padding[i], lhs_dilation[i],
-                           rhs_dilation[i]) for i in range(nsp)]
+    tables = [
+        window_table(
+            lsp[i], ksp[i], window_strides[i], padding[i], lhs_dilation[i], rhs_dilation[i]
+        )
+        for i in range(nsp)
+    ]
     osp = tuple(T.shape[0] for T in tables)
     K, Sz = int(np.prod(ksp, dtype=np.int64)), int(np.prod(osp, dtype=np.int64))
     sp_axes = tuple(range(2, 2 + nsp))
@@ -158,8 +180,12 @@ def conv_backward(S, lhs, rhs, ct, wanted, *, window_strides, padding, lhs_dilat
         # ⊕_o' lift(rhs[b,g,o',c,k]) ⊗ ct[n,b,g,o',s] → [Bg, G, Nb, S, Cg, K]
         ctP = S.dot_general(ct6, rhs5, (((3,), (2,)), ((1, 2), (0, 1))))
         patch_shape = (N, C) + tuple(ksp) + osp
-        ctP = S.map(lambda a: jnp.transpose(a, (0, 2, 1, 4, 5, 3)).reshape(patch_shape)
-                    .transpose(_inverse(to_ks)), ctP)
+        ctP = S.map(
+            lambda a: (
+                jnp.transpose(a, (0, 2, 1, 4, 5, 3)).reshape(patch_shape).transpose(_inverse(to_ks))
+            ),
+            ctP,
+        )
         ct_lhs = scatter_windows(S, ctP, lhs_c.shape, sp_axes, tables)
         cts[0] = S.map(lambda a: jnp.transpose(a, _inverse(lhs_spec)), ct_lhs)
     if wanted[1]:
@@ -168,13 +194,17 @@ def conv_backward(S, lhs, rhs, ct, wanted, *, window_strides, padding, lhs_dilat
             # ⊕_{n,s} lift(P[b,n,g,c,k,s]) ⊗ ct[n,b,g,o',s] → [Bg, G, Oh, Cg, K]
             ct_rhs = S.dot_general(ct6, P, (((0, 4), (1, 5)), ((1, 2), (0, 2))))
         else:
-            m = np.transpose(mask, tuple(1 + 2 * i for i in range(nsp)) + tuple(2 * i for i in range(nsp)))
+            m = np.transpose(
+                mask, tuple(1 + 2 * i for i in range(nsp)) + tuple(2 * i for i in range(nsp))
+            )
             m = jnp.asarray(m.reshape(K, 1, 1, 1, 1, Sz))
             ctk = S.where(m, S.map(lambda a: jnp.broadcast_to(a[None], (K,) + a.shape), ct6))
             # batch (b, g, k), contract (n, s) → [Bg, G, K, Oh, Cg]
             ct_rhs = S.dot_general(ctk, P, (((1, 5), (1, 5)), ((2, 3, 0), (0, 2, 4))))
             ct_rhs = S.map(lambda a: jnp.transpose(a, (0, 1, 3, 4, 2)), ct_rhs)
-        ct_rhs = S.map(lambda a: a.reshape((O, Cg) + tuple(ksp)).transpose(_inverse(rhs_spec)), ct_rhs)
+        ct_rhs = S.map(
+            lambda a: a.reshape((O, Cg) + tuple(ksp)).transpose(_inverse(rhs_spec)), ct_rhs
+        )
         cts[1] = ct_rhs
     return cts
 
@@ -184,8 +214,9 @@ def conv_general_dilated(ctx, primals_in, primals_out, cts_out, **params):
     lhs, rhs = primals_in
     ct = cts_out[0]
     # the real field: JAX's own transpose rules (the gradient, fast)
-    fast = ctx.semiring.linear_vjp(lambda a, b: lax.conv_general_dilated_p.bind(a, b, **params),
-                                   (lhs, rhs), ct)
+    fast = ctx.semiring.linear_vjp(
+        lambda a, b: lax.conv_general_dilated_p.bind(a, b, **params), (lhs, rhs), ct
+    )
     if fast is not None:
         return [g if w else None for g, w in zip(fast, ctx.wanted)]
     return conv_backward(ctx.semiring, lhs, rhs, ct, ctx.wanted, **params)

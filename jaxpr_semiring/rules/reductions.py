@@ -1,10 +1,12 @@
 """Reductions and cumulative reductions.
 
-``reduce_sum`` and ``cumsum`` have weight-1 edges (their rules only ⊕-combine). A reduction feeds each input element into exactly one output element, so one VJP with a
+``reduce_sum`` and ``cumsum`` have weight-1 edges (their rules only ⊕-combine). A reduction feeds
+each input element into exactly one output element, so one VJP with a
 cotangent of ones gives every edge weight (JAX's convention at ties: reduce_max splits among
 tied maxima). Cumulative ops (cummax, cumprod, …) connect x[i] to every out[j] at or after i;
 their weights come from one JVP per position along the scanned axis.
 """
+
 from __future__ import annotations
 
 import jax
@@ -16,10 +18,10 @@ from . import register
 
 @register("reduce_max", "reduce_min", "reduce_prod")
 def single_consumer_reduction(ctx, primals_in, primals_out, cts_out, *, axes, **params):
-    x, = primals_in
+    (x,) = primals_in
     S = ctx.semiring
     _, pullback = jax.vjp(lambda a: ctx.primitive.bind(a, axes=axes, **params), x)
-    w, = pullback(jnp.ones_like(primals_out[0]))
+    (w,) = pullback(jnp.ones_like(primals_out[0]))
     kept = tuple(d for d in range(x.ndim) if d not in axes)
     ct = S.map(lambda a: lax.broadcast_in_dim(a, x.shape, kept), cts_out[0])
     return [S.scale(w, ct)]
@@ -27,12 +29,14 @@ def single_consumer_reduction(ctx, primals_in, primals_out, cts_out, *, axes, **
 
 @register("cummax", "cummin", "cumprod", "cumlogsumexp")
 def cumulative(ctx, primals_in, primals_out, cts_out, *, axis, reverse, **params):
-    x, = primals_in
+    (x,) = primals_in
     S = ctx.semiring
     n = x.shape[axis]
     prim = lambda a: ctx.primitive.bind(a, axis=axis, reverse=reverse, **params)
     # w[i, ..., j] = ∂out[j]/∂x[i] with the scanned axis moved last: n JVPs, one per position.
-    one_hot = jnp.eye(n, dtype=x.dtype).reshape((n,) + (1,) * axis + (n,) + (1,) * (x.ndim - axis - 1))
+    one_hot = jnp.eye(n, dtype=x.dtype).reshape(
+        (n,) + (1,) * axis + (n,) + (1,) * (x.ndim - axis - 1)
+    )
     basis = jnp.broadcast_to(one_hot, (n,) + x.shape)
     w = jax.vmap(lambda t: jax.jvp(prim, (x,), (t,))[1])(basis)
     w = jnp.moveaxis(w, axis + 1, -1)
@@ -46,7 +50,7 @@ def cumulative(ctx, primals_in, primals_out, cts_out, *, axis, reverse, **params
 
 @register("reduce_sum")
 def reduce_sum(ctx, primals_in, primals_out, cts_out, *, axes, **_):
-    x, = primals_in
+    (x,) = primals_in
     kept = tuple(d for d in range(x.ndim) if d not in axes)
     return [ctx.semiring.map(lambda a: lax.broadcast_in_dim(a, x.shape, kept), cts_out[0])]
 

@@ -8,6 +8,7 @@ Cotangents move back through the inverse permutation (a gather: each input eleme
 one output position). ``top_k`` scatters its k selected cotangents back into their positions;
 unselected elements get 0̄ (no edge).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -27,8 +28,9 @@ def sort(ctx, primals_in, primals_out, cts_out, **params):
     x0 = primals_in[0]
     iota = lax.broadcasted_iota(np.int32, x0.shape, dimension)
     # perm[.., i, ..] = input position of sorted element i
-    perm = lax.sort([*primals_in[:num_keys], iota], dimension=dimension, is_stable=is_stable,
-                    num_keys=num_keys)[-1]
+    perm = lax.sort(
+        [*primals_in[:num_keys], iota], dimension=dimension, is_stable=is_stable, num_keys=num_keys
+    )[-1]
     # inverse[.., j, ..] = sorted position of input element j
     inverse = lax.sort([perm, iota], dimension=dimension, is_stable=True, num_keys=1)[1]
     cts = []
@@ -47,18 +49,29 @@ def _along_axis_map(shape, idx, axis):
     grids = jnp.meshgrid(*[jnp.arange(n, dtype=np.int32) for n in idx.shape], indexing="ij")
     coords = [idx.astype(np.int32) if d == axis else grids[d] for d in range(nd)]
     indices = jnp.stack(coords, axis=-1)
-    sdn = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=tuple(range(nd)),
-                                      scatter_dims_to_operand_dims=tuple(range(nd)))
-    gdn = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=tuple(range(nd)),
-                                     start_index_map=tuple(range(nd)))
+    sdn = lax.ScatterDimensionNumbers(
+        update_window_dims=(),
+        inserted_window_dims=tuple(range(nd)),
+        scatter_dims_to_operand_dims=tuple(range(nd)),
+    )
+    gdn = lax.GatherDimensionNumbers(
+        offset_dims=(), collapsed_slice_dims=tuple(range(nd)), start_index_map=tuple(range(nd))
+    )
 
     def scatter_fn(op, target, updates):
-        return op(target, indices, updates, sdn, unique_indices=True,
-                  mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+        return op(
+            target,
+            indices,
+            updates,
+            sdn,
+            unique_indices=True,
+            mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS,
+        )
 
     def gather_fn(t):
-        return lax.gather(t, indices, gdn, slice_sizes=(1,) * nd,
-                          mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+        return lax.gather(
+            t, indices, gdn, slice_sizes=(1,) * nd, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
+        )
 
     return IndexMap(shape, scatter_fn, gather_fn)
 
@@ -66,8 +79,9 @@ def _along_axis_map(shape, idx, axis):
 def _select_back(ctx, x, ct, indices, axis):
     if ct is None or not ctx.wanted[0]:
         return [None] + [None] * (len(ctx.wanted) - 1)
-    return [ctx.semiring.scatter(ct, _along_axis_map(x.shape, indices, axis))] + \
-        [None] * (len(ctx.wanted) - 1)
+    return [ctx.semiring.scatter(ct, _along_axis_map(x.shape, indices, axis))] + [None] * (
+        len(ctx.wanted) - 1
+    )
 
 
 @register("top_k")

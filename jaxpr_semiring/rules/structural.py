@@ -6,6 +6,7 @@ Each rule mirrors JAX's transpose rule for the same primitive with + replaced by
 The weighted scatters (``scatter-mul``/``-max``/``-min``) live here too: they are gathers read
 backwards, with weights from forward mode.
 """
+
 from __future__ import annotations
 
 import jax
@@ -29,7 +30,9 @@ def _zeros_like(S, x):
 @register("reshape", "squeeze", "expand_dims")
 def reshape(ctx, primals_in, primals_out, cts_out, **params):
     x = primals_in[0]
-    return [ctx.semiring.map(lambda a: a.reshape(x.shape), cts_out[0])] + [None] * (len(primals_in) - 1)
+    return [ctx.semiring.map(lambda a: a.reshape(x.shape), cts_out[0])] + [None] * (
+        len(primals_in) - 1
+    )
 
 
 @register("transpose")
@@ -57,25 +60,34 @@ def broadcast_in_dim(ctx, primals_in, primals_out, cts_out, *, shape, broadcast_
 
 @register("convert_element_type")
 def convert_element_type(ctx, primals_in, primals_out, cts_out, **params):
-    x, = primals_in
-    if not (jnp.issubdtype(x.dtype, jnp.floating) and jnp.issubdtype(primals_out[0].dtype, jnp.floating)):
+    (x,) = primals_in
+    if not (
+        jnp.issubdtype(x.dtype, jnp.floating) and jnp.issubdtype(primals_out[0].dtype, jnp.floating)
+    ):
         return [None]  # integers and booleans are structure, not data
     S = ctx.semiring
     dt = S.dtype(x.dtype)
-    return [S.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, cts_out[0])]
+    return [
+        S.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, cts_out[0])
+    ]
 
 
 @register("slice")
 def slice_(ctx, primals_in, primals_out, cts_out, *, start_indices, limit_indices, strides, **_):
-    x, = primals_in
+    (x,) = primals_in
     S, ct = ctx.semiring, cts_out[0]
     out_shape = primals_out[0].shape
     if strides is None or all(s == 1 for s in strides):
         config = [(lo, n - hi, 0) for lo, hi, n in zip(start_indices, limit_indices, x.shape)]
     else:
-        real_limits = [lo + (0 if t == 0 else 1 + (t - 1) * s)
-                       for lo, t, s in zip(start_indices, out_shape, strides)]
-        config = [(lo, n - hi, s - 1) for lo, hi, n, s in zip(start_indices, real_limits, x.shape, strides)]
+        real_limits = [
+            lo + (0 if t == 0 else 1 + (t - 1) * s)
+            for lo, t, s in zip(start_indices, out_shape, strides)
+        ]
+        config = [
+            (lo, n - hi, s - 1)
+            for lo, hi, n, s in zip(start_indices, real_limits, x.shape, strides)
+        ]
     return [S.map(lambda a, z: lax.pad(a, z.astype(a.dtype), config), ct, _zero_fill(S, x))]
 
 
@@ -106,7 +118,9 @@ def concatenate(ctx, primals_in, primals_out, cts_out, *, dimension, **_):
     for x, wanted in zip(primals_in, ctx.wanted):
         stop = start + x.shape[dimension]
         if wanted:
-            cts.append(S.map(lambda a, s=start, e=stop: lax.slice_in_dim(a, s, e, axis=dimension), ct))
+            cts.append(
+                S.map(lambda a, s=start, e=stop: lax.slice_in_dim(a, s, e, axis=dimension), ct)
+            )
         else:
             cts.append(None)
         start = stop
@@ -123,21 +137,25 @@ def split(ctx, primals_in, primals_out, cts_out, *, sizes, axis, **_):
 @register("stack")
 def stack(ctx, primals_in, primals_out, cts_out, *, axis, **_):
     S, ct = ctx.semiring, cts_out[0]
-    return [S.map(lambda a, i=i: lax.index_in_dim(a, i, axis=axis, keepdims=False), ct) if w else None
-            for i, w in enumerate(ctx.wanted)]
+    return [
+        S.map(lambda a, i=i: lax.index_in_dim(a, i, axis=axis, keepdims=False), ct) if w else None
+        for i, w in enumerate(ctx.wanted)
+    ]
 
 
 @register("unstack")
 def unstack(ctx, primals_in, primals_out, cts_out, *, axis, **_):
     S = ctx.semiring
-    pieces = [ct if ct is not None else S.zeros(y.shape, y.dtype) for ct, y in zip(cts_out, primals_out)]
+    pieces = [
+        ct if ct is not None else S.zeros(y.shape, y.dtype) for ct, y in zip(cts_out, primals_out)
+    ]
     return [S.map(lambda *a: jnp.stack(a, axis=axis), *pieces)]
 
 
 @register("tile")
 def tile(ctx, primals_in, primals_out, cts_out, *, reps, **_):
     """``out = tile(x, reps)``: every copy of ``x[i]`` is an edge of weight 1; ⊕ over copies."""
-    x, = primals_in
+    (x,) = primals_in
     S = ctx.semiring
     reps = tuple(int(r) for r in reps)
     split = tuple(d for r, n in zip(reps, x.shape) for d in (r, n))
@@ -151,16 +169,20 @@ def select_n(ctx, primals_in, primals_out, cts_out, **_):
     pred, *cases = primals_in
     S, ct = ctx.semiring, cts_out[0]
     which = lax.convert_element_type(pred, np.int32)
-    return [None] + [S.where(which == i, ct) if wanted else None
-                     for i, wanted in enumerate(ctx.wanted[1:])]
+    return [None] + [
+        S.where(which == i, ct) if wanted else None for i, wanted in enumerate(ctx.wanted[1:])
+    ]
 
 
 @register("dynamic_slice")
 def dynamic_slice(ctx, primals_in, primals_out, cts_out, **params):
     x, *idx = primals_in
     S = ctx.semiring
-    ct = S.map(lambda a, z: lax.dynamic_update_slice(jnp.full(x.shape, z, a.dtype), a, idx),
-               cts_out[0], _zero_fill(S, x))
+    ct = S.map(
+        lambda a, z: lax.dynamic_update_slice(jnp.full(x.shape, z, a.dtype), a, idx),
+        cts_out[0],
+        _zero_fill(S, x),
+    )
     return [ct] + [None] * len(idx)
 
 
@@ -168,28 +190,40 @@ def dynamic_slice(ctx, primals_in, primals_out, cts_out, **params):
 def dynamic_update_slice(ctx, primals_in, primals_out, cts_out, **params):
     x, update, *idx = primals_in
     S, ct = ctx.semiring, cts_out[0]
-    ct_x = S.map(lambda a, z: lax.dynamic_update_slice(a, jnp.full(update.shape, z, a.dtype), idx),
-                 ct, _zero_fill(S, update)) if ctx.wanted[0] else None
+    ct_x = (
+        S.map(
+            lambda a, z: lax.dynamic_update_slice(a, jnp.full(update.shape, z, a.dtype), idx),
+            ct,
+            _zero_fill(S, update),
+        )
+        if ctx.wanted[0]
+        else None
+    )
     ct_u = S.map(lambda a: lax.dynamic_slice(a, idx, update.shape), ct) if ctx.wanted[1] else None
     return [ct_x, ct_u] + [None] * len(idx)
 
 
 # ------------------------------------------------------------------------ gathers and scatters
 
+
 def _scatter_dnums(d: lax.GatherDimensionNumbers) -> lax.ScatterDimensionNumbers:
     return lax.ScatterDimensionNumbers(
-        update_window_dims=d.offset_dims, inserted_window_dims=d.collapsed_slice_dims,
+        update_window_dims=d.offset_dims,
+        inserted_window_dims=d.collapsed_slice_dims,
         scatter_dims_to_operand_dims=d.start_index_map,
         operand_batching_dims=d.operand_batching_dims,
-        scatter_indices_batching_dims=d.start_indices_batching_dims)
+        scatter_indices_batching_dims=d.start_indices_batching_dims,
+    )
 
 
 def _gather_dnums(d: lax.ScatterDimensionNumbers) -> lax.GatherDimensionNumbers:
     return lax.GatherDimensionNumbers(
-        offset_dims=d.update_window_dims, collapsed_slice_dims=d.inserted_window_dims,
+        offset_dims=d.update_window_dims,
+        collapsed_slice_dims=d.inserted_window_dims,
         start_index_map=d.scatter_dims_to_operand_dims,
         operand_batching_dims=d.operand_batching_dims,
-        start_indices_batching_dims=d.scatter_indices_batching_dims)
+        start_indices_batching_dims=d.scatter_indices_batching_dims,
+    )
 
 
 def _scatter_slice_sizes(dnums: lax.ScatterDimensionNumbers, operand_shape, updates_shape):
@@ -213,13 +247,27 @@ class GatherMap:
         self.sorted, self.unique = sorted_, unique
 
     def scatter(self, op, target, updates):
-        return op(target, self.indices, updates, self.sdnums, indices_are_sorted=self.sorted,
-                  unique_indices=self.unique, mode=self.mode)
+        return op(
+            target,
+            self.indices,
+            updates,
+            self.sdnums,
+            indices_are_sorted=self.sorted,
+            unique_indices=self.unique,
+            mode=self.mode,
+        )
 
     def gather(self, t, fill=0):
-        return lax.gather(t, self.indices, self.gdnums, self.slice_sizes, mode=self.mode,
-                          fill_value=fill, indices_are_sorted=self.sorted,
-                          unique_indices=self.unique)
+        return lax.gather(
+            t,
+            self.indices,
+            self.gdnums,
+            self.slice_sizes,
+            mode=self.mode,
+            fill_value=fill,
+            indices_are_sorted=self.sorted,
+            unique_indices=self.unique,
+        )
 
     def index_map(self) -> IndexMap:
         return IndexMap(self.operand_shape, self.scatter, self.gather)
@@ -234,11 +282,24 @@ class GatherMap:
 
 
 @register("gather")
-def gather(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, slice_sizes,
-           indices_are_sorted, unique_indices, mode, fill_value, **_):
+def gather(
+    ctx,
+    primals_in,
+    primals_out,
+    cts_out,
+    *,
+    dimension_numbers,
+    slice_sizes,
+    indices_are_sorted,
+    unique_indices,
+    mode,
+    fill_value,
+    **_,
+):
     x, indices = primals_in
-    m = GatherMap(x.shape, indices, dimension_numbers, slice_sizes, mode, indices_are_sorted,
-                  unique_indices)
+    m = GatherMap(
+        x.shape, indices, dimension_numbers, slice_sizes, mode, indices_are_sorted, unique_indices
+    )
     return [ctx.semiring.scatter(cts_out[0], m.index_map()), None]
 
 
@@ -249,12 +310,24 @@ def scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, uniq
 
 
 @register("scatter-add", "scatter-sub")
-def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
-                unique_indices, mode, **_):
+def scatter_add(
+    ctx,
+    primals_in,
+    primals_out,
+    cts_out,
+    *,
+    dimension_numbers,
+    indices_are_sorted,
+    unique_indices,
+    mode,
+    **_,
+):
     """``x.at[i].add(u)``; ``.subtract(u)`` is the same with weight −1 on the update edges."""
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
-    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    m = scatter_map(
+        x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode
+    )
     ct_u = m.gather_value(S, ct, updates.dtype) if ctx.wanted[2] else None
     if ct_u is not None and ctx.primitive.name == "scatter-sub":
         ct_u = S.scale(jnp.asarray(-1, updates.dtype), ct_u)
@@ -262,13 +335,25 @@ def scatter_add(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, ind
 
 
 @register("scatter")
-def scatter(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices_are_sorted,
-            unique_indices, mode, **_):
+def scatter(
+    ctx,
+    primals_in,
+    primals_out,
+    cts_out,
+    *,
+    dimension_numbers,
+    indices_are_sorted,
+    unique_indices,
+    mode,
+    **_,
+):
     """Overwriting scatter: the last write of each element wins (found as JAX's JVP does, by
     scattering update ids); overwritten operand elements and losing updates get no edge."""
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
-    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    m = scatter_map(
+        x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode
+    )
     ids = jnp.arange(1, updates.size + 1, dtype=np.int32).reshape(updates.shape)
     written = m.scatter(lax.scatter, jnp.zeros(x.shape, np.int32), ids)
     ct_x = S.where(written == 0, ct) if ctx.wanted[0] else None
@@ -280,8 +365,18 @@ def scatter(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, indices
 
 
 @register("scatter-mul", "scatter-max", "scatter-min")
-def scatter_combine(ctx, primals_in, primals_out, cts_out, *, dimension_numbers,
-                    indices_are_sorted, unique_indices, mode, **params):
+def scatter_combine(
+    ctx,
+    primals_in,
+    primals_out,
+    cts_out,
+    *,
+    dimension_numbers,
+    indices_are_sorted,
+    unique_indices,
+    mode,
+    **params,
+):
     """Scatter with a combiner (``.at[].multiply/max/min``): operand element i → out[i], and
     update j → out[index j] (no edge for dropped out-of-bounds updates). Each of them feeds one
     output element only, so one VJP of Σ out gives every edge weight (JAX's convention at ties of
@@ -289,13 +384,22 @@ def scatter_combine(ctx, primals_in, primals_out, cts_out, *, dimension_numbers,
     x, indices, updates = primals_in
     S, ct = ctx.semiring, cts_out[0]
     prim = ctx.primitive
-    bind = lambda a, u: prim.bind(a, indices, u, dimension_numbers=dimension_numbers,
-                                  indices_are_sorted=indices_are_sorted,
-                                  unique_indices=unique_indices, mode=mode, **params)
+    bind = lambda a, u: prim.bind(
+        a,
+        indices,
+        u,
+        dimension_numbers=dimension_numbers,
+        indices_are_sorted=indices_are_sorted,
+        unique_indices=unique_indices,
+        mode=mode,
+        **params,
+    )
     # weights: d out / d x (diagonal) and d out[idx_j] / d u_j, by forward mode: x's via one JVP,
     # each update's by a one-hot JVP read at its own target (memory: #updates²).
     _, wx = jax.jvp(lambda a: bind(a, updates), (x,), (jnp.ones_like(x),))
-    m = scatter_map(x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode)
+    m = scatter_map(
+        x, indices, updates, dimension_numbers, indices_are_sorted, unique_indices, mode
+    )
     cts = [None, None, None]
     if ctx.wanted[0]:
         cts[0] = S.scale(wx, ct)

@@ -23,6 +23,7 @@ non-maximal one with weight 0), exactly like ``reduce_max``.
 
 Memory is that of the patches (the window size times the output), bounded and linear.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -38,8 +39,14 @@ from . import register
 # ------------------------------------------------------------------------------ window tables
 
 
-def window_table(length: int, window: int, stride: int, pad: tuple[int, int],
-                 base_dilation: int = 1, window_dilation: int = 1) -> np.ndarray:
+def window_table(
+    length: int,
+    window: int,
+    stride: int,
+    pad: tuple[int, int],
+    base_dilation: int = 1,
+    window_dilation: int = 1,
+) -> np.ndarray:
     """``T[s, k]``: operand position read by output ``s`` at window offset ``k`` (-1: none).
 
     Output size follows XLA: the base is dilated to ``(length-1)*base_dilation+1``, padded by
@@ -95,21 +102,26 @@ def _axis_index_map(target_shape, ax, idx):
     """IndexMap for 'updates [.., S*K, ..] at axis ``ax`` → target position ``idx[j]`` on ``ax``'
     (updates have the target's shape except on ``ax``), moved to axis 0 for lax.scatter."""
     target_shape = tuple(target_shape)
-    rest = target_shape[:ax] + target_shape[ax + 1:]
+    rest = target_shape[:ax] + target_shape[ax + 1 :]
     n_rest = len(rest)
     indices = jnp.asarray(idx.reshape(-1, 1).astype(np.int32))
-    sdn = lax.ScatterDimensionNumbers(update_window_dims=tuple(range(1, 1 + n_rest)),
-                                      inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,))
-    gdn = lax.GatherDimensionNumbers(offset_dims=tuple(range(1, 1 + n_rest)),
-                                     collapsed_slice_dims=(0,), start_index_map=(0,))
+    sdn = lax.ScatterDimensionNumbers(
+        update_window_dims=tuple(range(1, 1 + n_rest)),
+        inserted_window_dims=(0,),
+        scatter_dims_to_operand_dims=(0,),
+    )
+    gdn = lax.GatherDimensionNumbers(
+        offset_dims=tuple(range(1, 1 + n_rest)), collapsed_slice_dims=(0,), start_index_map=(0,)
+    )
     front_shape = (target_shape[ax],) + rest
 
     def scatter_fn(op, target, updates):
         return op(target, indices, updates, sdn, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
     def gather_fn(t):
-        return lax.gather(t, indices, gdn, slice_sizes=(1,) + rest,
-                          mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+        return lax.gather(
+            t, indices, gdn, slice_sizes=(1,) + rest, mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
+        )
 
     return IndexMap(front_shape, scatter_fn, gather_fn)
 
@@ -134,7 +146,9 @@ def scatter_windows(S, v, shape: Sequence[int], axes: Sequence[int], tables: Seq
         rest = _primal_shape(S, vf)[1:]
         m = _axis_index_map((L + 1,) + rest, 0, idx)
         out = S.scatter(vf, m)
-        v = S.map(lambda arr, sa=sa, L=L: jnp.moveaxis(lax.slice_in_dim(arr, 0, L, axis=0), 0, sa), out)
+        v = S.map(
+            lambda arr, sa=sa, L=L: jnp.moveaxis(lax.slice_in_dim(arr, 0, L, axis=0), 0, sa), out
+        )
     return v
 
 
@@ -148,10 +162,15 @@ def _primal_shape(S, v):
 # --------------------------------------------------------------------------- reduce_window
 
 
-def _window_tables(shape, window_dimensions, window_strides, padding, base_dilation,
-                   window_dilation):
-    return [window_table(n, w, s, p, b, d) for n, w, s, p, b, d in zip(
-        shape, window_dimensions, window_strides, padding, base_dilation, window_dilation)]
+def _window_tables(
+    shape, window_dimensions, window_strides, padding, base_dilation, window_dilation
+):
+    return [
+        window_table(n, w, s, p, b, d)
+        for n, w, s, p, b, d in zip(
+            shape, window_dimensions, window_strides, padding, base_dilation, window_dilation
+        )
+    ]
 
 
 def _patch_layout(x_shape, tables):
@@ -167,16 +186,20 @@ def _window_weights(prim, x, tables, params, fill):
     flat_shape, window = _patch_layout(x.shape, tables)
     n = x.ndim
     new_params = dict(params)
-    new_params.update(window_dimensions=window, window_strides=window,
-                      padding=tuple((0, 0) for _ in range(n)), base_dilation=(1,) * n,
-                      window_dilation=(1,) * n)
+    new_params.update(
+        window_dimensions=window,
+        window_strides=window,
+        padding=tuple((0, 0) for _ in range(n)),
+        base_dilation=(1,) * n,
+        window_dilation=(1,) * n,
+    )
 
     def f(p):
         out = prim.bind(p.reshape(flat_shape), **new_params)
         return out
 
     out, pullback = jax.vjp(f, P)
-    w, = pullback(jnp.ones_like(out))
+    (w,) = pullback(jnp.ones_like(out))
     return w
 
 
@@ -196,19 +219,25 @@ def _window_backward(S, x, ct, tables, weights=None):
 
 
 def _tables_from(x, params):
-    return _window_tables(x.shape, params["window_dimensions"], params["window_strides"],
-                          params["padding"], params["base_dilation"], params["window_dilation"])
+    return _window_tables(
+        x.shape,
+        params["window_dimensions"],
+        params["window_strides"],
+        params["padding"],
+        params["base_dilation"],
+        params["window_dilation"],
+    )
 
 
 @register("reduce_window_sum")
 def reduce_window_sum(ctx, primals_in, primals_out, cts_out, **params):
-    x, = primals_in
+    (x,) = primals_in
     return [_window_backward(ctx.semiring, x, cts_out[0], _tables_from(x, params))]
 
 
 @register("reduce_window_max", "reduce_window_min")
 def reduce_window_chooser(ctx, primals_in, primals_out, cts_out, **params):
-    x, = primals_in
+    (x,) = primals_in
     tables = _tables_from(x, params)
     fill = -jnp.inf if ctx.primitive.name == "reduce_window_max" else jnp.inf
     w = _window_weights(ctx.primitive, x, tables, params, fill)
@@ -232,15 +261,21 @@ def reduce_window_generic(ctx, primals_in, primals_out, cts_out, **params):
     pshape = patches[0].shape
     flat_shape, window = _patch_layout(x0.shape, tables)
     new_params = dict(params)
-    new_params.update(window_dimensions=window, window_strides=window,
-                      padding=tuple((0, 0) for _ in range(n)), base_dilation=(1,) * n,
-                      window_dilation=(1,) * n)
+    new_params.update(
+        window_dimensions=window,
+        window_strides=window,
+        padding=tuple((0, 0) for _ in range(n)),
+        base_dilation=(1,) * n,
+        window_dilation=(1,) * n,
+    )
     K = int(np.prod(window, dtype=np.int64))
     # basis[kk, s0, k0, s1, k1, ...] = 1 where (k0, k1, ...) is offset number kk
     offsets = np.stack(np.unravel_index(np.arange(K), window), axis=-1)  # [K, n]
     basis = np.ones((K,) + pshape, bool)
     for d in range(n):
-        kd = np.arange(window[d]).reshape([1] * (1 + 2 * d + 1) + [window[d]] + [1] * (2 * (n - d - 1)))
+        kd = np.arange(window[d]).reshape(
+            [1] * (1 + 2 * d + 1) + [window[d]] + [1] * (2 * (n - d - 1))
+        )
         basis &= kd == offsets[:, d].reshape((K,) + (1,) * (2 * n))
     cts_in = [None] * len(primals_in)
     for i, x in enumerate(operands):

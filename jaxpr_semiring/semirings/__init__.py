@@ -14,6 +14,7 @@
 >>> Entropy().name
 'Entropy'
 """
+
 from .base import IndexMap, Semiring, Value, value_dtype
 from .linear import Boolean, Expectation, ExpectationValue, Real
 from .logspace import Counting, Entropy, EntropyValue, Log
@@ -21,7 +22,25 @@ from .product import Product
 from .topk import TopK, TopKValue
 from .tropical import MaxAbs, MaxAbsValue, MaxProduct, MaxProductValue, Tropical
 
-__all__ = ["Semiring", "IndexMap", "Value", "value_dtype", "Real", "Expectation",
-           "ExpectationValue", "Boolean", "Log", "Counting", "Entropy", "EntropyValue",
-           "Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue", "TopK",
-           "TopKValue", "Product"]
+__all__ = [
+    "Semiring",
+    "IndexMap",
+    "Value",
+    "value_dtype",
+    "Real",
+    "Expectation",
+    "ExpectationValue",
+    "Boolean",
+    "Log",
+    "Counting",
+    "Entropy",
+    "EntropyValue",
+    "Tropical",
+    "MaxProduct",
+    "MaxProductValue",
+    "MaxAbs",
+    "MaxAbsValue",
+    "TopK",
+    "TopKValue",
+    "Product",
+]

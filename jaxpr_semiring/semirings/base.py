@@ -24,6 +24,7 @@ and inherits ``map`` (apply a primal-shaped array function to every leaf) and ``
 >>> S.sum(v, axes=(0,)).top_pos.item(), S.sum(v, axes=(0,)).top_neg.item()
 (2.0, -3.0)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -99,17 +100,17 @@ class Semiring:
     # --- the one description of the semiring outside the backward pass: the command line,
     # the reports and data-set runs read only these (a subclass setting ``cli_name`` is
     # registered by name, :mod:`.registry`, and works there with no other edit)
-    cli_name: str | None = None   # "max-product": ``--semiring`` and documents' "semiring"
-    cli_arg: str | None = None    # the name of the argument after ":" ("K" in "top-k:K")
-    fields: tuple[str, ...] = ("value",)   # a value's fields in documents, in order
+    cli_name: str | None = None  # "max-product": ``--semiring`` and documents' "semiring"
+    cli_arg: str | None = None  # the name of the argument after ":" ("K" in "top-k:K")
+    fields: tuple[str, ...] = ("value",)  # a value's fields in documents, in order
     default_field: str = "value"  # what renderers show unless told otherwise
-    flow_field: str = "value"     # the field that measures how much flows (summary lines)
-    combine: str = "sum"          # ⊕ of ``flow_field`` in summaries: "sum", "logsumexp", "max"
-    log_fields: tuple[str, ...] = ()   # fields holding logarithms (colour scales)
+    flow_field: str = "value"  # the field that measures how much flows (summary lines)
+    combine: str = "sum"  # ⊕ of ``flow_field`` in summaries: "sum", "logsumexp", "max"
+    log_fields: tuple[str, ...] = ()  # fields holding logarithms (colour scales)
     # lift(0) ⊗ v ≠ 0̄: a weight-0 edge is still a path (True, the safe default, costs atomic
     # blocks a reachability mask; tests/test_semiring_description.py checks every semiring)
     zero_weight_is_edge: bool = True
-    ignores_weights: bool = False      # values count paths whatever they weigh
+    ignores_weights: bool = False  # values count paths whatever they weigh
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

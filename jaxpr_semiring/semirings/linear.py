@@ -5,6 +5,7 @@ semiring) and ``Boolean`` (reachability).
 >>> js.semiring_grad(lambda x: jnp.sum(3.0 * x), js.Boolean())(jnp.ones(2)).tolist()
 [True, True]
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -69,6 +70,7 @@ class Real(Semiring):
 
 class ExpectationValue(NamedTuple):
     """Z = Σ|g(p)| and t = Σ|g(p)| log|g(p)| in raw space."""
+
     z: jax.Array
     t: jax.Array
 
@@ -118,15 +120,17 @@ class Expectation(Semiring):
 
     def scale(self, w, v):
         aw = jnp.abs(w.astype(v.z.dtype))
-        dead = v.z == 0   # 0̄ (or only zero products): annihilates w = ±inf, NaN
+        dead = v.z == 0  # 0̄ (or only zero products): annihilates w = ±inf, NaN
         zero = jnp.zeros_like(v.z)
-        return ExpectationValue(jnp.where(dead, zero, aw * v.z),
-                                jnp.where(dead, zero, aw * v.t + xlogx(aw) * v.z))
+        return ExpectationValue(
+            jnp.where(dead, zero, aw * v.z), jnp.where(dead, zero, aw * v.t + xlogx(aw) * v.z)
+        )
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         w = w.astype(v.z.dtype)
         out_z, zt, zlogw = kernels.lifted_dots(
-            [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, abs_xlogx)], w, dimension_numbers)
+            [(v.z, jnp.abs), (v.t, jnp.abs), (v.z, abs_xlogx)], w, dimension_numbers
+        )
         # a row with no path stays 0̄ (the matmul's 0·NaN or 0·inf would make it NaN)
         dead = kernels.lifted.dead_rows(v.z == 0, w.ndim, dimension_numbers)
         zero = jnp.zeros_like(out_z)

@@ -6,6 +6,7 @@ weights (:mod:`jaxpr_semiring.kernels.lifted`).
 >>> round(float(js.semiring_grad(lambda x: jnp.exp(x) + x * x, js.Log())(0.0)), 4)  # log(1 + 0 + 0)
 0.0
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -14,8 +15,17 @@ import jax
 import jax.numpy as jnp
 
 from .. import kernels
-from ..numerics import (abs_xlogx, broadcast_to, finite_or_zero, first_share, log_abs, logaddexp,
-                        logsumexp, opaque, scale_log)
+from ..numerics import (
+    abs_xlogx,
+    broadcast_to,
+    finite_or_zero,
+    first_share,
+    log_abs,
+    logaddexp,
+    logsumexp,
+    opaque,
+    scale_log,
+)
 from .base import Semiring
 
 __all__ = ["Log", "Counting", "Entropy", "EntropyValue"]
@@ -56,7 +66,7 @@ class Log(Semiring):
         return logsumexp(v, self._axes(v, axes))
 
     def scale(self, w, v):
-        return scale_log(v, log_abs(w.astype(v.dtype)))   # 0̄ annihilates w = ±inf, NaN
+        return scale_log(v, log_abs(w.astype(v.dtype)))  # 0̄ annihilates w = ±inf, NaN
 
     _lift = staticmethod(jnp.abs)  # edge weight → its entry in the real matmul
 
@@ -65,7 +75,7 @@ class Log(Semiring):
         # the weights) → log
         w = w.astype(v.dtype)
         shift_v, shift_out, dead = kernels.log_shift(v, w.ndim, dimension_numbers, with_dead=True)
-        z, = kernels.lifted_dots([(jnp.exp(v - shift_v), self._lift)], w, dimension_numbers)
+        (z,) = kernels.lifted_dots([(jnp.exp(v - shift_v), self._lift)], w, dimension_numbers)
         # a row with no path stays 0̄ (the matmul's 0·NaN or 0·inf would make it NaN)
         return jnp.where(dead, -jnp.inf, jnp.log(z) + shift_out)
 
@@ -96,6 +106,7 @@ class Counting(Log):
 
 class EntropyValue(NamedTuple):
     """log Z = log Σ|g(p)| and the |g|-weighted mean of log|g(p)| over paths."""
+
     log_z: jax.Array
     mean_log_abs: jax.Array
 
@@ -146,28 +157,31 @@ class Entropy(Semiring):
         ref = finite_or_zero(m)
         wts = jnp.exp(v.log_z - ref)
         total = jnp.sum(wts, axis=axes, keepdims=True)
-        mean = jnp.sum(wts * v.mean_log_abs, axis=axes, keepdims=True) / jnp.where(total > 0, total, 1)
+        mean = jnp.sum(wts * v.mean_log_abs, axis=axes, keepdims=True) / jnp.where(
+            total > 0, total, 1
+        )
         lz = jnp.squeeze(jnp.log(total) + ref, axes)
         return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, jnp.squeeze(mean, axes)))
 
     def scale(self, w, v):
         lw = log_abs(w.astype(v.log_z.dtype))
-        lz = scale_log(v.log_z, lw)   # 0̄ annihilates w = ±inf, NaN
+        lz = scale_log(v.log_z, lw)  # 0̄ annihilates w = ±inf, NaN
         mean = jnp.where(lz == -jnp.inf, 0, v.mean_log_abs + lw)
         return EntropyValue(lz, jnp.where(jnp.isnan(lz), lz, mean))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
         w = w.astype(v.log_z.dtype)
-        shift_v, shift_out, dead = kernels.log_shift(v.log_z, w.ndim, dimension_numbers,
-                                                     with_dead=True)
+        shift_v, shift_out, dead = kernels.log_shift(
+            v.log_z, w.ndim, dimension_numbers, with_dead=True
+        )
         e = jnp.exp(v.log_z - shift_v)
         # Z and Σ e·mean share |w| (one matmul over the stacked rows); weights in their own
         # layout (no transposed copy), lifted chunk by chunk when large.
         z, z_mean, z_logw = kernels.lifted_dots(
-            [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, abs_xlogx)], w,
-            dimension_numbers)
+            [(e, jnp.abs), (e * v.mean_log_abs, jnp.abs), (e, abs_xlogx)], w, dimension_numbers
+        )
         alive = z > 0
-        out_lz = jnp.where(dead, -jnp.inf, jnp.log(z) + shift_out)   # no path: 0̄ (see Log)
+        out_lz = jnp.where(dead, -jnp.inf, jnp.log(z) + shift_out)  # no path: 0̄ (see Log)
         out_mean = jnp.where(alive & ~dead, (z_mean + z_logw) / jnp.where(alive, z, 1), 0)
         return EntropyValue(out_lz, jnp.where(jnp.isnan(out_lz), out_lz, out_mean))
 

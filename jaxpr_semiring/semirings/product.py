@@ -11,6 +11,7 @@ them, instead of one each: ``semiring_grad(f, (MaxProduct(), Entropy()))`` uses 
 >>> g[0].tolist(), g[1].top_pos.tolist()
 ([6.0, 6.0], [3.0, 3.0])
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,8 +37,10 @@ class Product(Semiring):
 
     def __init__(self, *semirings: Semiring):
         if not semirings or not all(isinstance(s, Semiring) for s in semirings):
-            raise TypeError(f"Product needs one or more semirings, got {semirings!r}: pass "
-                            "semiring objects, e.g. (js.MaxProduct(), js.Entropy()).")
+            raise TypeError(
+                f"Product needs one or more semirings, got {semirings!r}: pass "
+                "semiring objects, e.g. (js.MaxProduct(), js.Entropy())."
+            )
         self.semirings = tuple(semirings)
         self.zero_weight_is_edge = any(s.zero_weight_is_edge for s in self.semirings)
         self.ignores_weights = any(s.ignores_weights for s in self.semirings)
@@ -51,8 +54,9 @@ class Product(Semiring):
 
     def _zip(self, method, values, *args):
         """``method`` of each component on that component's entry of every value in ``values``."""
-        return tuple(getattr(s, method)(*[v[i] for v in values], *args)
-                     for i, s in enumerate(self.semirings))
+        return tuple(
+            getattr(s, method)(*[v[i] for v in values], *args) for i, s in enumerate(self.semirings)
+        )
 
     def zeros(self, shape, dtype):
         return self._each("zeros", shape, dtype)
@@ -70,8 +74,9 @@ class Product(Semiring):
         return tuple(s.scale(w, x) for s, x in zip(self.semirings, v))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        return tuple(s.dot_general(x, w, dimension_numbers, precision)
-                     for s, x in zip(self.semirings, v))
+        return tuple(
+            s.dot_general(x, w, dimension_numbers, precision) for s, x in zip(self.semirings, v)
+        )
 
     def scatter(self, v, index_map):
         return tuple(s.scatter(x, index_map) for s, x in zip(self.semirings, v))

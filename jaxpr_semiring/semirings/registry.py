@@ -15,8 +15,9 @@ is not found otherwise.
 >>> parse("tropical")
 Traceback (most recent call last):
 ...
-ValueError: unknown semiring 'tropical': use one of real, expectation, boolean, log, counting, entropy, top-k:K, max-product, max-abs.
+ValueError: unknown semiring 'tropical': use one of real, expectation, boolean, log, counting, ...
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,7 @@ __all__ = ["register", "parse", "names", "REGISTRY", "ENTRY_POINTS"]
 #: normalized name → class (cli names and class names)
 REGISTRY: dict[str, type] = {}
 ENTRY_POINTS = "jaxpr_semiring.semirings"
-_classes: list[type] = []       # registration order: how names are listed
+_classes: list[type] = []  # registration order: how names are listed
 _entry_points_loaded = [False]
 
 
@@ -56,18 +57,20 @@ def _load_entry_points() -> None:
         return
     _entry_points_loaded[0] = True
     for ep in metadata.entry_points(group=ENTRY_POINTS):
-        ep.load()   # importing the class registers it
+        ep.load()  # importing the class registers it
 
 
 def parse(spec: str) -> Any:
     """The semiring a name stands for (an instance), else a ValueError naming the known ones."""
     text = str(spec).strip()
     m = re.fullmatch(r"(.*?)\s*(?::\s*(.*)|\((.*)\))", text)
-    name, arg = (m.group(1), m.group(2) if m.group(2) is not None else m.group(3)) if m else (text, None)
+    name, arg = (
+        (m.group(1), m.group(2) if m.group(2) is not None else m.group(3)) if m else (text, None)
+    )
     key = _key(name)
     if key not in REGISTRY:
         _load_entry_points()
-    if key not in REGISTRY and arg is None:   # "topk3": trailing digits are the argument
+    if key not in REGISTRY and arg is None:  # "topk3": trailing digits are the argument
         d = re.fullmatch(r"(.*?)(\d+)", key)
         if d and d.group(1) in REGISTRY:
             key, arg = d.group(1), d.group(2)

@@ -8,7 +8,8 @@ them reads the graph's paths and ignores the numbers on them.
   backward pass is *linear* in the seeds, so ``jax.linear_transpose`` turns it into a forward
   pass: which outputs a set of inputs reaches (``count > 0``).
 
-Atomic blocks (:mod:`jaxpr_semiring.atomic_blocks.collapse`) find their rows and their edges with these.
+Atomic blocks (:mod:`jaxpr_semiring.atomic_blocks.collapse`) find their rows and their edges with
+these.
 
 >>> import jax.numpy as jnp
 >>> S = LabelRange()
@@ -16,6 +17,7 @@ Atomic blocks (:mod:`jaxpr_semiring.atomic_blocks.collapse`) find their rows and
 >>> S.sum(v, axes=0)
 LabelRangeValue(lo=Array(1, dtype=int32), hi=Array(5, dtype=int32))
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -39,14 +41,17 @@ def _free_contraction(v, w_shape, dimension_numbers, reduce):
     (vc, wc), (vb, wb) = dimension_numbers
     v_free = [d for d in range(v.ndim) if d not in vc and d not in vb]
     w_free = [d for d in range(len(w_shape)) if d not in wc and d not in wb]
-    r = reduce(jnp.transpose(v, tuple(vb) + tuple(v_free) + tuple(vc)),
-               tuple(range(len(vb) + len(v_free), v.ndim)))
+    r = reduce(
+        jnp.transpose(v, tuple(vb) + tuple(v_free) + tuple(vc)),
+        tuple(range(len(vb) + len(v_free), v.ndim)),
+    )
     r = r.reshape(r.shape + (1,) * len(w_free))
-    return jnp.broadcast_to(r, r.shape[:r.ndim - len(w_free)] + tuple(w_shape[d] for d in w_free))
+    return jnp.broadcast_to(r, r.shape[: r.ndim - len(w_free)] + tuple(w_shape[d] for d in w_free))
 
 
 class LabelRangeValue(NamedTuple):
     """The smallest and largest label reached (``lo > hi``: none)."""
+
     lo: jax.Array
     hi: jax.Array
 
@@ -74,18 +79,21 @@ class LabelRange(Semiring):
 
     def sum(self, v, axes=None):
         axes = self._axes(v, axes)
-        return LabelRangeValue(jnp.min(v.lo, axis=axes, initial=_HIGH),
-                               jnp.max(v.hi, axis=axes, initial=_LOW))
+        return LabelRangeValue(
+            jnp.min(v.lo, axis=axes, initial=_HIGH), jnp.max(v.hi, axis=axes, initial=_LOW)
+        )
 
     def scale(self, w, v):
         shape = jnp.shape(w)
         return LabelRangeValue(broadcast_to(v.lo, shape), broadcast_to(v.hi, shape))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        lo = _free_contraction(v.lo, w.shape, dimension_numbers,
-                               lambda x, ax: jnp.min(x, axis=ax, initial=_HIGH))
-        hi = _free_contraction(v.hi, w.shape, dimension_numbers,
-                               lambda x, ax: jnp.max(x, axis=ax, initial=_LOW))
+        lo = _free_contraction(
+            v.lo, w.shape, dimension_numbers, lambda x, ax: jnp.min(x, axis=ax, initial=_HIGH)
+        )
+        hi = _free_contraction(
+            v.hi, w.shape, dimension_numbers, lambda x, ax: jnp.max(x, axis=ax, initial=_LOW)
+        )
         return LabelRangeValue(lo, hi)
 
     def scatter(self, v, index_map):

@@ -5,6 +5,7 @@
 >>> [round(float(v), 4) for v in jnp.exp(g.log_abs)]
 [3.0, 2.0]
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -26,6 +27,7 @@ class TopKValue(NamedTuple):
 
     Slots with no path hold log|g| = −inf and sign +1. Among equal log|g|, +1 comes first.
     """
+
     log_abs: jax.Array
     sign: jax.Array
 
@@ -39,7 +41,7 @@ def topk_select(la, s, k):
     operation whatever k is (k unrolled rounds made compile time grow with k).
     """
     n = la.shape[-1]
-    if k == 1 and n:   # MaxAbs's ⊕ (cheaper to compile than a top_k)
+    if k == 1 and n:  # MaxAbs's ⊕ (cheaper to compile than a top_k)
         best, sign = lexmax_reduce(la, s, (-1,))
         sign = jnp.where(best == -jnp.inf, jnp.ones_like(sign), sign)
         return best[..., None], sign[..., None]
@@ -110,8 +112,11 @@ class TopK(Semiring):
         return self.fields[::2]
 
     def field_values(self, value):
-        return {f"{f}[{i}]": np.asarray(getattr(value, f))[..., i]
-                for i in range(self.k) for f in ("log_abs", "sign")}
+        return {
+            f"{f}[{i}]": np.asarray(getattr(value, f))[..., i]
+            for i in range(self.k)
+            for f in ("log_abs", "sign")
+        }
 
     def zeros(self, shape, dtype):
         dt = self.dtype(dtype)
@@ -122,12 +127,13 @@ class TopK(Semiring):
         dt = self.dtype(dtype)
         first = jnp.arange(self.k) == 0
         la = jnp.broadcast_to(jnp.where(first, 0.0, -jnp.inf).astype(dt), tuple(shape) + (self.k,))
-        return TopKValue(*opaque((la, jnp.ones(tuple(shape) + (self.k,), dt))))   # see opaque
+        return TopKValue(*opaque((la, jnp.ones(tuple(shape) + (self.k,), dt))))  # see opaque
 
     # primal-shaped functions act on every slot
     def map(self, fn, *values):
         def leafwise(*leaves):
             return jax.vmap(fn, in_axes=-1, out_axes=-1)(*leaves)
+
         return jax.tree.map(leafwise, *values)
 
     def add(self, a, b):
@@ -165,21 +171,28 @@ class TopK(Semiring):
             y = jax.vmap(canon_v, in_axes=-1, out_axes=-1)(x)  # [B, M, C, k]
             return y.reshape(y.shape[0], y.shape[1], -1)
 
-        lw = jnp.repeat(log_abs(cw), k, axis=1)   # [B, C·k, N]
+        lw = jnp.repeat(log_abs(cw), k, axis=1)  # [B, C·k, N]
         sw = jnp.repeat(sign1(cw), k, axis=1)
 
         def chunk(vs, wk):
-            la, s = vs                      # [B, M, 1, c]
+            la, s = vs  # [B, M, 1, c]
             lwk, swk = wk[..., :N, :], wk[..., N:, :]  # [B, 1, N, c]
-            cand = scale_log(la, lwk)   # 0̄ meets no weight (NaN, inf included)
+            cand = scale_log(la, lwk)  # 0̄ meets no weight (NaN, inf included)
             return topk_select(cand, jnp.where(cand == -jnp.inf, 1.0, s * swk), k)
 
         def combine(x, y):
-            return topk_select(jnp.concatenate([x[0], y[0]], -1), jnp.concatenate([x[1], y[1]], -1), k)
+            return topk_select(
+                jnp.concatenate([x[0], y[0]], -1), jnp.concatenate([x[1], y[1]], -1), k
+            )
 
-        la, s = kernels.chunked_contraction(chunk, combine, [canon_k(v.log_abs), canon_k(v.sign)],
-                                    jnp.concatenate([lw, sw], axis=2), (-jnp.inf, 1.0),
-                                    chunk_elements=kernels.xla.TROPICAL_CHUNK_ELEMENTS // 4)
+        la, s = kernels.chunked_contraction(
+            chunk,
+            combine,
+            [canon_k(v.log_abs), canon_k(v.sign)],
+            jnp.concatenate([lw, sw], axis=2),
+            (-jnp.inf, 1.0),
+            chunk_elements=kernels.xla.TROPICAL_CHUNK_ELEMENTS // 4,
+        )
         return TopKValue(la.reshape(out_shape + (k,)), s.reshape(out_shape + (k,)))
 
     def scatter(self, v, index_map):
@@ -197,7 +210,7 @@ class TopK(Semiring):
         tshape = index_map.target_shape
 
         def round_(r, state):
-            ptr, out_la, out_s = state   # ptr: next unconsumed slot of each update (sorted lists)
+            ptr, out_la, out_s = state  # ptr: next unconsumed slot of each update (sorted lists)
             at = jnp.minimum(ptr, k - 1)[..., None]
             cur_la = jnp.where(ptr < k, jnp.take_along_axis(la, at, -1)[..., 0], -jnp.inf)
             cur_s = jnp.take_along_axis(s, at, -1)[..., 0]
@@ -212,9 +225,12 @@ class TopK(Semiring):
             out_s = lax.dynamic_update_index_in_dim(out_s, sign, r, -1)
             return ptr + advance.astype(jnp.int32), out_la, out_s
 
-        init = (jnp.zeros(ushape, jnp.int32), jnp.full(tuple(tshape) + (k,), -jnp.inf, dt),
-                jnp.ones(tuple(tshape) + (k,), dt))
-        if k <= 2:   # a loop costs more to compile than two rounds
+        init = (
+            jnp.zeros(ushape, jnp.int32),
+            jnp.full(tuple(tshape) + (k,), -jnp.inf, dt),
+            jnp.ones(tuple(tshape) + (k,), dt),
+        )
+        if k <= 2:  # a loop costs more to compile than two rounds
             state = init
             for r in range(k):
                 state = round_(r, state)

@@ -7,6 +7,7 @@ has no BLAS equivalent; which kernel computes it is the ``kernel=`` setting
 >>> js.MaxProduct(kernel="xla")
 MaxProduct(kernel='xla')
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -15,8 +16,17 @@ import jax
 import jax.numpy as jnp
 
 from ..kernels import dispatch, lowrank
-from ..numerics import (lexmax, lexmax_reduce, log_abs, max_nan, min_nan, opaque, scale_log, sign1,
-                        signed_scale)
+from ..numerics import (
+    lexmax,
+    lexmax_reduce,
+    log_abs,
+    max_nan,
+    min_nan,
+    opaque,
+    scale_log,
+    sign1,
+    signed_scale,
+)
 from .base import Semiring
 
 __all__ = ["Tropical", "MaxProduct", "MaxProductValue", "MaxAbs", "MaxAbsValue"]
@@ -30,12 +40,16 @@ class Tropical(Semiring):
         self.kernel = dispatch.check_kernel(kernel)
 
     def __repr__(self):
-        return f"{type(self).__name__}()" if self.kernel == "auto" else \
-            f"{type(self).__name__}(kernel={self.kernel!r})"
+        return (
+            f"{type(self).__name__}()"
+            if self.kernel == "auto"
+            else f"{type(self).__name__}(kernel={self.kernel!r})"
+        )
 
 
 class MaxProductValue(NamedTuple):
     """Most positive and most negative path product."""
+
     top_pos: jax.Array
     top_neg: jax.Array
 
@@ -82,8 +96,9 @@ class MaxProduct(Tropical):
         return MaxProductValue(*signed_scale(w.astype(v.top_pos.dtype), v.top_pos, v.top_neg))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        return MaxProductValue(*dispatch.maxproduct_dot(v.top_pos, v.top_neg, w,
-                                                        dimension_numbers, self.kernel))
+        return MaxProductValue(
+            *dispatch.maxproduct_dot(v.top_pos, v.top_neg, w, dimension_numbers, self.kernel)
+        )
 
     def low_rank_dot(self, v, U, V, G, owner):
         out = lowrank.maxproduct(v.top_pos, v.top_neg, U, V, G, owner, self.kernel)
@@ -95,6 +110,7 @@ class MaxProduct(Tropical):
 
 class MaxAbsValue(NamedTuple):
     """log|g| of the path with the largest |product|, and that product's sign (±1)."""
+
     log_abs: jax.Array
     sign: jax.Array
 
@@ -135,12 +151,13 @@ class MaxAbs(Tropical):
 
     def scale(self, w, v):
         w = w.astype(v.log_abs.dtype)
-        la = scale_log(v.log_abs, log_abs(w))   # 0̄ annihilates any w (±inf, NaN)
+        la = scale_log(v.log_abs, log_abs(w))  # 0̄ annihilates any w (±inf, NaN)
         return MaxAbsValue(la, jnp.where(la == -jnp.inf, jnp.ones_like(la), v.sign * sign1(w)))
 
     def dot_general(self, v, w, dimension_numbers, precision=None):
-        return MaxAbsValue(*dispatch.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers,
-                                                self.kernel))
+        return MaxAbsValue(
+            *dispatch.maxabs_dot(v.log_abs, v.sign, w, dimension_numbers, self.kernel)
+        )
 
     def scatter(self, v, index_map):
         la = index_map.max(v.log_abs)
