@@ -697,3 +697,41 @@ def test_flows_runner_refuses_a_semiring_class(ckpt):
     loaded = loading.load(ckpt["bert"])
     with pytest.raises(TypeError, match=r"pass an instance: Entropy\(\)"):
         cli.FlowsRunner(loaded, js.Entropy)
+
+
+# ------------------------------------------- 6. no unbounded run: memory is checked up front
+
+
+def test_top_k_too_large_for_memory_is_refused_after_compiling(ckpt, capsys, tmp_path):
+    """K = 10^7 slots per element needs terabytes: one line, exit 2, nothing written (before
+    this check the run allocated until the machine ran out)."""
+    out = tmp_path / "f.json"
+    rc, _, err = _run(
+        capsys,
+        "flows",
+        ckpt["bert"],
+        "--text",
+        "the [MASK] is here .",
+        "--semiring",
+        "top-k:10000000",
+        "--json",
+        out,
+    )
+    _one_line_error(
+        rc, err, "--semiring top-k:10000000 needs about", "TiB", "use a smaller K or a shorter text"
+    )
+    assert not out.exists()
+
+
+def test_memory_limit_names_the_option(ckpt, capsys, monkeypatch):
+    from jaxpr_semiring.cli import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1024)
+    rc, _, err = _run(capsys, "flows", ckpt["bert"], "--text", "the [MASK] is here .")
+    _one_line_error(
+        rc,
+        err,
+        "--semiring max-product needs about",
+        "more than the 1.0 KiB available",
+        "use a shorter text",
+    )

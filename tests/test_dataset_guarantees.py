@@ -593,3 +593,33 @@ def test_out_dir_read_only_mid_run_names_the_path_then_resumes(
     whole = run_toy(src, tmp_path / "whole", batch_size=2, params=params)
     assert s.output and open(s.output).read() == open(whole.output).read()
     assert s.computed == (0 if open_fds_work else len([t for t in SENTENCES if t]) - 2)
+
+
+def test_a_data_set_run_that_cannot_fit_in_memory_is_one_line(tmp_path, monkeypatch):
+    """The compiled batch program is checked before it runs: exit 2, one line naming the
+    options to change, no traceback (issue 25: no unbounded runs)."""
+    from jaxpr_semiring.cli import commands, memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 20)
+    model = family_checkpoints.build("bert", str(tmp_path / "bert"))
+    src = tmp_path / "in.txt"
+    src.write_text("the [MASK] is here .\n")
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    rc = commands.main(
+        [
+            "flows",
+            model,
+            "--file",
+            str(src),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--semiring",
+            "top-k:4",
+            "--no-progress",
+        ]
+    )
+    text = err.getvalue().strip()
+    assert rc == 2 and "\n" not in text and "Traceback" not in text, text
+    assert "--semiring top-k:4 with --batch-size 8 needs about" in text, text
+    assert "use a smaller --batch-size, smaller --buckets or a smaller K" in text, text

@@ -45,7 +45,7 @@ from ..api import semiring_grad
 from ..models.components import component_flows_fn, embedding_target
 from ..outputs import OutputError
 from ..semirings import MaxProduct, Semiring, registry
-from . import dataset, loading, render
+from . import dataset, loading, memory, render
 from .errors import UsageError
 from .loading import Loaded
 
@@ -90,6 +90,7 @@ class FlowsRunner:
             )
         self.S = parse_semiring(semiring) if isinstance(semiring, str) else semiring
         self._fns: dict = {}  # target function -> jitted flows function
+        self._compiled: dict = {}  # (target function, argument shapes) -> checked executable
 
     def flows(self, text: str):
         """``(ComponentFlows, tokens, Target)`` of one text."""
@@ -101,8 +102,15 @@ class FlowsRunner:
                     self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
                 )
             )
-        cf = self._fns[tgt.fn](self.loaded.model.params, {"input_ids": ids}, *tgt.args)
-        return cf, tokens, tgt
+        args = (self.loaded.model.params, {"input_ids": ids}, *tgt.args)
+        leaves, tree = jax.tree.flatten(args[1:])
+        key = (tgt.fn, tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        if key not in self._compiled:  # compile once per shape, and refuse what cannot fit
+            compiled = self._fns[tgt.fn].lower(*args).compile()
+            fix = "use a smaller K or a shorter text" if self.S.cli_arg else "use a shorter text"
+            memory.check_fits(compiled, f"--semiring {self.S.label}", fix=fix)
+            self._compiled[key] = compiled
+        return self._compiled[key](*args), tokens, tgt
 
     def document(self, text: str) -> dict:
         """The JSON document (``docs/components.md``) of one text."""

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from .. import outputs
 from ..dataset import DatasetError, init_distributed, run_dataset
 from ..outputs import OutputError
-from . import loading, render
+from . import loading, memory, render
 from .dataset_flows import example_target, flows_task, model_digest, run_options
 from .errors import UsageError
 
@@ -167,6 +167,12 @@ def run_file(
                 progress=not args.no_progress,
                 stream=stream,
                 about={"model": args.model},
+                check_compiled=lambda c: memory.check_fits(
+                    c,
+                    f"--semiring {args.semiring} with --batch-size {args.batch_size}",
+                    fix="use a smaller --batch-size, smaller --buckets"
+                    + (" or a smaller K" if any(S.cli_arg for S in semirings) else ""),
+                ),
             )
         except OSError as e:  # the results directory failed mid-run (read-only, full, gone)
             raise _write_failure(e, args.out_dir) from None

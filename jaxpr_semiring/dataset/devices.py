@@ -101,9 +101,17 @@ class ShardedMap:
     until read (``jax.device_get``), so the next batch can be dispatched first. Compiled
     programs are kept per ``compute`` function (weakly) and shape, across instances;
     ``compile_seconds`` is this instance's ahead-of-time compilation time so far.
+    ``check_compiled(compiled)`` runs on every new executable before it is kept or run (it may
+    raise: e.g. refuse a program that cannot fit in memory).
     """
 
-    def __init__(self, compute: Callable, devices: int | Sequence | None = None):
+    def __init__(
+        self,
+        compute: Callable,
+        devices: int | Sequence | None = None,
+        check_compiled: Callable[[Any], None] | None = None,
+    ):
+        self.check_compiled = check_compiled
         self.mesh = local_mesh(devices)
         self.size = self.mesh.devices.size
         spec = PartitionSpec(BATCH_AXIS)
@@ -138,6 +146,9 @@ class ShardedMap:
         key = (tuple(d.id for d in self.mesh.devices.flat), _signature(placed), _signature(batch))
         if key not in self._compiled:
             t = time.perf_counter()
-            self._compiled[key] = self._fn.lower(placed, batch).compile()
+            compiled = self._fn.lower(placed, batch).compile()
             self.compile_seconds += time.perf_counter() - t
+            if self.check_compiled is not None:
+                self.check_compiled(compiled)
+            self._compiled[key] = compiled
         return self._compiled[key](placed, batch)

@@ -173,6 +173,7 @@ def run_dataset(
     progress: bool = True,
     stream: TextIO | None = None,
     about: dict | None = None,
+    check_compiled: Callable[[Any], None] | None = None,
 ) -> Summary:
     """Compute every input of ``inputs`` (a file, one input per line, or a list of lines) and
     write ``out_dir/<name>.jsonl``: one or more records per input, in input order.
@@ -182,6 +183,8 @@ def run_dataset(
     model's files by content, not its path); ``about`` (JSON-able, not compared) is written
     into ``run.json`` by the run that creates it, for people. Re-running resumes: computed
     inputs are not recomputed, skipped ones are checked again (larger buckets may fit them).
+    ``check_compiled(compiled)`` runs on each new executable before it runs (it may raise:
+    e.g. refuse what cannot fit in memory).
     ``batch_size`` is per device; ``buckets`` the padded lengths (default powers of two from
     8; ``"exact"``: every length its own bucket, no padding); an input whose
     :class:`Prepared` says ``pad=False`` runs at its own length whatever the buckets. With
@@ -217,7 +220,7 @@ def run_dataset(
         by_bucket, skips = _plan(data, store.scan(), prepare, buckets, process, processes, say)
         if skips:
             store.append(skips)
-        mapped = ShardedMap(compute, devices)
+        mapped = ShardedMap(compute, devices, check_compiled)
         rows = batch_size * mapped.size
         batches = [
             (length, items[i : i + rows])
