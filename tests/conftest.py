@@ -3,6 +3,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Identical programs recur across test modules (the same tiny checkpoints; the CLI rebuilds
+# its jitted function per test) and across runs: XLA's persistent compilation cache serves
+# them from disk (keys include the JAX/XLA versions and the devices, so the two CI ends never
+# share an entry; subprocess tests inherit the setting).
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".jax-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import contextlib  # noqa: E402
 

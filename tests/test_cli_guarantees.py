@@ -702,6 +702,8 @@ def test_flows_runner_refuses_a_semiring_class(ckpt):
 # ------------------------------------------- 6. no unbounded run: memory is checked up front
 
 
+@pytest.mark.slow  # 30 s; test_memory_limit_names_the_option and cli/memory.py's doctest
+# (XLA's memory analysis of a compiled program) cover the same path
 def test_top_k_too_large_for_memory_is_refused_after_compiling(ckpt, capsys, tmp_path):
     """K = 10^7 slots per element needs terabytes: one line, exit 2, nothing written (before
     this check the run allocated until the machine ran out)."""
