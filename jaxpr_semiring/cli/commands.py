@@ -65,7 +65,7 @@ def parse_semiring(spec: str) -> Semiring:
 
 class FlowsRunner:
     """Texts → component-flows documents for one loaded model, semiring and target spec; the
-    jitted flows function is built once and reused (it retraces per text length).
+    flows program is compiled once per input shape (and memory-checked) and reused.
 
     Args:
       loaded: from :func:`jaxpr_semiring.cli.loading.load`.
@@ -89,24 +89,20 @@ class FlowsRunner:
                 f"pass an instance: {semiring.__name__}()."
             )
         self.S = parse_semiring(semiring) if isinstance(semiring, str) else semiring
-        self._fns: dict = {}  # target function -> jitted flows function
         self._compiled: dict = {}  # (target function, argument shapes) -> checked executable
 
     def flows(self, text: str):
         """``(ComponentFlows, tokens, Target)`` of one text."""
         ids, tokens = loading.encode(self.loaded, text)
         tgt = loading.resolve_target(self.loaded, self.target, ids)
-        if tgt.fn not in self._fns:
-            self._fns[tgt.fn] = jax.jit(
-                component_flows_fn(
-                    self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
-                )
-            )
         args = (self.loaded.model.params, {"input_ids": ids}, *tgt.args)
         leaves, tree = jax.tree.flatten(args[1:])
         key = (tgt.fn, tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
         if key not in self._compiled:  # compile once per shape, and refuse what cannot fit
-            compiled = self._fns[tgt.fn].lower(*args).compile()
+            fn = component_flows_fn(
+                self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
+            )
+            compiled = jax.jit(fn).lower(*args).compile()
             fix = "use a smaller K or a shorter text" if self.S.cli_arg else "use a shorter text"
             memory.check_fits(compiled, f"--semiring {self.S.label}", fix=fix)
             self._compiled[key] = compiled

@@ -1,25 +1,11 @@
 """Component flows for any Transformer: at every residual branch point of every layer, how much
 semiring gradient flows through each component (skip, query, key, value, mlp, …) per token.
 
-One backward pass gives all branch points of all layers: it runs with the tagged semiring
-(:class:`~jaxpr_semiring.analyses.tagged.Tagged`, one channel per component) and a
-:class:`ComponentObserver` that
-
-* at a *labelled* equation (the first equation of a component in a layer: a query projection,
-  a residual ``add``, …) moves the contributions crossing it into that component's channel
-  (a fused projection: by output column, and per head with ``heads=True``); walking backwards,
-  the last move before a branch point is the first component after it in forward order;
-* at a branch point (a tapped module argument, :mod:`.presets`) reads the channels, then merges
-  them into ``other`` so no tag leaks into earlier layers.
-
-So at a branch point each channel holds exactly the paths whose first step in this layer is
-that component; ``other`` holds the rest (nothing for the presets' families), and ⊕ over the
-components equals the total. Values are ⊕-aggregated over the hidden dimensions (paper Eq. 3).
-A component some of whose paths at a token have product NaN (a NaN weight or activation on
-the way) has NaN flows there, and so has the total: NaN is absorbing in every ⊕ and never a
-number that wins a comparison (docs/semantics.md, "NaN"); whoever ranks components per token
-must count a NaN token as nobody's win.
-Cost grows with the number of components at the branch points only, not with the layers.
+The model front end: this module finds the model's preset (:mod:`.presets`), calls the model
+(Hugging Face Flax or linen) with its embedding output as the differentiated input, and runs
+one backward pass with the analysis of :mod:`jaxpr_semiring.analyses.component_channels`
+(how channels, branch points, ``other`` and NaN work is documented there). Cost grows with the
+number of components at the branch points only, not with the layers.
 
 >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
 >>> from jaxpr_semiring.paper.transformer import TransformerClassifier, init_params

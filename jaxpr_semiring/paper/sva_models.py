@@ -223,7 +223,9 @@ class MLMSVAModel(SVAModel):
         ``config.json`` + ``flax_model.msgpack`` or ``model.safetensors``)."""
         from transformers import FlaxBertForMaskedLM
 
-        hf = FlaxBertForMaskedLM.from_pretrained(os.fspath(model_dir), local_files_only=True)
+        hf = FlaxBertForMaskedLM.from_pretrained(
+            os.fspath(model_dir), local_files_only=True, trust_remote_code=False
+        )
         return cls(hf.config, hf.params)
 
     def save_pretrained(self, model_dir: str | os.PathLike[str], **kwargs) -> None:
@@ -408,7 +410,7 @@ def train_small_mlm(
 def load_minilm_encoder(model_dir: str | os.PathLike[str] | None = None):
     """The pretrained MiniLM ``FlaxBertModel`` (offline, from the shipped safetensors)."""
     return _bert_model_cls().from_pretrained(
-        os.fspath(model_dir or minilm_dir()), local_files_only=True
+        os.fspath(model_dir or minilm_dir()), local_files_only=True, trust_remote_code=False
     )
 
 
