@@ -10,12 +10,17 @@ graph) is timed on a narrow model (``--brute-width``) for the small depths until
 
 With ``--bert-compile 2,6,12,24`` it instead measures compile time (trace + lower + XLA
 compile of the jitted batch-1 function, wall and process CPU seconds) of ``jax.grad`` and each
-semiring on BERT encoders of those depths (the ``bench_bert.py`` model and target, hidden 512),
-writing ``--json`` after every measurement (atomically; ``--resume`` skips what it holds).
+semiring on BERT encoders of those depths (the ``bench_bert.py`` model and target, hidden 512
+or ``--hidden``), writing ``--json`` after every measurement (atomically; ``--resume`` skips
+what it holds). A semiring named ``NAME[scan]`` is traced under
+``interpreter.scan_repeats()`` (the repeated layers walked as one ``lax.scan``); ``--calls N``
+also times N calls of each compiled function.
 
     python benchmarks/bench_depth.py --out depth.png
     python benchmarks/bench_depth.py --tiny --out /tmp/depth.png     # CI smoke test
     python benchmarks/bench_depth.py --bert-compile 2,6,12,24 --json depth_compile.json
+    python benchmarks/bench_depth.py --bert-compile 6,12 --hidden 64 --calls 5 \
+        --semirings Real,Real[scan],Log,Log[scan],Entropy,Entropy[scan],MaxProduct,MaxProduct[scan]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpr_semiring as js
+from jaxpr_semiring import interpreter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(os.path.dirname(HERE), "tests")
@@ -173,6 +179,9 @@ def bert_compile_times(args):
     done = {(r["depth"], r["method"]) for r in res["rows"]}
     for depth in [int(d) for d in args.bert_compile.split(",")]:
         cfg = dict(bb.TINY if args.tiny else bb.BERT_6L, num_hidden_layers=depth)
+        if args.hidden:
+            h = args.hidden
+            cfg.update(hidden_size=h, intermediate_size=4 * h, num_attention_heads=max(1, h // 64))
         model = bb.build_model(cfg)
         table = np.asarray(model.params["bert"]["embeddings"]["word_embeddings"]["embedding"])
         f = bb.make_target(model, 8 if args.tiny else 30)
@@ -189,16 +198,30 @@ def bert_compile_times(args):
         for name in names:
             if (depth, name) in done:
                 continue
-            fn = methods[name] if name in methods else js.semiring_grad(f, SEMIRINGS[name]())
+            base_name, scan = name.removesuffix("[scan]"), name.endswith("[scan]")
+            fn = (
+                methods[base_name]
+                if base_name in methods
+                else js.semiring_grad(f, SEMIRINGS[base_name]())
+            )
             fn = jax.vmap(fn, in_axes=(0, None, 0, 0, 0, 0))
             c0, w0 = time.process_time(), time.perf_counter()
-            jax.jit(fn).lower(*fargs).compile()
+            with interpreter.scan_repeats(scan):
+                compiled = jax.jit(fn).lower(*fargs).compile()
             row = dict(
                 depth=depth,
                 method=name,
                 compile_s=time.perf_counter() - w0,
                 compile_cpu_s=time.process_time() - c0,
             )
+            if args.calls:
+                jax.block_until_ready(compiled(*fargs))
+                ts = []
+                for _ in range(args.calls):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(compiled(*fargs))
+                    ts.append(time.perf_counter() - t0)
+                row["call_s"] = statistics.median(ts)
             base = next(
                 (r for r in res["rows"] if r["depth"] == depth and r["method"] == "jax.grad"), row
             )
@@ -206,12 +229,19 @@ def bert_compile_times(args):
                 ratio=row["compile_s"] / base["compile_s"],
                 cpu_ratio=row["compile_cpu_s"] / base["compile_cpu_s"],
             )
+            if "call_s" in row:
+                row["call_ratio"] = row["call_s"] / base["call_s"]
             res["rows"].append(row)
             _save(res, args.json)
             print(
                 f"# depth {depth:3d} {name:10s} compile {row['compile_s']:7.2f} s "
                 f"({row['ratio']:5.2f}x jax.grad), cpu {row['compile_cpu_s']:7.2f} s "
-                f"({row['cpu_ratio']:5.2f}x)",
+                f"({row['cpu_ratio']:5.2f}x)"
+                + (
+                    f", call {1e3 * row['call_s']:.2f} ms ({row['call_ratio']:.2f}x)"
+                    if args.calls
+                    else ""
+                ),
                 flush=True,
             )
             jax.clear_caches()
@@ -283,6 +313,12 @@ def main(argv=None):
         help="measure BERT compile time at these depths instead (e.g. 2,6,12,24)",
     )
     p.add_argument("--resume", action="store_true", help="keep the rows already in --json")
+    p.add_argument(
+        "--hidden", type=int, default=0, help="BERT hidden size for --bert-compile (0: 512)"
+    )
+    p.add_argument(
+        "--calls", type=int, default=0, help="also time this many calls (median) per method"
+    )
     args = p.parse_args(argv)
     if args.bert_compile:
         if args.semirings == p.get_default("semirings"):

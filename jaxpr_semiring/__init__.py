@@ -28,6 +28,7 @@ from .semirings.product import Product
 from .api import semiring_grad, value_and_semiring_grad
 from .markers import tap
 from .flax_hooks import tap_modules
+from .nnx_scopes import nnx_module_scopes, NnxApply
 from .analyses.flows import flows, FlowReport, TapFlow
 from .analyses.top_path import top_path, Path, PathStep
 from .analyses.sampling import sample_paths, SampledPaths, BranchShare
@@ -59,6 +60,8 @@ __all__ = [
     "Product",
     "tap",
     "tap_modules",
+    "nnx_module_scopes",
+    "NnxApply",
     "flows",
     "FlowReport",
     "TapFlow",

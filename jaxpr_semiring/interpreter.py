@@ -23,8 +23,10 @@ primitive. Whoever needs to watch the walk (flow reports, top paths) passes an
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from typing import Any, Sequence
+import os
+from typing import Any, Iterator, Sequence
 
 import jax
 from jax import lax
@@ -32,10 +34,20 @@ from jax.extend import core as jcore
 
 from . import _compat
 from .graph import Const, Graph, Node, Ref, is_float, reachable
+from .repeats import Repeat, find_repeat
 from .rules import REWRITES, Ctx, lookup
 from .semirings import Semiring
 
-__all__ = ["Observer", "flatten", "forward", "value_of", "backward", "backward_jaxpr", "run"]
+__all__ = [
+    "Observer",
+    "scan_repeats",
+    "flatten",
+    "forward",
+    "value_of",
+    "backward",
+    "backward_jaxpr",
+    "run",
+]
 
 
 class Observer:
@@ -59,6 +71,34 @@ class Observer:
 
 
 _fresh = itertools.count()
+# Whether run() walks repeated blocks as one lax.scan (opt-in: see scan_repeats)
+_SCAN_REPEATS = [os.environ.get("JAXPR_SEMIRING_SCAN_REPEATS", "") == "1"]
+
+
+@contextlib.contextmanager
+def scan_repeats(enabled: bool = True) -> Iterator[None]:
+    """Within this context, :func:`run` (so every ``semiring_grad`` traced in it) walks the
+    longest run of repeated blocks of the graph — a transformer's layers — backward as one
+    ``lax.scan``: compile time flat in depth. Opt-in (also ``JAXPR_SEMIRING_SCAN_REPEATS=1``);
+    walks with an observer never scan. Each block's primals and per-block inputs (weights)
+    are stacked per call.
+
+    >>> import jax, jax.numpy as jnp, jaxpr_semiring as js
+    >>> def f(x):
+    ...     for _ in range(4):
+    ...         x = x + 0.5 * jnp.tanh(2.0 * x + 1.0)
+    ...     return jnp.sum(x)
+    >>> with scan_repeats():
+    ...     g = js.semiring_grad(f, js.Real())(jnp.ones(3))
+    >>> bool(jnp.allclose(g, jax.grad(f)(jnp.ones(3))))
+    True
+    """
+    old = _SCAN_REPEATS[0]
+    _SCAN_REPEATS[0] = enabled
+    try:
+        yield
+    finally:
+        _SCAN_REPEATS[0] = old
 
 
 def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "") -> Graph:
@@ -160,10 +200,13 @@ def backward(
     cts_out: Sequence,
     wanted_keys: set,
     observer: Observer | None = None,
+    repeat: bool = False,
 ) -> dict:
     """The reverse walk. ``cts_out`` holds one semiring value (or None) per graph output.
 
-    Returns the accumulated cotangent of every wanted variable that received one.
+    Returns the accumulated cotangent of every wanted variable that received one. With
+    ``repeat`` (and no observer), the longest run of repeated blocks (:mod:`.repeats`) is
+    walked as one ``lax.scan``; its inner variables then hold no cotangent in the result.
     """
     cts: dict = {}
 
@@ -176,7 +219,17 @@ def backward(
         if isinstance(atom, Ref) and ct is not None and atom.key in wanted_keys:
             accumulate(atom, ct, None)
 
-    for node in reversed(graph.nodes):
+    rep = None
+    if repeat and observer is None:
+        rep = find_repeat(graph, wanted_keys)
+    i = len(graph.nodes)
+    while i > 0:
+        i -= 1
+        if rep is not None and i == rep.start + rep.count * rep.period - 1:
+            _scan_repeat(S, graph, env, rep, cts, wanted_keys, accumulate)
+            i = rep.start
+            continue
+        node = graph.nodes[i]
         wanted = tuple(isinstance(a, Ref) and a.key in wanted_keys for a in node.invars)
         if not any(wanted) or all(r.key not in cts for r in node.outvars):
             continue
@@ -196,6 +249,113 @@ def backward(
                 _check_shape(ct, atom.aval, node)
                 accumulate(atom, ct, node)
     return cts
+
+
+def _scan_repeat(S, graph, env, rep: Repeat, cts, wanted, accumulate):
+    """Walk the blocks of ``rep`` backward as one ``lax.scan`` over a template (block 0 with a
+    fresh variable per external input), stacking each block's primals; the carry holds the
+    carries' cotangents and the shared inputs' sums, the scan's outputs the per-block inputs'."""
+    lo, period, count = rep.start, rep.period, rep.count
+    ext0 = rep.externals[0]
+    ident = lambda a: ("r", a.key) if isinstance(a, Ref) else ("c", id(a.value))
+    slot_of, slots = {}, []
+    for kind, a in zip(rep.kinds, ext0):
+        if kind == "shared" and isinstance(a, Const):
+            slot = a
+        else:
+            aval = a.aval if isinstance(a, Ref) else _aval_of(a.value)
+            slot = Ref(next(_fresh), aval)
+        slot_of[ident(a)] = slot
+        slots.append(slot)
+    block0 = graph.nodes[lo : lo + period]
+    inner = {r.key: (j, k) for j, n in enumerate(block0) for k, r in enumerate(n.outvars)}
+    template = [
+        n._replace(
+            invars=tuple(
+                a if isinstance(a, Ref) and a.key in inner else slot_of.get(ident(a), a)
+                for a in n.invars
+            )
+        )
+        for n in block0
+    ]
+    slot_wanted = [isinstance(a, Ref) and a.key in wanted for a in ext0]
+    t_wanted = {k for k in inner if k in wanted}
+    t_wanted |= {s.key for s, w in zip(slots, slot_wanted) if w}
+    needed = set()
+    for n in template:
+        if any(isinstance(a, Ref) and a.key in t_wanted for a in n.invars):
+            needed |= {a.key for a in n.invars if isinstance(a, Ref)}
+            needed |= {r.key for r in n.outvars}
+    in_pos = sorted(inner[k] for k in needed if k in inner)
+    blk_pos = [
+        i
+        for i, (kind, s) in enumerate(zip(rep.kinds, slots))
+        if kind != "shared" and isinstance(s, Ref) and s.key in needed
+    ]
+    shared_pos = [i for i, (kind, s) in enumerate(zip(rep.kinds, slots)) if kind == "shared"]
+    stack = lambda vals: jax.numpy.stack(vals)
+    xs_inner = [
+        stack([env[graph.nodes[lo + b * period + j].outvars[k].key] for b in range(count)])
+        for j, k in in_pos
+    ]
+    xs_blk = [stack([value_of(env, rep.externals[b][i]) for b in range(count)]) for i in blk_pos]
+    carry_pos = [i for i, k in enumerate(rep.kinds) if k == "carry" and slot_wanted[i]]
+    acc_pos = [i for i in shared_pos if slot_wanted[i]]
+    out_pos = [i for i, k in enumerate(rep.kinds) if k == "block" and slot_wanted[i]]
+
+    def proto(aval):
+        return S.zeros(tuple(aval.shape), aval.dtype)
+
+    def like(value, aval):
+        p = proto(aval)
+        if value is None:
+            return p
+        return jax.tree.map(lambda v, q: jax.numpy.asarray(v, q.dtype), value, p)
+
+    last = lo + (count - 1) * period
+    carry_refs = [
+        graph.nodes[last + rep.carry_out[i][0]].outvars[rep.carry_out[i][1]] for i in carry_pos
+    ]
+    t_carry_refs = [block0[rep.carry_out[i][0]].outvars[rep.carry_out[i][1]] for i in carry_pos]
+    init = (
+        [like(cts.get(r.key), r.aval) for r in carry_refs],
+        [proto(slots[i].aval) for i in acc_pos],
+    )
+
+    def body(carry, xs):
+        carry_cts, acc = carry
+        vals_inner, vals_blk = xs
+        env_b = {}
+        for (j, k), v in zip(in_pos, vals_inner):
+            env_b[block0[j].outvars[k].key] = v
+        for i, v in zip(blk_pos, vals_blk):
+            env_b[slots[i].key] = v
+        for i in shared_pos:
+            if isinstance(slots[i], Ref):
+                env_b[slots[i].key] = value_of(env, ext0[i])
+        sub = Graph(template, [s for s in slots if isinstance(s, Ref)], t_carry_refs)
+        res = backward(S, sub, env_b, carry_cts, t_wanted)
+        new_carry = [like(res.get(slots[i].key), slots[i].aval) for i in carry_pos]
+        new_acc = [
+            S.add(a, like(res[slots[i].key], slots[i].aval)) if slots[i].key in res else a
+            for a, i in zip(acc, acc_pos)
+        ]
+        ys = [like(res.get(slots[i].key), slots[i].aval) for i in out_pos]
+        return (new_carry, new_acc), ys
+
+    (carry_cts, acc), ys = lax.scan(body, init, (xs_inner, xs_blk), reverse=True)
+    for i, v in zip(carry_pos, carry_cts):
+        accumulate(ext0[i], v, None)
+    for i, v in zip(acc_pos, acc):
+        accumulate(ext0[i], v, None)
+    for i, v in zip(out_pos, ys):
+        for b in range(count):
+            accumulate(rep.externals[b][i], jax.tree.map(lambda y: y[b], v), None)
+
+
+def _aval_of(value):
+    v = jax.numpy.asarray(value)
+    return jax.ShapeDtypeStruct(v.shape, v.dtype)
 
 
 def _check_shape(ct, aval, node):
@@ -223,7 +383,13 @@ def run(S: Semiring, closed: jcore.ClosedJaxpr, args: Sequence, observer: Observ
         sources += list(observer.start(graph, env))
     seed = S.ones((), outs[0].dtype)
     cts = backward(
-        S, graph, env, [seed] + [None] * (len(outs) - 1), reachable(graph, sources), observer
+        S,
+        graph,
+        env,
+        [seed] + [None] * (len(outs) - 1),
+        reachable(graph, sources),
+        observer,
+        repeat=_SCAN_REPEATS[0],
     )
     return outs, cts, graph, env
 

@@ -1,8 +1,9 @@
 """The import direction is part of the design: every module sits in one layer, and imports only
 from its own layer or below (lazy imports included):
 
-    cli > paper > dataset > models > analyses > atomic_blocks > flax_hooks > api > interpreter
-        > rules > markers > graph > semirings > kernels > numerics > outputs > _compat
+    cli > paper > dataset > features > models > analyses > atomic_blocks > nnx_scopes
+        > flax_hooks > api > interpreter > rules > markers > repeats > graph > semirings > kernels
+        > numerics > outputs > _compat
 
 No module imports another module's private name, and there are no cycles. A new module must be
 placed in a layer (test_every_module_has_a_layer)."""
@@ -24,14 +25,17 @@ LAYERS = [
         "kernels",
         "semirings",
         "graph",
+        "repeats",
         "markers",
         "rules",
         "interpreter",
         "api",
         "flax_hooks",
+        "nnx_scopes",
         "atomic_blocks",
         "analyses",
         "models",
+        "features",
         "dataset",
         "paper",
         "cli",

@@ -17,7 +17,8 @@ error and exit code 2, reported before the model loads wherever it can be (argum
 syntax, output paths). Output files follow :mod:`jaxpr_semiring.outputs` (``-`` is stdout, and
 the table then goes to stderr; a regular file is replaced atomically; a FIFO, a device or
 ``/dev/stdout`` is written through); no code from a model directory ever runs, and stdin is
-never read (docs/guarantees.md).
+never read (docs/guarantees.md). Compiled programs are cached across runs (:mod:`.cache`;
+``--no-cache`` turns it off); ``--profile`` prints where the seconds went (:mod:`.profile`).
 
 Library use: :class:`FlowsRunner` loads nothing itself; it takes a loaded model and turns texts
 into JSON documents, reusing one jitted flows function; :func:`document` builds the document
@@ -45,7 +46,8 @@ from ..api import semiring_grad
 from ..models.components import component_flows_fn, embedding_target
 from ..outputs import OutputError
 from ..semirings import MaxProduct, Semiring, registry
-from . import dataset, loading, memory, render
+from . import cache, dataset, feature_paths, loading, memory, render
+from . import profile as _profile
 from .errors import UsageError
 from .loading import Loaded
 
@@ -93,8 +95,10 @@ class FlowsRunner:
 
     def flows(self, text: str):
         """``(ComponentFlows, tokens, Target)`` of one text."""
-        ids, tokens = loading.encode(self.loaded, text)
-        tgt = loading.resolve_target(self.loaded, self.target, ids)
+        with _profile.phase("tokenize"):
+            ids, tokens = loading.encode(self.loaded, text)
+        with _profile.phase("target"):
+            tgt = loading.resolve_target(self.loaded, self.target, ids)
         args = (self.loaded.model.params, {"input_ids": ids}, *tgt.args)
         leaves, tree = jax.tree.flatten(args[1:])
         key = (tgt.fn, tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
@@ -102,16 +106,24 @@ class FlowsRunner:
             fn = component_flows_fn(
                 self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
             )
-            compiled = jax.jit(fn).lower(*args).compile()
+            with _profile.phase("trace"):
+                traced = jax.jit(fn).trace(*args)
+            with _profile.phase("lower"):
+                lowered = traced.lower()
+            with _profile.phase("compile"):
+                compiled = lowered.compile()
             fix = "use a smaller K or a shorter text" if self.S.cli_arg else "use a shorter text"
             memory.check_fits(compiled, f"--semiring {self.S.label}", fix=fix)
             self._compiled[key] = compiled
-        return self._compiled[key](*args), tokens, tgt
+        with _profile.phase("run"):
+            out = jax.block_until_ready(self._compiled[key](*args))
+        return out, tokens, tgt
 
     def document(self, text: str) -> dict:
         """The JSON document (``docs/components.md``) of one text."""
         cf, tokens, tgt = self.flows(text)
-        return document(self.loaded, self.S, cf, tokens, tgt)
+        with _profile.phase("write"):
+            return document(self.loaded, self.S, cf, tokens, tgt)
 
 
 def document(
@@ -221,13 +233,30 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--html", help="write the HTML report here")
     fl.add_argument("--field", help="the value field the table and figures show")
     dataset.add_arguments(fl)
+    _add_run_options(fl)
     tp = sub.add_parser("top-path", help="the top gradient path from a token to the target")
     tp.add_argument("model", help="a save_pretrained directory, or 'minilm'")
     tp.add_argument("--text", required=True, help="the input text")
     tp.add_argument("--target", help=target_help)
     tp.add_argument("--token", type=int, help="start token index (default: the best one)")
     tp.add_argument("--json", help="write the path as JSON here ('-': stdout)")
+    _add_run_options(tp)
+    feature_paths.add_parser(sub, _add_run_options)
     return ap
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where the seconds went (import, load, …, compile, run, write) to stderr",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=f"do not use the compilation cache (also: {cache.ENV_OFF}=1; default directory: "
+        "$XDG_CACHE_HOME/jaxpr_semiring/jax)",
+    )
 
 
 _OUTPUTS = {"flows": ("json", "out", "html"), "top-path": ("json",)}
@@ -297,8 +326,15 @@ def _flows(args) -> None:
         )
     loading.check_target(args.target)
     _check_outputs(args)
-    runner = FlowsRunner(loading.load(args.model), S, args.target, args.heads)
+    with _profile.phase("load"):
+        loaded = loading.load(args.model)
+    runner = FlowsRunner(loaded, S, args.target, args.heads)
     doc = runner.document(args.text)
+    with _profile.phase("write"):
+        _write_flows(args, doc)
+
+
+def _write_flows(args, doc) -> None:
     stream = _human_stream(args)
     print(render.format_table(doc, args.field), file=stream)
     for option, write in (
@@ -320,7 +356,10 @@ def _top_path(args) -> None:
     _check_text(args.text, "top-path")
     loading.check_target(args.target)
     _check_outputs(args)
-    doc, path = top_path_document(loading.load(args.model), args.text, args.target, args.token)
+    with _profile.phase("load"):
+        loaded = loading.load(args.model)
+    with _profile.phase("compute"):  # trace, compile and run: three jitted programs
+        doc, path = top_path_document(loaded, args.text, args.target, args.token)
     stream = _human_stream(args)
     shown = outputs.shown
     print(
@@ -361,11 +400,27 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input). Never reads stdin."""
+    started = _profile.since_process_start() if argv is None else None  # the console script
     args = _parser().parse_args(argv)
+    if args.profile:
+        _profile.reset()
+        _profile.enable()
+        if started is not None:
+            _profile.record("import", *started)
+    with cache.enabled(args.no_cache) as cache_dir:
+        code = _run(args)
+    if args.profile:
+        _profile.disable()
+        _profile.report(cache=cache_dir)
+    return code
+
+
+def _run(args) -> int:
     try:
         if args.command == "flows" and args.file:
             return dataset.run_file(args, parse_semiring, document)
-        (_flows if args.command == "flows" else _top_path)(args)
+        commands = {"flows": _flows, "top-path": _top_path, "feature-paths": feature_paths.run}
+        commands[args.command](args)
         sys.stdout.flush()
     except (UsageError, OutputError) as e:
         return _error(str(e))

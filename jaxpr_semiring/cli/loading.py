@@ -3,6 +3,11 @@ msgpack or safetensors weights, with its tokenizer files) or ``"minilm"`` (the o
 sentence encoder), tokenize a text, and turn a target spec (``logit-diff:is,are``,
 ``similarity:"other text"``, …) into a target function and its arguments.
 
+A directory loads through its Hugging Face Flax class when there is one that honours every
+field of its config; otherwise (Qwen, Gemma 2/3, Phi-3, OLMo 2, a Llama with rope scaling or
+``rope_theta`` ≠ 10000, …) through the PyTorch bridge (:mod:`jaxpr_semiring.models.torch_bridge`,
+the ``torch`` extra), never silently through a class that would compute another model.
+
 Every bad input raises :class:`UsageError` with a one-line message naming the problem and the
 fix (the command line prints it and exits with code 2).
 
@@ -45,6 +50,14 @@ _WEIGHTS = (
     "flax_model.msgpack.index.json",
     "model.safetensors.index.json",
 )
+_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5")
+# config fields a Flax class ignores (it hard-codes their default): a checkpoint with another
+# value loads through the PyTorch bridge instead (FlaxLlama has neither rope scaling nor theta)
+_FLAX_IGNORES = {
+    "llama": {"rope_scaling": None, "rope_theta": 10000.0, "mlp_bias": False},
+    "gemma": {"rope_scaling": None, "rope_theta": 10000.0},
+    "mistral": {"rope_scaling": None},
+}
 _TOKENIZER = (
     "tokenizer.json",
     "vocab.txt",
@@ -63,6 +76,7 @@ class Loaded(NamedTuple):
     tokenizer: Any  # its tokenizer (transformers.AutoTokenizer)
     preset: Any  # presets.Preset
     kind: str  # "mlm" | "causal" | "seq2seq" | "classifier" | "encoder"
+    backend: str = "flax"  # "flax" | "torch" (models.torch_bridge.TorchModel)
 
 
 class Target(NamedTuple):
@@ -282,6 +296,12 @@ def load(spec: str) -> Loaded:
         raise UsageError(
             f"{spec!r} has no config.json: save the model with model.save_pretrained({spec!r})."
         )
+    if not files & set(_WEIGHTS) and files & set(_PICKLES):
+        raise UsageError(
+            f"{spec!r} has no weights but pickles ({', '.join(sorted(files & set(_PICKLES)))}), "
+            f"which this tool never loads (unpickling runs code): save safetensors "
+            f"with model.save_pretrained({spec!r}, safe_serialization=True)."
+        )
     if not files & set(_WEIGHTS):
         raise UsageError(
             f"{spec!r} has no weights (flax_model.msgpack or model.safetensors): "
@@ -304,11 +324,14 @@ def load(spec: str) -> Loaded:
             f"{spec!r}: cannot load config.json ({_why(e)}): fix it, or save the "
             f"model again with save_pretrained({spec!r})."
         ) from None
-    try:
-        preset = presets.PRESETS[presets.detect_name(config.model_type, config)]
-    except presets.UnsupportedModelError as e:
-        raise UsageError(f"{spec!r}: {e}") from None
-    cls = _model_class(spec, config, (raw_config.get("architectures") or [""])[0])
+    arch = (raw_config.get("architectures") or [""])[0]
+    why_torch = _needs_torch(config, arch)
+    if why_torch is None:
+        try:
+            preset = presets.PRESETS[presets.detect_name(config.model_type, config)]
+        except presets.UnsupportedModelError as e:
+            raise UsageError(f"{spec!r}: {e}") from None
+        cls = _model_class(spec, config, arch)
     try:
         with _NoPickles():
             tokenizer = transformers.AutoTokenizer.from_pretrained(d, **safe)
@@ -317,6 +340,8 @@ def load(spec: str) -> Loaded:
             f"{spec!r}: cannot load the tokenizer ({_why(e)}): save it again with "
             f"tokenizer.save_pretrained({spec!r})."
         ) from None
+    if why_torch is not None:
+        return _load_torch(spec, d, files, config, tokenizer, why_torch)
     try:
         with _MissingWeights() as log:
             model = cls.from_pretrained(d, config=config, from_pt=False, **safe)
@@ -330,6 +355,63 @@ def load(spec: str) -> Loaded:
     kind = _kind(type(model).__name__)
     _check_weights(spec, model, log.missing, kind)
     return Loaded(spec, model, tokenizer, preset, kind)
+
+
+def _needs_torch(config, arch: str) -> str | None:
+    """Why this config needs the PyTorch bridge (None: its Flax class computes it)."""
+    import transformers
+
+    mt = config.model_type
+    if mt not in presets.MODEL_TYPES:
+        return f"model type {mt!r} has no Flax component preset"
+    if arch and getattr(transformers, "Flax" + arch, None) is None and hasattr(transformers, arch):
+        return f"{arch} has no Flax class"
+    for field, default in _FLAX_IGNORES.get(mt, {}).items():
+        value = getattr(config, field, default)
+        if value != default:
+            return f"the Flax {mt} class ignores {field}={_shown(repr(value))}"
+    hd = getattr(config, "head_dim", None)
+    if mt == "llama" and hd not in (None, config.hidden_size // config.num_attention_heads):
+        return f"the Flax llama class ignores head_dim={hd}"
+    return None
+
+
+def _load_torch(spec: str, d: str, files: set, config, tokenizer, why: str) -> Loaded:
+    """Load ``d`` through the PyTorch bridge (safetensors only), or refuse in one line."""
+    from ..models import torch_bridge, torch_presets
+
+    try:
+        preset = torch_presets.detect(config)
+    except presets.UnsupportedModelError as e:
+        raise UsageError(f"{spec!r}: {why}, and {e}") from None
+    if not files & {"model.safetensors", "model.safetensors.index.json"}:
+        raise UsageError(
+            f"{spec!r}: {why}, and the PyTorch bridge reads safetensors weights only: save "
+            f"the PyTorch model with save_pretrained({spec!r}, safe_serialization=True)."
+        )
+    try:
+        torch_bridge.import_torchax()
+    except ImportError:
+        raise UsageError(
+            f"{spec!r}: {why}, so it loads through the PyTorch bridge, which is not "
+            f"installed: pip install 'jaxpr_semiring[torch]'."
+        ) from None
+    try:
+        model = torch_bridge.load(d)
+    except Exception as e:
+        raise UsageError(
+            f"{spec!r}: cannot load the PyTorch model ({_why(e)}): check config.json and "
+            f"the weights, or save the model again with save_pretrained({spec!r})."
+        ) from None
+    if model.missing_keys:
+        keys = model.missing_keys
+        raise UsageError(
+            f"{spec!r}: the weights lack parameters {type(model.module).__name__} needs "
+            f"({len(keys)}, e.g. {_shown(keys[0])}), which would be random: check config.json's "
+            f"architectures, or save the model again with save_pretrained({spec!r})."
+        )
+    kind = _kind(type(model.module).__name__)
+    return Loaded(spec, model, tokenizer, preset, kind, "torch")
 
 
 def max_tokens(config) -> int | None:

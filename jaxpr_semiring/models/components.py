@@ -140,7 +140,9 @@ def embedding_target(
     preset = P.detect(model, preset)
     inputs = _as_inputs(model, inputs)
     seen: list = []
-    with instrument(preset, seen=seen):  # under jit the rest of this pass is dead code
+    # a bridged PyTorch model (models.torch_bridge) taps its own modules
+    tap_model = getattr(model, "instrument_components", instrument)
+    with tap_model(preset, seen=seen):  # under jit the rest of this pass is dead code
         _call(model, params, inputs)
     if not seen:
         raise ValueError(
@@ -149,7 +151,7 @@ def embedding_target(
         )
 
     def f(e):
-        with instrument(preset, points, e):
+        with tap_model(preset, points, e):
             out = _call(model, params, inputs)
         return target(out, *target_args)
 

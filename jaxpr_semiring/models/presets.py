@@ -280,6 +280,16 @@ PRESETS: dict[str, Preset] = {
             ),
             "this repository's TransformerClassifier (jaxpr_semiring.paper.transformer)",
         ),
+        _pre_ln_decoder(
+            "nnx-llama",
+            r"layers/\d+",
+            r"embedder",
+            _qkv("attn/", ("q_proj", "k_proj", "v_proj")),
+            "post_attention_layernorm",
+            "mlp/(?:gate_proj|up_proj)",
+            "Flax NNX pre-RMSNorm decoder, attribute paths as in tunix's Llama 3 (embedder, "
+            "layers/i/attn/q_proj, mlp/gate_proj), called through jaxpr_semiring.NnxApply",
+        ),
     ]
 }
 
@@ -341,6 +351,9 @@ def detect(model: Any, preset: Preset | str | None = None) -> Preset:
     ``TransformerClassifier``), or ``preset`` itself (a :class:`Preset` or a preset name)."""
     if isinstance(preset, Preset):
         return preset
+    own = getattr(model, "default_preset", None)  # a bridged PyTorch model's (torch_presets)
+    if preset is None and isinstance(own, Preset):
+        return own
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise _unsupported(f"preset name {preset!r} (known: {', '.join(PRESETS)})")

@@ -36,9 +36,8 @@ class Real(Semiring):
     cli_name = "real"
     zero_weight_is_edge = False
 
-    def dtype(self, dtype):
-        dtype = np.dtype(dtype)
-        return dtype if jnp.issubdtype(dtype, jnp.floating) else np.dtype(jnp.float32)
+    # dtype: Semiring.dtype (at least float32, as every semiring: a bf16 model's gradient is
+    # accumulated in float32; docs/semantics.md, "Low-precision models")
 
     def zeros(self, shape, dtype):
         return jnp.zeros(shape, self.dtype(dtype))
@@ -62,6 +61,8 @@ class Real(Semiring):
         return index_map.add(v)
 
     def linear_vjp(self, fn, primals, ct):
+        # at the value dtype: bf16 operands are exact in float32, their products' sums are not
+        primals = [p.astype(self.dtype(p.dtype)) for p in primals]
         out = jax.eval_shape(fn, *primals)
         _, pullback = jax.vjp(fn, *primals)
         grads = pullback(ct.astype(out.dtype))
