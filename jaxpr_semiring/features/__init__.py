@@ -10,7 +10,18 @@ their features, and semiring paths on it (docs/features.md).
 from .dictionary import Dictionary
 from .loaders import LoaderError, load_dictionary, load_sparsify_hookpoints
 from .graph import FeatureGraph
-from .paths import node_influence, graph_scores
+from .paths import (
+    node_influence,
+    graph_scores,
+    signed_contributions,
+    top_paths,
+    best_chain,
+    path_entropy,
+    sample_graph_paths,
+    subgraph_mass,
+)
+from .splice import splice, ReplacementModel
+from .attribution import attribution_graph
 from .export import check_document, to_neuronpedia, write_neuronpedia
 
 __all__ = [
@@ -21,6 +32,15 @@ __all__ = [
     "FeatureGraph",
     "node_influence",
     "graph_scores",
+    "signed_contributions",
+    "top_paths",
+    "best_chain",
+    "path_entropy",
+    "sample_graph_paths",
+    "subgraph_mass",
+    "splice",
+    "ReplacementModel",
+    "attribution_graph",
     "to_neuronpedia",
     "check_document",
     "write_neuronpedia",
