@@ -275,7 +275,12 @@ def test_real_component_flows_equal_jax_grad_of_the_cut_model(heads):
         )
 
 
-@pytest.mark.parametrize("S", [js.MaxProduct(), js.Log()], ids=repr)
+# MaxProduct's case (50 s) leaves the default run: the cut through the LayerNorms is semiring-
+# independent (Log's case checks it) and MaxProduct's component flows are checked against
+# brute-force enumeration below.
+@pytest.mark.parametrize(
+    "S", [pytest.param(js.MaxProduct(), marks=pytest.mark.slow), js.Log()], ids=repr
+)
 def test_flows_through_layernorms_equal_the_cut_models(S):
     # the oracle here is the plain (untagged) semiring pass on each cut model
     def plain(f, at):

@@ -97,6 +97,9 @@ def test_48_layer_chain_underflows_max_product_but_max_abs_is_finite():
     assert float(jnp.max(ma.log_abs)) < np.log(np.finfo(np.float32).tiny)  # below float32's range
 
 
+# 60 s; out of the default run: the 48-layer residual MLP above checks the same four semirings
+# finite beyond float32's range, and the padded-BERT test below BERT's primitives in log space.
+@pytest.mark.slow
 def test_12_layer_bert_log_space_finite():
     from transformers import BertConfig, FlaxBertForMaskedLM
     from test_models_real import word_embeddings_replaced_by
