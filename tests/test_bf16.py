@@ -14,7 +14,7 @@ from jax import lax
 
 import jaxpr_semiring as js
 
-transformer = pytest.importorskip("jaxpr_semiring.paper.transformer")
+from jaxpr_semiring.paper import transformer
 
 #: relative L2 error of a bf16 model's Real flows w.r.t. the float32 model's gradient
 #: (bf16 keeps 8 significant bits: its rounding of weights and activations alone is ~1e-2)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-nnx = pytest.importorskip("flax.nnx")
+from flax import nnx  # noqa: E402
 
 import jaxpr_semiring as js  # noqa: E402
 from jaxpr_semiring.models import components, presets  # noqa: E402

@@ -21,7 +21,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchax")
-pytest.importorskip("transformers")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

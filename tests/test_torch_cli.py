@@ -11,7 +11,6 @@ import pathlib
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
 try:
     import torch
     import torchax  # noqa: F401
