@@ -59,6 +59,7 @@ def build(tiny: bool):
         tokenizer,
         presets.PRESETS["bert"],
         "mlm",
+        model.params,
     )
 
 

@@ -26,6 +26,7 @@ also times N calls of each compiled function.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -160,6 +161,15 @@ def _save(res, path):
         os.replace(tmp, path)
 
 
+def _scan_repeats(on: bool):
+    """``interpreter.scan_repeats(on)``; a source tree from before it existed walks unrolled."""
+    if hasattr(interpreter, "scan_repeats"):
+        return interpreter.scan_repeats(on)
+    if on:
+        raise SystemExit("bench_depth: this jaxpr_semiring has no interpreter.scan_repeats")
+    return contextlib.nullcontext()
+
+
 def bert_compile_times(args):
     """Compile seconds of jax.grad and each semiring per BERT depth (see the module docstring)."""
     sys.path.insert(0, HERE)
@@ -206,7 +216,7 @@ def bert_compile_times(args):
             )
             fn = jax.vmap(fn, in_axes=(0, None, 0, 0, 0, 0))
             c0, w0 = time.process_time(), time.perf_counter()
-            with interpreter.scan_repeats(scan):
+            with _scan_repeats(scan):
                 compiled = jax.jit(fn).lower(*fargs).compile()
             row = dict(
                 depth=depth,

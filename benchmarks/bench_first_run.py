@@ -18,6 +18,7 @@ set ``USE_TORCH=0`` unless ``--with-torch``.
 
     python benchmarks/bench_first_run.py --repeat 3 --no-numba --json benchmarks/first_run_cpu.json
     python benchmarks/bench_first_run.py --model DIR --text "…" --target "logit-diff:is,are"
+    python benchmarks/bench_first_run.py --settings cold,warm --source /tmp/older-worktree
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ PHASE = re.compile(r"^profile: (\S+)\s+([0-9.]+) s \(CPU\s+([0-9.]+) s\)$")
 CACHE = re.compile(r"^profile: compilation cache .*\((\d+) hits, (\d+) misses\)$")
 
 
-def run_once(cmd_args, env, numba=True):
+def run_once(cmd_args, env, numba=True, cwd=None):
     """One fresh process: ``{"wall": s, "cpu": s, phase: s, …, "hits": n, "misses": n}``."""
     code = LAUNCH.format(hide="" if numba else HIDE_NUMBA)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -51,6 +52,7 @@ def run_once(cmd_args, env, numba=True):
     proc = subprocess.run(
         [sys.executable, "-c", code, *cmd_args, "--profile"],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
@@ -91,6 +93,16 @@ def main():
         action="store_true",
         help="let transformers import torch if installed (the README install has no torch)",
     )
+    ap.add_argument(
+        "--settings",
+        default="cold,warm,no-cache",
+        help="subset of cold, warm, no-cache (and the no-numba ones with --no-numba)",
+    )
+    ap.add_argument(
+        "--source",
+        help="run the package from this source tree (PYTHONPATH), e.g. a worktree of an older "
+        "commit, to compare versions on one machine",
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     cmd = ["flows", args.model, "--text", args.text]
@@ -110,13 +122,18 @@ def main():
             env["USE_TORCH"] = "0"
         for k in ("JAX_COMPILATION_CACHE_DIR", "JAXPR_SEMIRING_NO_CACHE"):
             env.pop(k, None)
+        if args.source:
+            env["PYTHONPATH"] = os.path.abspath(args.source)
         plan = [("cold", True, 1, True), ("warm", True, args.repeat, False)]
         plan.append(("no-cache", True, max(1, args.repeat - 1), False))
+        wanted = set(args.settings.split(","))
         if args.no_numba:
             plan += [
                 ("no-numba cold", False, 1, True),
                 ("no-numba warm", False, args.repeat, False),
             ]
+            wanted |= {"no-numba cold", "no-numba warm"}
+        plan = [p for p in plan if p[0] in wanted]
         results = {}
         for name, numba, n, cold in plan:
             tag = "nonumba" if not numba else "numba"
@@ -128,7 +145,7 @@ def main():
             if cold:
                 shutil.rmtree(os.path.join(root, tag), ignore_errors=True)
             extra = ["--no-cache"] if name == "no-cache" else []
-            rows = [run_once(cmd + extra, env_s, numba) for _ in range(n)]
+            rows = [run_once(cmd + extra, env_s, numba, cwd=root) for _ in range(n)]
             results[name] = median_row(rows)
             print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[name].items()))
     finally:
@@ -146,7 +163,12 @@ def main():
     if args.json:
         from jaxpr_semiring import outputs
 
-        doc = {"command": cmd, "machine_cpus": os.cpu_count(), "results": results}
+        doc = {
+            "command": cmd,
+            "source": args.source or "installed",
+            "machine_cpus": os.cpu_count(),
+            "results": results,
+        }
         outputs.write_output(args.json, json.dumps(doc, indent=1) + "\n", option="--json")
 
 

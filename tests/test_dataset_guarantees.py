@@ -125,7 +125,7 @@ def task_run(model, lines, out, semirings, target=None, buckets=None):
         prepare=prepare,
         compute=compute,
         record=record,
-        params=loaded.model.params,
+        params=loaded.params,
         options=flows.run_options(loaded, semirings, target, False),
         buckets=buckets,
         encode=report.to_json,
@@ -212,7 +212,10 @@ def single_text_records(model, lines, target, semirings):
 def test_every_target_kind_dataset_record_equals_single_text(case, models, tmp_path):
     model, lines, target, semirings, buckets = CASES[case]
     got = task_run(models[model], lines, tmp_path / "out", semirings, target, buckets)
-    assert_same_records(got, single_text_records(models[model], lines, target, semirings))
+    # atol: Real totals at a LayerNorm's input sum to ~0 (its Jacobian sums to 0); the padded
+    # batch and the single text round that float32 cancellation differently (±1e-6 seen)
+    want = single_text_records(models[model], lines, target, semirings)
+    assert_same_records(got, want, atol=1e-5)
 
 
 def test_cli_per_line_similarity_equals_single_text(models, tmp_path):

@@ -4,6 +4,7 @@ cases and on hypothesis-generated small functions."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from jax import lax
 
@@ -210,14 +211,30 @@ def build(program):
     return f
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(program=st.lists(step, min_size=1, max_size=5), xs=st.lists(value, min_size=6, max_size=6))
-def test_random_programs_all_semirings(program, xs):
+programs = dict(
+    program=st.lists(step, min_size=1, max_size=5), xs=st.lists(value, min_size=6, max_size=6)
+)
+
+
+def _random_program(program, xs):
     f = build(program)
     x, y = jnp.array(xs[:3], jnp.float32), jnp.array(xs[3:], jnp.float32)
     # Where opposite-sign paths tie for the largest |p|, MaxAbs's sign is a rounding-order
     # artefact; check_all_semirings compares it only where the best path is unambiguous.
     check_all_semirings(f, x, y, argnums=(0, 1), rtol=5e-4, atol=5e-4)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**programs)
+def test_random_programs_all_semirings(program, xs):
+    _random_program(program, xs)
+
+
+@pytest.mark.slow  # the same property on 4x the programs (test above: 100 in the default run)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**programs)
+def test_random_programs_all_semirings_thorough(program, xs):
+    _random_program(program, xs)
 
 
 def test_regression_maxabs_sign_tie():

@@ -99,9 +99,9 @@ class FlowsRunner:
             ids, tokens = loading.encode(self.loaded, text)
         with _profile.phase("target"):
             tgt = loading.resolve_target(self.loaded, self.target, ids)
-        args = (self.loaded.model.params, {"input_ids": ids}, *tgt.args)
+        args = (self.loaded.params, {"input_ids": ids}, *tgt.args)
         leaves, tree = jax.tree.flatten(args[1:])
-        key = (tgt.fn, tree, tuple((np.shape(x), np.result_type(x)) for x in leaves))
+        key = (tgt.fn, tree, tuple((np.shape(x), np.asarray(x).dtype) for x in leaves))
         if key not in self._compiled:  # compile once per shape, and refuse what cannot fit
             fn = component_flows_fn(
                 self.loaded.model, tgt.fn, self.S, heads=self.heads, preset=self.loaded.preset
@@ -164,7 +164,7 @@ def top_path_document(
     if token is not None and not -len(ids) <= token < len(ids):
         raise UsageError(f"--token {token} is outside the {len(ids)} tokens (0..{len(ids) - 1}).")
     tgt = loading.resolve_target(loaded, target, ids)
-    model, params = loaded.model, loaded.model.params
+    model, params = loaded.model, loaded.params
 
     def traced(what):
         def run(p):

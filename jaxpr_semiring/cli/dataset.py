@@ -158,7 +158,7 @@ def run_file(
                 prepare=prepare,
                 compute=compute,
                 record=record,
-                params=loaded.model.params,
+                params=loaded.params,
                 options=options,
                 batch_size=args.batch_size,
                 buckets=buckets,

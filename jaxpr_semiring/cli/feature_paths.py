@@ -225,7 +225,7 @@ def run(args) -> None:
     try:
         graph = attribution_graph(
             loaded.model,
-            loaded.model.params,
+            loaded.params,
             ids,
             dicts,
             target,

@@ -17,12 +17,13 @@ fix (the command line prints it and exits with code 2).
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import os
-import re
+from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -76,6 +77,7 @@ class Loaded(NamedTuple):
     tokenizer: Any  # its tokenizer (transformers.AutoTokenizer)
     preset: Any  # presets.Preset
     kind: str  # "mlm" | "causal" | "seq2seq" | "classifier" | "encoder"
+    params: Any  # the weights (the Flax model object holds none: see _flax_weights)
     backend: str = "flax"  # "flax" | "torch" (models.torch_bridge.TorchModel)
 
 
@@ -210,49 +212,55 @@ def _model_class(spec: str, config, arch: str):
     return cls
 
 
-class _MissingWeights(logging.Handler):
-    """Collects transformers' warning that some parameters were not in the checkpoint (and were
-    initialized at random) while it is installed; silent otherwise."""
+def _flax_weights(cls, d: str, config, files: set, safe: dict):
+    """``(model, params)`` of the Flax class ``cls`` from ``d`` without the random
+    initialisation ``from_pretrained`` runs first (about 150 small programs traced, lowered and
+    run eagerly on every load: 2–3 s of each command). ``_do_init=False`` is transformers' own
+    way; its converter for safetensors written by PyTorch reads the random parameters for their
+    names and shapes only, so that file gets the parameters' shapes instead."""
+    path = os.path.join(d, "model.safetensors")
+    flax_files = files & {"flax_model.msgpack", "flax_model.msgpack.index.json"}
+    if flax_files or not os.path.isfile(path) or not _written_by_pytorch(path):
+        return cls.from_pretrained(d, config=config, from_pt=False, _do_init=False, **safe)
+    from flax.core.frozen_dict import unfreeze
+    from flax.traverse_util import flatten_dict, unflatten_dict
+    from transformers.modeling_flax_pytorch_utils import load_pytorch_checkpoint_in_flax_state_dict
 
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.missing: list[str] = []
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if "were not initialized from the model checkpoint" in msg:
-            self.missing.append(msg.split("newly initialized", 1)[-1])
-
-    def __enter__(self):
-        self.logger = logging.getLogger("transformers.modeling_flax_utils")
-        self.saved = self.logger.level, self.logger.propagate
-        self.logger.setLevel(logging.WARNING)
-        self.logger.propagate = False
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self)
-        self.logger.setLevel(self.saved[0])
-        self.logger.propagate = self.saved[1]
+    model = cls(config, _do_init=False)  # shapes only (jax.eval_shape)
+    shapes = unfreeze(model.params_shape_tree)
+    # the converter adds or strips the base-model prefix ("bert") as the checkpoint needs
+    view = SimpleNamespace(params=shapes, base_model_prefix=cls.base_model_prefix)
+    state = load_pytorch_checkpoint_in_flax_state_dict(view, path, is_sharded=False)
+    # the converter raises on a wrong shape; keys the model does not use are dropped, as
+    # from_pretrained does (e.g. position_ids buffers)
+    flat, want = flatten_dict(state), flatten_dict(shapes)
+    return model, unflatten_dict({k: v for k, v in flat.items() if k in want})
 
 
-def _check_weights(spec: str, model, missing: list[str], kind: str) -> None:
+def _written_by_pytorch(path: str) -> bool:
+    """Whether a safetensors file says it holds a PyTorch state dict (``format: pt``)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="flax") as f:
+        return (f.metadata() or {}).get("format") == "pt"
+
+
+def _check_weights(spec: str, model, params, kind: str) -> None:
     """Refuse a model whose weights are not all from the checkpoint or not all real numbers."""
     import jax
+    from flax.core.frozen_dict import unfreeze
+    from flax.traverse_util import flatten_dict
 
-    tuples = [t for m in missing for t in re.findall(r"\(([^()]+)\)", m)]  # ('bert', 'pooler', …)
-    keys = ["/".join(re.findall(r"'([^']*)'", t)) for t in tuples]
+    keys = sorted("/".join(k) for k in model.required_params - set(flatten_dict(unfreeze(params))))
     if kind == "encoder":  # a bare encoder's pooler feeds no target here
         keys = [k for k in keys if "pooler" not in k]
-    if keys or (missing and not tuples):
-        example = f" ({len(keys)}, e.g. {_shown(keys[0])})" if keys else ""
+    if keys:
         raise UsageError(
-            f"{spec!r}: the weights lack parameters {type(model).__name__} needs"
-            f"{example}, which would be random: check config.json's architectures, "
-            f"or save the model again with save_pretrained({spec!r})."
+            f"{spec!r}: the weights lack parameters {type(model).__name__} needs "
+            f"({len(keys)}, e.g. {_shown(keys[0])}), which would be random: check config.json's "
+            f"architectures, or save the model again with save_pretrained({spec!r})."
         )
-    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             name = "/".join(str(getattr(k, "key", k)) for k in path)
@@ -343,8 +351,7 @@ def load(spec: str) -> Loaded:
     if why_torch is not None:
         return _load_torch(spec, d, files, config, tokenizer, why_torch)
     try:
-        with _MissingWeights() as log:
-            model = cls.from_pretrained(d, config=config, from_pt=False, **safe)
+        model, params = _flax_weights(cls, d, config, files, safe)
     except UsageError:
         raise
     except Exception as e:
@@ -353,8 +360,8 @@ def load(spec: str) -> Loaded:
             f"the weights, or save the model again with save_pretrained({spec!r})."
         ) from None
     kind = _kind(type(model).__name__)
-    _check_weights(spec, model, log.missing, kind)
-    return Loaded(spec, model, tokenizer, preset, kind)
+    _check_weights(spec, model, params, kind)
+    return Loaded(spec, model, tokenizer, preset, kind, params)
 
 
 def _needs_torch(config, arch: str) -> str | None:
@@ -411,7 +418,7 @@ def _load_torch(spec: str, d: str, files: set, config, tokenizer, why: str) -> L
             f"architectures, or save the model again with save_pretrained({spec!r})."
         )
     kind = _kind(type(model.module).__name__)
-    return Loaded(spec, model, tokenizer, preset, kind, "torch")
+    return Loaded(spec, model, tokenizer, preset, kind, model.params, "torch")
 
 
 def max_tokens(config) -> int | None:
@@ -546,9 +553,22 @@ def _position(loaded: Loaded, ids: np.ndarray, spec: str, pos: int | None) -> in
     return len(ids) - 1
 
 
+def _output(loaded: Loaded, ids: np.ndarray, field: str):
+    """The model's output ``field`` (``"logits"``, ``"last_hidden_state"``) for one text, or
+    None when the model has no such output: one compiled program per model, field and length
+    (the persistent cache keeps it), not one per operation as an eager call would."""
+    out = _forward(loaded.model, field, loaded.params, jnp.asarray(ids)[None])
+    return None if out is None else out[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward(model, field, params, ids):
+    return getattr(model(ids, params=params), field, None)
+
+
 def _logits_at(loaded: Loaded, ids: np.ndarray, position: int | None):
-    out = loaded.model(jnp.asarray(ids)[None])
-    return out.logits[0] if position is None else out.logits[0, position]
+    logits = _output(loaded, ids, "logits")
+    return logits if position is None else logits[position]
 
 
 def _class_id(loaded: Loaded, name: str) -> int:
@@ -589,14 +609,15 @@ def resolve_target(loaded: Loaded, spec: str | None, ids: np.ndarray) -> Target:
             oids, _ = encode(loaded, other)
         except UsageError as e:
             raise UsageError(f"--target similarity: {e}") from None
-        out = loaded.model(jnp.asarray(oids)[None])
-        if not hasattr(out, "last_hidden_state"):
+        hidden = _output(loaded, oids, "last_hidden_state")
+        if hidden is None:
             raise UsageError(
                 f"target similarity needs a sentence encoder (outputs with "
                 f"last_hidden_state); {loaded.name!r} is a {kind} model: use "
                 f"logit-diff:A,B."
             )
-        return Target(targets.similarity, (targets.mean_pooled(out),), f"similarity:{other}")
+        pooled = targets.mean_pooled(SimpleNamespace(last_hidden_state=hidden[None]))
+        return Target(targets.similarity, (pooled,), f"similarity:{other}")
     if name == "logit-diff":
         if kind in ("encoder", "classifier"):
             raise UsageError(

@@ -252,7 +252,8 @@ def _as_model_fn(model) -> Callable:
     call (``.logits``), or a callable as is."""
     if isinstance(model, nn.Module):
         return lambda p, t: model.apply(p, t)
-    if hasattr(model, "module") and hasattr(model, "params"):
+    # an HF Flax model (on the class: the instance's params raise under _do_init=False)
+    if hasattr(model, "module") and hasattr(type(model), "params"):
         return lambda p, t: model(t, params=p).logits
     if callable(model):
         return model
