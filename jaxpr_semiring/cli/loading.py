@@ -247,7 +247,6 @@ def _written_by_pytorch(path: str) -> bool:
 
 def _check_weights(spec: str, model, params, kind: str) -> None:
     """Refuse a model whose weights are not all from the checkpoint or not all real numbers."""
-    import jax
     from flax.core.frozen_dict import unfreeze
     from flax.traverse_util import flatten_dict
 
