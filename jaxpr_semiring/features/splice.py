@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from ..flax_hooks import module_path
+from ..models.components import is_hf_model
 from .dictionary import Dictionary
 
 __all__ = ["splice", "parse_site", "SpliceSite", "ReplacementModel", "Leaves", "FREEZABLE"]
@@ -252,8 +253,7 @@ def _as_model_fn(model) -> Callable:
     call (``.logits``), or a callable as is."""
     if isinstance(model, nn.Module):
         return lambda p, t: model.apply(p, t)
-    # an HF Flax model (on the class: the instance's params raise under _do_init=False)
-    if hasattr(model, "module") and hasattr(type(model), "params"):
+    if is_hf_model(model):
         return lambda p, t: model(t, params=p).logits
     if callable(model):
         return model

@@ -37,16 +37,17 @@ __all__ = ["component_flows", "component_flows_fn", "embedding_target"]
 # --------------------------------------------------------------------------- entry points
 
 
-def _is_hf(model) -> bool:
-    # ``params`` is a property that raises for models built with ``_do_init=False``: look on the
-    # type
+def is_hf_model(model) -> bool:
+    """Whether ``model`` is a Hugging Face Flax model (called as ``model(ids, params=...)``).
+    Its ``params`` is a property that raises for a model built with ``_do_init=False`` (as the
+    command line loads them), so the class is asked, not the instance."""
     return hasattr(model, "config") and hasattr(model, "module") and hasattr(type(model), "params")
 
 
 def _call(model, params, inputs):
     """The model's outputs: a Hugging Face model on one example (a batch axis of 1 is added),
     a linen module on ``inputs`` as they are."""
-    if _is_hf(model):
+    if is_hf_model(model):
         batched = {k: None if v is None else jnp.asarray(v)[None] for k, v in inputs.items()}
         return model(**batched, params=params)
     if isinstance(inputs, dict):
@@ -57,7 +58,7 @@ def _call(model, params, inputs):
 def _as_inputs(model, inputs):
     if isinstance(inputs, dict):
         return {k: v for k, v in inputs.items() if v is not None}
-    if _is_hf(model):
+    if is_hf_model(model):
         key = (
             "pixel_values" if jnp.issubdtype(jnp.result_type(inputs), jnp.floating) else "input_ids"
         )
@@ -109,7 +110,7 @@ def component_flows_fn(
         observer = ComponentObserver(T, preset, names, heads, hd)
         b = backprop(f, T, observer=observer)(emb0)
         emb = T.merge(b.grads)
-        if _is_hf(model):
+        if is_hf_model(model):
             emb = S.map(lambda a: a[0], emb)
         return ComponentFlows(observer.readout(b.cotangents), emb, b.value, preset.name, S)
 
