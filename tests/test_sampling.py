@@ -42,6 +42,22 @@ def layers(x):  # equations of one signature, other operands: they share one com
     return jnp.sum(x * jnp.array([1.0, -2.0, 0.5]))
 
 
+W4 = jnp.asarray(RNG.normal(size=(2, 3, 2)), jnp.float32)
+
+
+def every_row(x):
+    """Equations of every kind of Jacobian row the sampler reads (analyses/sampling.py):
+    dot_general with batch and several contracting dimensions, reshapes, a transpose,
+    elementwise operations with rank-0 and size-1-axis operands, select_n, convert, and the
+    dense JVP for the rest (concatenate, broadcast, reduce)."""
+    a = jnp.reshape(jnp.concatenate([x, x * x]), (2, 3))
+    b = jnp.einsum("ij,ijk->ik", a, W4)  # contracting i and j: a dot with two of them
+    c = jnp.einsum("bi,bj->bij", a, jnp.tanh(a) * 0.5)  # batch dimension, no contraction
+    d = jnp.transpose(c, (2, 0, 1)) - jnp.sum(c, axis=2, keepdims=True).transpose(2, 0, 1)
+    e = jnp.where(d > 0, d, 0.3 * d).astype(jnp.float32) * b[None, :, :1]
+    return jnp.sum(e * jnp.arange(1.0, 1.0 + e.size).reshape(e.shape)) + jnp.sum(b**3)
+
+
 def _groups(products, rel=1e-4):
     """Distinct |path product| values with their total probability (equal products merged)."""
     p = np.asarray(products, np.float64)
@@ -66,7 +82,9 @@ def _chi2_pvalue(counts, probs, n):
     return stats.chisquare(obs[keep], exp[keep]).pvalue
 
 
-@pytest.mark.parametrize("f", [mlp, with_block, relu_mix, layers], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "f", [mlp, with_block, relu_mix, layers, every_row], ids=lambda f: f.__name__
+)
 def test_sampled_paths_follow_the_brute_force_distribution(f):
     at, n = 1, 3000
     brute = [p for p, _ in enumerate_paths(f, X)[at]]
@@ -164,3 +182,42 @@ def test_samples_vmapped_in_groups_equal_one_at_a_time():
     grouped = js.sample_paths(layers, at=0, n=12, key=KEY, batch_size=4)(X)
     assert np.array_equal(one.ids, grouped.ids)
     np.testing.assert_allclose(one.products, grouped.products, rtol=1e-6)
+
+
+def test_every_sparse_jacobian_row_equals_the_dense_jvp_row():
+    """The sampler reads each step's Jacobian row by the equation's kind (a dot_general's
+    slab, an elementwise operation's one element, a reshape's moved element). Scattered into
+    the output, each equals the row of a JVP with a one-hot tangent, for every element of
+    every path operand of every equation of ``every_row``."""
+    from jaxpr_semiring.analyses import sampling
+    from jaxpr_semiring.api import backprop
+    from jaxpr_semiring.graph import Ref
+    from jaxpr_semiring.interpreter import value_of
+
+    b = backprop(every_row, js.Log(), 0, False)(X)
+    kinds = set()
+    for node in b.graph.nodes:
+        slots = [s for s, a in enumerate(node.invars) if isinstance(a, Ref)]
+        kind = sampling._row_kind(node, slots)
+        if kind is sampling._dense_row:
+            continue
+        kinds.add(kind.__name__)
+        args = [sampling._Stacked([value_of(b.env, a)]) for a in node.invars]
+        for s in slots:
+            if not jnp.issubdtype(node.invars[s].aval.dtype, jnp.floating):
+                continue
+            for e in range(int(np.prod(node.invars[s].aval.shape, dtype=int))):
+                for here in (True, False):
+                    at = (jnp.int32(0), s, jnp.int32(e), jnp.bool_(here))
+                    want = sampling._dense_row(node, args, *at)
+                    got = kind(node, args, *at)
+                    for (gw, gi), (ww, _) in zip(got, want):
+                        dense = jnp.zeros_like(ww).at[gi].add(gw.astype(ww.dtype))
+                        np.testing.assert_array_equal(dense, ww, err_msg=str(node))
+    assert kinds == {
+        "_dot_row",
+        "_pointwise_row",
+        "_moved_row",
+        "_broadcast_row",
+        "_reduce_sum_row",
+    }
