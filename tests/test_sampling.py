@@ -47,14 +47,15 @@ W4 = jnp.asarray(RNG.normal(size=(2, 3, 2)), jnp.float32)
 
 def every_row(x):
     """Equations of every kind of Jacobian row the sampler reads (analyses/sampling.py):
-    dot_general with batch and several contracting dimensions, reshapes, a transpose,
-    elementwise operations with rank-0 and size-1-axis operands, select_n, convert, and the
-    dense JVP for the rest (concatenate, broadcast, reduce)."""
+    dot_general with batch and several contracting dimensions, reshapes, a transpose, slices,
+    broadcasts, sums, elementwise operations with rank-0 and size-1-axis operands on the path,
+    select_n, and the dense JVP for the rest (concatenate)."""
     a = jnp.reshape(jnp.concatenate([x, x * x]), (2, 3))
     b = jnp.einsum("ij,ijk->ik", a, W4)  # contracting i and j: a dot with two of them
     c = jnp.einsum("bi,bj->bij", a, jnp.tanh(a) * 0.5)  # batch dimension, no contraction
     d = jnp.transpose(c, (2, 0, 1)) - jnp.sum(c, axis=2, keepdims=True).transpose(2, 0, 1)
     e = jnp.where(d > 0, d, 0.3 * d).astype(jnp.float32) * b[None, :, :1]
+    e = jax.lax.mul(jax.lax.sub(e, e[:, :, 2:]), jnp.sum(x[1:]))  # size-1 axis, rank 0
     return jnp.sum(e * jnp.arange(1.0, 1.0 + e.size).reshape(e.shape)) + jnp.sum(b**3)
 
 
@@ -220,4 +221,5 @@ def test_every_sparse_jacobian_row_equals_the_dense_jvp_row():
         "_moved_row",
         "_broadcast_row",
         "_reduce_sum_row",
+        "_slice_row",
     }

@@ -194,22 +194,38 @@ def _dense_row(node, args, m, slot, elem, here) -> list:
 
 
 def _pointwise_row(node, args, m, slot, elem, here) -> list:
-    """Elementwise equations: e reaches output element e only; the JVP of the equation on the
-    operands' elements there (rank-0 operands as they are, size-1 axes broadcast)."""
+    """Elementwise equations: e reaches the output elements at its coordinates (all of them
+    along the axes where its operand has size 1, or rank 0, and the output does not); the
+    weights are the equation's JVP on the operands' elements there."""
     out_shape = tuple(node.outvars[0].aval.shape)
-    coords = jnp.unravel_index(elem, out_shape) if out_shape else ()
-    vals = []
-    for a in args:
-        if a.shape == out_shape:
-            vals.append(a.take(m, elem))
-        elif len(a.shape) == 0:
-            vals.append(a(m))
-        else:  # size-1 axes broadcast
-            at = tuple(c if n > 1 else 0 for c, n in zip(coords, a.shape))
-            vals.append(a.take(m, jnp.ravel_multi_index(at, a.shape, mode="clip")))
-    t = here.astype(jnp.result_type(vals[slot]))
+    mine = args[slot].shape
+    if all(a.shape in (out_shape, ()) for a in args) and mine == out_shape:  # the common case
+        vals = [a.take(m, elem) if a.shape else a(m) for a in args]
+        (w,) = node_jvp(node, vals, slot, here.astype(jnp.result_type(vals[slot])))
+        return [(jnp.reshape(w, 1), jnp.reshape(elem, 1).astype(jnp.int32))]
+    coords = jnp.unravel_index(elem, mine) if mine else ()
+    fixed = {d: coords[d] for d in range(len(mine)) if mine[d] == out_shape[d]}
+    vals = [a(m) if not a.shape else a.take(m, _slab(out_shape, fixed, a.shape)) for a in args]
+    t = jnp.broadcast_to(here.astype(jnp.result_type(vals[slot])), np.shape(vals[slot]))
     (w,) = node_jvp(node, vals, slot, t)
-    return [(jnp.reshape(w, 1), jnp.reshape(elem, 1).astype(jnp.int32))]
+    idx = _slab(out_shape, fixed)
+    return [(jnp.broadcast_to(w, idx.shape), idx)]
+
+
+def _slice_row(node, args, m, slot, elem, here) -> list:
+    """``slice``: e reaches the one output element it becomes, if the slice keeps it."""
+    in_shape, out_shape = args[0].shape, tuple(node.outvars[0].aval.shape)
+    coords = jnp.unravel_index(elem, in_shape)
+    start = node.params["start_indices"]
+    strides = node.params["strides"] or (1,) * len(in_shape)
+    kept, at = here, []
+    for c, lo, st, n in zip(coords, start, strides, out_shape):
+        q, r = jnp.divmod(c - lo, st)
+        kept = kept & (c >= lo) & (r == 0) & (q < n)
+        at.append(jnp.clip(q, 0, n - 1))
+    flat = jnp.ravel_multi_index(tuple(at), out_shape, mode="clip")
+    w = kept.astype(node.outvars[0].aval.dtype)
+    return [(jnp.reshape(w, 1), jnp.reshape(flat, 1).astype(jnp.int32))]
 
 
 def _moved_row(node, args, m, slot, elem, here) -> list:
@@ -253,17 +269,21 @@ def _dot_row(node, args, m, slot, elem, here) -> list:
     return [(w, _slab(out_shape, dict(zip(fixed_pos, fixed))))]
 
 
-def _slab(out_shape, fixed: dict) -> jax.Array:
+def _slab(out_shape, fixed: dict, shape=None) -> jax.Array:
     """Flat indices (row-major) of the elements of ``out_shape`` whose coordinate along each
-    dimension d of ``fixed`` is ``fixed[d]``; the other dimensions run over their range."""
-    strides = np.cumprod((1,) + tuple(out_shape)[::-1])[::-1][1:].astype(np.int64)
-    base = sum((c * int(strides[d]) for d, c in fixed.items()), jnp.int32(0))
+    dimension d of ``fixed`` is ``fixed[d]``, the other dimensions running over their range;
+    with ``shape``, of the elements of an operand of that shape (its size-1 axes broadcast)
+    that those elements read."""
+    shape = tuple(out_shape) if shape is None else tuple(shape)
+    strides = np.cumprod((1,) + shape[::-1])[::-1][1:].astype(np.int64)
+    stride = [int(st) if n > 1 else 0 for st, n in zip(strides, shape)]
+    base = sum((c * stride[d] for d, c in fixed.items()), jnp.int32(0))
     free = [d for d in range(len(out_shape)) if d not in fixed]
     offs = np.zeros([out_shape[d] for d in free], np.int64)
     for k, d in enumerate(free):
-        shape = [1] * len(free)
-        shape[k] = out_shape[d]
-        offs = offs + np.arange(out_shape[d]).reshape(shape) * int(strides[d])
+        sh = [1] * len(free)
+        sh[k] = out_shape[d]
+        offs = offs + np.arange(out_shape[d]).reshape(sh) * stride[d]
     return (base + jnp.asarray(offs.reshape(-1), jnp.int32)).astype(jnp.int32)
 
 
@@ -318,10 +338,15 @@ def _row_kind(node, slots):
         and (name != "reshape" or node.params.get("dimensions") is None)
     ):
         return _moved_row
+    if name == "slice" and len(node.invars) == 1:
+        return _slice_row
     pointwise = name in _POINTWISE_EXTRA or (
         RULES.get(name) is elementwise and name != "custom_jvp_call"
     )
-    if pointwise and all(ins[s] == out[0] for s in slots):
+    if pointwise and all(
+        len(i) == 0 or (len(i) == len(out[0]) and all(a in (b, 1) for a, b in zip(i, out[0])))
+        for i in ins
+    ):
         return _pointwise_row
     return _dense_row
 
@@ -598,8 +623,10 @@ class _Sampler:
 
     def _consumer_tables(self, flows):
         """Flat tables of every variable's consumers (equation numbers, the output's stop
-        included) and their Log masses per element, so one piece of code picks the next
-        equation from any variable."""
+        included) and, where there are several, their Log masses per element, so one piece of
+        code picks the next equation from any variable. A variable with one consumer needs no
+        masses (the path continues there), and most have one: their masses would copy nearly
+        every cotangent of the Log pass into the table."""
         count, node, node_base, mass_base, masses = [], [], [], [], []
         off = 0
         for k in self.index.keys:
@@ -609,7 +636,7 @@ class _Sampler:
             mass_base.append(off)
             count.append(len(js_))
             node.extend(js_)
-            for j in js_:
+            for j in js_ if len(js_) > 1 else ():
                 masses.append(jnp.asarray(d[j], self.dtype).reshape(-1))
                 off += masses[-1].size
         self.m_max = max([1] + count)
@@ -625,15 +652,19 @@ class _Sampler:
         self.sizes = jnp.asarray(np.diff(self.index.offsets), jnp.int32)
 
     def choose_next(self, u, var, elem):
-        """The equation the path enters next from (var, elem): ∝ its consumers' masses."""
+        """The equation the path enters next from (var, elem): ∝ its consumers' masses (the
+        only one, if one: an element on a sampled path has mass, so it has mass there)."""
         slot = jnp.arange(self.m_max, dtype=jnp.int32)
         pos = self.mass_base[var] + slot * self.sizes[var] + elem
+        one = self.count[var] == 1
         logits = jnp.where(
-            slot < self.count[var], self.masses[jnp.clip(pos, 0, self.masses.size - 1)], -jnp.inf
+            (slot < self.count[var]) & ~one,
+            self.masses[jnp.clip(pos, 0, self.masses.size - 1)],
+            -jnp.inf,
         )
-        pick = draw(u, logits)
+        pick = jnp.where(one, 0, draw(u, logits))
         nxt = self.node[jnp.clip(self.node_base[var] + pick, 0, self.node.size - 1)]
-        return jnp.where(jnp.max(logits) > -jnp.inf, nxt, _DEAD)
+        return jnp.where(one | (jnp.max(logits) > -jnp.inf), nxt, _DEAD)
 
     def one(self, rng, start_gid):
         offs = jnp.asarray(self.index.offsets, jnp.int32)
