@@ -67,7 +67,7 @@ __all__ = [
     "sample_paths",
     "SampledPaths",
     "BranchShare",
-    "ConsumerFlows",
+    "Consumers",
     "node_jvp",
     "NOT_CROSSABLE",
 ]
@@ -76,14 +76,14 @@ NOT_CROSSABLE = ("scan", "cond", "while")
 _STOP, _DEAD = -1, -2  # "next equation" codes: the path ends at the output / has no mass
 
 
-class ConsumerFlows(Observer):
-    """Keeps, per variable, the ⊕-contributions arriving from each consumer equation (by
-    position in the graph, its operand slots ⊕-combined; the output's seed under −1)."""
+class Consumers(Observer):
+    """Records, per variable, the equations whose ⊕-contributions reach it (by position in the
+    graph, its operand slots counted once; the output's seed as −1). Structure only: it keeps
+    no values, so the Log pass compiles as without it."""
 
-    def __init__(self, semiring):
-        self.semiring = semiring
+    def __init__(self):
         self.order: dict = {}
-        self.flows: dict = {}
+        self.of: dict = {}
 
     def start(self, graph, env):
         self.order = {id(node): i for i, node in enumerate(graph.nodes)}
@@ -91,8 +91,7 @@ class ConsumerFlows(Observer):
 
     def contribution(self, ref, value, consumer):
         j = _STOP if consumer is None else self.order[id(consumer)]
-        d = self.flows.setdefault(ref.key, {})
-        d[j] = value if j not in d else self.semiring.add(d[j], value)
+        self.of.setdefault(ref.key, set()).add(j)
 
 
 def node_jvp(node, args: Sequence, slot: int, tangent) -> list:
@@ -106,25 +105,31 @@ def node_jvp(node, args: Sequence, slot: int, tangent) -> list:
     return jax.jvp(along, (args[slot],), (tangent,))[1]
 
 
-def draw(u: jax.Array, logits: jax.Array) -> jax.Array:
+def draw(u: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Index i of flat ``logits`` drawn with probability ∝ exp(logits[i]), by inverting the
     cumulative distribution in two levels at the two uniform numbers ``u``: a block of about
     √size elements ∝ its mass, then an element of that block ∝ its own.
     ``jax.random.categorical`` draws a Gumbel per element, and most of a sample's time was
     that; two short cumulative sums also beat one long one. An
     element of probability 0 is never returned (rounding that would pick one falls back to the
-    largest); all −inf gives an arbitrary index."""
+    largest); all −inf gives an arbitrary index. Returns the index and log Σ exp(logits)."""
     n = int(logits.size)
     top = jnp.max(logits)
+    shift = jnp.where(top > -jnp.inf, top, 0)
+    if n == 1:
+        return jnp.int32(0), logits.reshape(())
     if n <= 64:  # one level
-        return _invert(jnp.exp(logits - jnp.where(top > -jnp.inf, top, 0)), u[0]).astype(jnp.int32)
+        mass = jnp.exp(logits - shift)
+        return _invert(mass, u[0]).astype(jnp.int32), jnp.log(jnp.sum(mass)) + shift
     width = 1 << max(0, int(np.ceil(np.log2(np.sqrt(n)))))
     rows = -(-n // width)
     flat = jnp.pad(logits.reshape(-1), (0, rows * width - n), constant_values=-jnp.inf)
-    mass = jnp.exp(flat - jnp.where(top > -jnp.inf, top, 0)).reshape(rows, width)
+    mass = jnp.exp(flat - shift).reshape(rows, width)
     u = u.astype(mass.dtype)
-    r = _invert(mass.sum(axis=1), u[0])
-    return (r * width + _invert(mass[r], u[1])).astype(jnp.int32)
+    per_row = mass.sum(axis=1)
+    r = _invert(per_row, u[0])
+    i = (r * width + _invert(mass[r], u[1])).astype(jnp.int32)
+    return i, jnp.log(jnp.sum(per_row)) + shift
 
 
 def _invert(mass, u):
@@ -522,7 +527,7 @@ class _Sampler:
     theirs) share one branch of a ``lax.switch`` over their stacked operands, so compile time
     follows the number of distinct equations, not their count."""
 
-    def __init__(self, b, flows, index, start_vars, dtype):
+    def __init__(self, b, consumers, index, start_vars, dtype):
         self.g, self.env, self.index, self.dtype = b.graph, b.env, index, dtype
         self.var_of = {k: v for v, k in enumerate(index.keys)}
         self.logz = {k: b.cotangents[k] for k in index.keys if k in b.cotangents}
@@ -550,24 +555,31 @@ class _Sampler:
             if any(numbered_out):  # else no path continues through it: never chosen
                 groups.setdefault(_signature(node, numbered_in, numbered_out), []).append(t)
         self.groups = list(groups.values())
-        # equations off every path go to a last branch that ends the path as dead
-        group_of = np.full(len(self.g.nodes) or 1, len(self.groups), np.int32)
-        member_of = np.zeros(len(self.g.nodes) or 1, np.int32)
+        # equations off every path, and the output's stop, go to a last branch of no mass
+        group_of = np.full(len(self.g.nodes) + 1, len(self.groups), np.int32)
+        member_of = np.zeros(len(self.g.nodes) + 1, np.int32)
         for gi, ts in enumerate(self.groups):
             group_of[ts], member_of[ts] = gi, np.arange(len(ts))
         self.group_of, self.member_of = jnp.asarray(group_of), jnp.asarray(member_of)
         self.steps = [self._step(ts) for ts in self.groups] + [self._dead]
-        self._consumer_tables(flows)
+        # per variable, its consumer equations (the output's stop as −1), in one flat table
+        lists = [sorted(consumers.get(k, ())) for k in index.keys]
+        self.count = jnp.asarray([len(c) for c in lists], jnp.int32)
+        self.first = jnp.asarray(np.cumsum([0] + [len(c) for c in lists])[:-1], jnp.int32)
+        self.consumer = jnp.asarray([j for c in lists for j in c] or [_DEAD], jnp.int32)
+        self.m_max = max([1] + [len(c) for c in lists])
 
     def _numbered(self, a) -> bool:
         return isinstance(a, Ref) and a.key in self.var_of
 
     def _dead(self, m, var, elem, u):
-        return jnp.bool_(False), var, elem, jnp.zeros((), self.dtype)
+        z = jnp.zeros((), self.dtype)
+        return var, elem, z, jnp.full((), -jnp.inf, self.dtype)
 
     def _step(self, ts):
-        """``step(member, var, elem, u) -> (alive, var, elem, weight)``: the next element,
-        drawn ∝ |w_ek|·Z(k) over the equation's outputs (its members' operands stacked)."""
+        """``step(member, var, elem, u) -> (var, elem, weight, log mass)``: the next element,
+        drawn ∝ |w_ek|·Z(k) over the equation's outputs (its members' operands stacked), and
+        log Σ_k |w_ek|·Z(k), the mass of the paths from e that enter this equation."""
         nodes = [self.g.nodes[t] for t in ts]
         node = nodes[0]
 
@@ -613,90 +625,70 @@ class _Sampler:
                     sizes.append(int(idx.size))
             logits, weights = jnp.concatenate(logits), jnp.concatenate(weights)
             reached = jnp.concatenate(reached)
-            c = draw(u, logits) if logits.size > 1 else jnp.int32(0)
+            c, mass = draw(u, logits)
             seg_off = np.cumsum([0] + sizes)
             seg = jnp.searchsorted(jnp.asarray(seg_off[:-1]), c, side="right") - 1
             new_var = out_var[jnp.asarray(seg_out, jnp.int32)[seg], m]
-            return jnp.max(logits) > -jnp.inf, new_var, reached[c], weights[c]
+            return new_var, reached[c], weights[c], mass.astype(self.dtype)
 
         return step
 
-    def _consumer_tables(self, flows):
-        """Flat tables of every variable's consumers (equation numbers, the output's stop
-        included) and, where there are several, their Log masses per element, so one piece of
-        code picks the next equation from any variable. A variable with one consumer needs no
-        masses (the path continues there), and most have one: their masses would copy nearly
-        every cotangent of the Log pass into the table."""
-        count, node, node_base, mass_base, masses = [], [], [], [], []
-        off = 0
-        for k in self.index.keys:
-            d = flows.get(k, {})
-            js_ = sorted(d)
-            node_base.append(len(node))
-            mass_base.append(off)
-            count.append(len(js_))
-            node.extend(js_)
-            for j in js_ if len(js_) > 1 else ():
-                masses.append(jnp.asarray(d[j], self.dtype).reshape(-1))
-                off += masses[-1].size
-        self.m_max = max([1] + count)
-        self.count, self.node = (
-            jnp.asarray(count, jnp.int32),
-            jnp.asarray(node or [_DEAD], jnp.int32),
-        )
-        self.node_base, self.mass_base = (
-            jnp.asarray(node_base, jnp.int32),
-            jnp.asarray(mass_base, jnp.int32),
-        )
-        self.masses = jnp.concatenate(masses) if masses else jnp.full((1,), -jnp.inf, self.dtype)
-        self.sizes = jnp.asarray(np.diff(self.index.offsets), jnp.int32)
+    def move(self, u, var, elem):
+        """One step from (var, elem): a consumer equation j ∝ c_j(e) (the mass of the paths
+        from e that enter j, or the output's seed for the stop) and, inside it, the next element
+        ∝ |w_ek|·Z(k). One pass over the consumers: each one's row gives c_j(e) and a drawn
+        element, and replaces the choice so far with probability c_j(e) / Σ_{i ≤ j} c_i(e).
+        Returns (var, elem, weight, stopped, log Σ_j c_j(e))."""
+        none = jnp.full((), -jnp.inf, self.dtype)
 
-    def choose_next(self, u, var, elem):
-        """The equation the path enters next from (var, elem): ∝ its consumers' masses (the
-        only one, if one: an element on a sampled path has mass, so it has mass there)."""
-        slot = jnp.arange(self.m_max, dtype=jnp.int32)
-        pos = self.mass_base[var] + slot * self.sizes[var] + elem
-        one = self.count[var] == 1
-        logits = jnp.where(
-            (slot < self.count[var]) & ~one,
-            self.masses[jnp.clip(pos, 0, self.masses.size - 1)],
-            -jnp.inf,
-        )
-        pick = jnp.where(one, 0, draw(u, logits))
-        nxt = self.node[jnp.clip(self.node_base[var] + pick, 0, self.node.size - 1)]
-        return jnp.where(one | (jnp.max(logits) > -jnp.inf), nxt, _DEAD)
+        def over(i, acc):
+            total, nv, ne, nw, stop = acc
+            j = self.consumer[self.first[var] + i]
+            is_stop = j == _STOP
+            at = jnp.where(is_stop, self.n_steps, j)  # the stop: the last branch, no mass
+            v, e, w, mass = lax.switch(
+                self.group_of[at], self.steps, self.member_of[at], var, elem, u[i, :2]
+            )
+            mass = jnp.where(is_stop, jnp.zeros((), self.dtype), mass)  # log of the seed 1
+            new = jnp.logaddexp(total, mass)
+            take = (mass > -jnp.inf) & (jnp.log(u[i, 2]) < mass - new)
+            pick = lambda a, b: jnp.where(take, a, b)
+            return new, pick(v, nv), pick(e, ne), pick(w, nw), pick(is_stop, stop)
+
+        init = (none, var, elem, jnp.zeros((), self.dtype), jnp.bool_(False))
+        total, var, elem, w, stop = lax.fori_loop(0, self.count[var], over, init)
+        return var, elem, w, stop, total
 
     def one(self, rng, start_gid):
         offs = jnp.asarray(self.index.offsets, jnp.int32)
         var = (jnp.searchsorted(offs, start_gid, side="right") - 1).astype(jnp.int32)
         elem = (start_gid - offs[var]).astype(jnp.int32)
-        # every uniform number the sample may use, drawn at once (a step uses four: two for
-        # the element, two for the next equation); one threefry call instead of one per step
-        u = jax.random.uniform(rng, (self.n_steps + 1, 4))
+        # every uniform number the sample may use, drawn at once (per step and consumer: two
+        # for the element, one for the consumer); one threefry call instead of one per step
+        u = jax.random.uniform(rng, (self.n_steps + 1, self.m_max, 3))
+        running, stopped, dead = 0, 1, 2
         state = (
-            self.choose_next(u[0, 2:], var, elem),
             var,
             elem,
             jnp.int32(0),
             jnp.full((self.n_steps,), -1, jnp.int32),
             jnp.ones((self.n_steps,), self.dtype),
+            jnp.int32(running),
         )
 
         def body(state):
-            nxt, var, elem, k, ids, ws = state
-            uk = u[k + 1]
-            alive, var, elem, w = lax.switch(
-                self.group_of[nxt], self.steps, self.member_of[nxt], var, elem, uk[:2]
-            )
-            ids = ids.at[k].set(jnp.where(alive, 2 * (offs[var] + elem), -1))
-            ws = ws.at[k].set(jnp.where(alive, w, jnp.nan))
-            nxt = jnp.where(alive, self.choose_next(uk[2:], var, elem), _DEAD)
-            return nxt, var, elem, k + 1, ids, ws
+            var, elem, k, ids, ws, status = state
+            nv, ne, w, stop, total = self.move(u[k], var, elem)
+            status = jnp.where(total == -jnp.inf, dead, jnp.where(stop, stopped, running))
+            moved = status == running
+            ids = ids.at[k].set(jnp.where(moved, 2 * (offs[nv] + ne), -1))
+            ws = ws.at[k].set(jnp.where(moved, w, jnp.where(status == stopped, 1, jnp.nan)))
+            return nv, ne, k + 1, ids, ws, status
 
-        state = lax.while_loop(lambda s: (s[0] >= 0) & (s[3] < self.n_steps), body, state)
-        nxt, _, _, _, ids, ws = state
+        state = lax.while_loop(lambda s: (s[5] == running) & (s[2] <= self.n_steps), body, state)
+        ids, ws, status = state[3], state[4], state[5]
         # a path that hit an inconsistency (no mass where the Log pass saw some) is marked NaN
-        ws = jnp.where(nxt == _DEAD, jnp.nan, ws)
+        ws = jnp.where(status != stopped, jnp.nan, ws)
         return ids, ws
 
 
@@ -729,7 +721,7 @@ def sample_paths(
     S = Log()
 
     def sample_f(*args, **kwargs) -> SampledPaths:
-        observer = ConsumerFlows(S)
+        observer = Consumers()
         b = backprop(fun, S, argnums, has_aux, observer)(*args, **kwargs)
         g = b.graph
         if isinstance(g.outvars[0], Const):
@@ -764,11 +756,11 @@ def sample_paths(
         except jax.errors.ConcretizationTypeError:  # traced: reading the samples says so
             dead = False
         meta = _Meta(
-            index, *_var_labels(g, index), [len(observer.flows.get(k, {})) for k in index.keys]
+            index, *_var_labels(g, index), [len(observer.of.get(k, ())) for k in index.keys]
         )
         if dead:
             SampledPaths(None, None, start, None, log_z, meta)._check()
-        sampler = _Sampler(b, observer.flows, index, start_vars, jnp.result_type(log_z))
+        sampler = _Sampler(b, observer.of, index, start_vars, jnp.result_type(log_z))
         ids, ws = lax.map(
             lambda r: sampler.one(r, start), jax.random.split(key, int(n)), batch_size=batch_size
         )
