@@ -95,3 +95,26 @@ def test_bert_layers_scan_and_match(bert):
     unrolled = jax.jit(js.semiring_grad(f, js.MaxProduct()))(*args)
     for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(unrolled)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_scans_by_default_from_twelve_blocks_and_every_semiring_holds():
+    """Outside any context the walk scans a run of at least AUTO_SCAN_BLOCKS (12) blocks and
+    leaves shorter runs unrolled; scan_repeats(False) turns it off. Scanned by default, every
+    semiring still equals the brute-force fold of the enumerated paths."""
+    assert interpreter.AUTO_SCAN_BLOCKS == 12
+    deep, shallow = mlp_args(depth=12, width=1), mlp_args(depth=11, width=1)
+    scanned = lambda args: "scan[" in str(jax.make_jaxpr(js.semiring_grad(mlp, js.Log()))(*args))
+    assert scanned(deep) and not scanned(shallow)
+    with interpreter.scan_repeats(False):
+        assert not scanned(deep)
+    with interpreter.scan_repeats():
+        assert scanned(shallow)
+    # backprop, which returns every variable's cotangent, scans only when asked to
+    from jaxpr_semiring.api import backprop
+
+    every = len(backprop(mlp, js.Log())(*deep).cotangents)  # keys are fresh per trace
+    with interpreter.scan_repeats(False):
+        assert every == len(backprop(mlp, js.Log())(*deep).cotangents)
+    with interpreter.scan_repeats():
+        assert len(backprop(mlp, js.Log())(*deep).cotangents) < every
+    check_all_semirings(mlp, *deep, argnums=(0, 1, 3))
