@@ -404,6 +404,9 @@ def run(
     if observer is not None:
         sources += list(observer.start(graph, env))
     seed = S.ones((), outs[0].dtype)
+    repeat = _SCAN_REPEATS[0]  # True / False (scan_repeats, or the environment), else automatic
+    if repeat is None and not auto_scan:
+        repeat = False
     cts = backward(
         S,
         graph,
@@ -411,7 +414,7 @@ def run(
         [seed] + [None] * (len(outs) - 1),
         reachable(graph, sources),
         observer,
-        repeat=_SCAN_REPEATS[0] if (auto_scan or _SCAN_REPEATS[0] is not None) else False,
+        repeat=repeat,
     )
     return outs, cts, graph, env
 

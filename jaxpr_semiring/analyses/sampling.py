@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 NOT_CROSSABLE = ("scan", "cond", "while")
-_STOP, _DEAD = -1, -2  # "next equation" codes: the path ends at the output / has no mass
+_STOP = -1  # the output's "consumer": the path ends there
 
 
 class Consumers(Observer):
@@ -142,8 +142,8 @@ def _invert(mass, u):
 
 class _Stacked:
     """One operand of the equations of one signature: their values stacked once, outside the
-    loop, read per member inside it (``at``), or only a slice of it (``slice``) so that a step
-    never copies a whole weight matrix out of the stack."""
+    loop, read per member inside it: whole (``__call__``), some elements (``take``) or a slice
+    (``slice``), so that a step never copies a whole weight matrix out of the stack."""
 
     def __init__(self, values):
         one_literal = np.ndim(values[0]) == 0 and not any(isinstance(v, jax.Array) for v in values)
@@ -567,7 +567,8 @@ class _Sampler:
         lists = [sorted(consumers.get(k, ())) for k in index.keys]
         self.count = jnp.asarray([len(c) for c in lists], jnp.int32)
         self.first = jnp.asarray(np.cumsum([0] + [len(c) for c in lists])[:-1], jnp.int32)
-        self.consumer = jnp.asarray([j for c in lists for j in c] or [_DEAD], jnp.int32)
+        flat = [j for c in lists for j in c] or [_STOP]  # a filler no count ever reaches
+        self.consumer = jnp.asarray(flat, jnp.int32)
         self.m_max = max([1] + [len(c) for c in lists])
 
     def _numbered(self, a) -> bool:
