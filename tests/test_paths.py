@@ -147,3 +147,45 @@ def test_top_path_small_bert_module_paths():
     paths = " ".join(s.path for s in p.steps)
     assert "layer/0" in paths and "layer/1" in paths and "predictions" in paths
     assert p.steps[-1].chain == "top_pos" and p.steps[-1].remaining == pytest.approx(1.0)
+
+
+# ------------------------------------------- the forward walk vs enumeration, random programs
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from test_semirings_vs_paths import build, programs  # noqa: E402
+
+
+def _walk_matches_enumeration(program, xs):
+    """On every input element with a path and on both chains: the walked path's product is the
+    best enumerated product (the MaxProduct value), and some enumerated path of that product has
+    as many edges as the walked one (unless a transpose was folded into a contraction: one
+    edge fewer in the graph than in the enumerated jaxpr)."""
+    f = build(program)
+    folded = any(kind == "b" and op == 6 or kind == "u" and op == 17 for kind, op, _, _ in program)
+    x, y = jnp.array(xs[:3], jnp.float32), jnp.array(xs[3:], jnp.float32)
+    paths = enumerate_paths(f, x, y, argnums=0)
+    for chain, pick in (("top_pos", max), ("top_neg", min)):
+        for i in range(3):
+            if not paths[i]:
+                continue
+            best = pick(q[0] for q in paths[i])
+            p = js.top_path(f, at=i, chain=chain)(x, y)
+            tol = 5e-4 * max(1.0, abs(best))
+            assert abs(p.value - best) <= tol, (chain, i)
+            assert abs(p.product - best) <= tol, (chain, i)
+            if not folded:
+                assert len(p) in {n for q, n in paths[i] if abs(q - best) <= tol}, (chain, i)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**programs)
+def test_top_path_walk_equals_enumeration_on_random_programs(program, xs):
+    _walk_matches_enumeration(program, xs)
+
+
+@pytest.mark.slow  # the same property on 6x the programs (test above: 10 in the default run)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**programs)
+def test_top_path_walk_equals_enumeration_on_random_programs_thorough(program, xs):
+    _walk_matches_enumeration(program, xs)

@@ -46,7 +46,7 @@ W4 = jnp.asarray(RNG.normal(size=(2, 3, 2)), jnp.float32)
 
 
 def every_row(x):
-    """Equations of every kind of Jacobian row the sampler reads (analyses/sampling.py):
+    """Equations of every kind of Jacobian row the sampler reads (analyses/rows.py):
     dot_general with batch and several contracting dimensions, reshapes, a transpose, slices,
     broadcasts, sums, elementwise operations with rank-0 and size-1-axis operands on the path,
     select_n, and the dense JVP for the rest (concatenate)."""
@@ -190,7 +190,7 @@ def test_every_sparse_jacobian_row_equals_the_dense_jvp_row():
     slab, an elementwise operation's one element, a reshape's moved element). Scattered into
     the output, each equals the row of a JVP with a one-hot tangent, for every element of
     every path operand of every equation of ``every_row``."""
-    from jaxpr_semiring.analyses import sampling
+    from jaxpr_semiring.analyses import rows
     from jaxpr_semiring.api import backprop
     from jaxpr_semiring.graph import Ref
     from jaxpr_semiring.interpreter import value_of
@@ -199,27 +199,27 @@ def test_every_sparse_jacobian_row_equals_the_dense_jvp_row():
     kinds = set()
     for node in b.graph.nodes:
         slots = [s for s, a in enumerate(node.invars) if isinstance(a, Ref)]
-        kind = sampling._row_kind(node, slots)
-        if kind is sampling._dense_row:
+        kind = rows.row_kind(node, slots)
+        if kind is rows.dense_row:
             continue
         kinds.add(kind.__name__)
-        args = [sampling._Stacked([value_of(b.env, a)]) for a in node.invars]
+        args = [rows.Stacked([value_of(b.env, a)]) for a in node.invars]
         for s in slots:
             if not jnp.issubdtype(node.invars[s].aval.dtype, jnp.floating):
                 continue
             for e in range(int(np.prod(node.invars[s].aval.shape, dtype=int))):
                 for here in (True, False):
                     at = (jnp.int32(0), s, jnp.int32(e), jnp.bool_(here))
-                    want = sampling._dense_row(node, args, *at)
+                    want = rows.dense_row(node, args, *at)
                     got = kind(node, args, *at)
                     for (gw, gi), (ww, _) in zip(got, want):
                         dense = jnp.zeros_like(ww).at[gi].add(gw.astype(ww.dtype))
                         np.testing.assert_array_equal(dense, ww, err_msg=str(node))
     assert kinds == {
-        "_dot_row",
-        "_pointwise_row",
-        "_moved_row",
-        "_broadcast_row",
-        "_reduce_sum_row",
-        "_slice_row",
+        "dot_row",
+        "pointwise_row",
+        "moved_row",
+        "broadcast_row",
+        "reduce_sum_row",
+        "slice_row",
     }

@@ -3,11 +3,11 @@
 Each chain (top_pos, top_neg) carries, besides its value, a *pointer* to the next node of its
 winning path and the *weight* of the edge to it. ⊕ keeps the pointer and weight of the winning
 candidate; lift(w) ⊗ v keeps v's pointer and multiplies the weight by w, taking the pointer of
-the chain that App. A's sign rule selects (a negative edge swaps top_pos and top_neg). A walk
-that re-points every node's value to that node's own elements just before its rule reads it
-(``jaxpr_semiring.analyses.top_path``) leaves, at every node, a pointer to the next node of its
-best path:
-one backward pass, then pointer chasing.
+the chain that App. A's sign rule selects (a negative edge swaps top_pos and top_neg). Given
+an equation's outputs' values pointing at their own elements, its rule in this semiring gives
+each operand element a pointer to the next element of its best path through that equation:
+:func:`jaxpr_semiring.top_path` crosses that way the equations without a sparse Jacobian row
+(and a ``scan``/``cond``, whose edge weight is the best path inside).
 
 A pointer is an int32 ``2·id + chain`` (``id`` a global element number, ``chain`` 0 for top_pos
 and 1 for top_neg), −1 for none (no path, or the output itself). Among equal candidates the

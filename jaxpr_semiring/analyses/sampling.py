@@ -53,57 +53,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import _compat
 from ..api import backprop, normalize_argnums
-from ..graph import Const, GraphIndex, Ref, reachable, unravel
-from ..interpreter import Observer, value_of
+from ..graph import Const, GraphIndex, unravel
+from ..interpreter import value_of
 from ..numerics import log_abs
-from ..rules import RULES
-from ..rules.elementwise import elementwise
 from ..semirings import Log
 from .flows import OUTPUT_LABEL, consumer_label
+from .rows import Stacked, row_kind
 from .top_path import Path, start_element
+from .walk import Consumers, Walk
 
-__all__ = [
-    "sample_paths",
-    "SampledPaths",
-    "BranchShare",
-    "Consumers",
-    "node_jvp",
-    "NOT_CROSSABLE",
-]
+__all__ = ["sample_paths", "SampledPaths", "BranchShare", "NOT_CROSSABLE"]
 
 NOT_CROSSABLE = ("scan", "cond", "while")
-_STOP = -1  # the output's "consumer": the path ends there
-
-
-class Consumers(Observer):
-    """Records, per variable, the equations whose ⊕-contributions reach it (by position in the
-    graph, its operand slots counted once; the output's seed as −1). Structure only: it keeps
-    no values, so the Log pass compiles as without it."""
-
-    def __init__(self):
-        self.order: dict = {}
-        self.of: dict = {}
-
-    def start(self, graph, env):
-        self.order = {id(node): i for i, node in enumerate(graph.nodes)}
-        return ()
-
-    def contribution(self, ref, value, consumer):
-        j = _STOP if consumer is None else self.order[id(consumer)]
-        self.of.setdefault(ref.key, set()).add(j)
-
-
-def node_jvp(node, args: Sequence, slot: int, tangent) -> list:
-    """Output tangents of one equation for a tangent in operand ``slot`` alone."""
-
-    def along(x):
-        a = list(args)
-        a[slot] = x
-        return _compat.bind(node.primitive, a, node.params)
-
-    return jax.jvp(along, (args[slot],), (tangent,))[1]
 
 
 def draw(u: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -138,223 +100,6 @@ def _invert(mass, u):
     cdf = jnp.cumsum(mass)
     k = jnp.minimum(jnp.sum(cdf <= u * cdf[-1]), mass.size - 1)
     return jnp.where(mass[k] > 0, k, jnp.argmax(mass))
-
-
-class _Stacked:
-    """One operand of the equations of one signature: their values stacked once, outside the
-    loop, read per member inside it: whole (``__call__``), some elements (``take``) or a slice
-    (``slice``), so that a step never copies a whole weight matrix out of the stack."""
-
-    def __init__(self, values):
-        one_literal = np.ndim(values[0]) == 0 and not any(isinstance(v, jax.Array) for v in values)
-        self.single = one_literal or all(v is values[0] for v in values)
-        if self.single:  # one member, or one literal
-            self.value = values[0]
-        else:
-            self.value = jnp.stack([jnp.asarray(v, jnp.result_type(values[0])) for v in values])
-
-    @property
-    def shape(self) -> tuple:
-        """One member's shape."""
-        return tuple(np.shape(self.value)[0 if self.single else 1 :])
-
-    def __call__(self, m):
-        return self.value if self.single else self.value[m]
-
-    def take(self, m, flat):
-        """Member m's elements at flat indices ``flat``."""
-        x = jnp.asarray(self.value)
-        return x.reshape(-1)[flat] if self.single else x.reshape(x.shape[0], -1)[m, flat]
-
-    def slice(self, m, starts: dict) -> jax.Array:
-        """Member m's value, size 1 along each dimension d of ``starts`` at ``starts[d]``."""
-        x = jnp.asarray(self.value)
-        lead = 0 if self.single else 1
-        idx = [jnp.int32(0)] * x.ndim
-        sizes = list(x.shape)
-        if not self.single:
-            idx[0], sizes[0] = jnp.asarray(m, jnp.int32), 1
-        for d, c in starts.items():
-            idx[d + lead], sizes[d + lead] = jnp.asarray(c, jnp.int32), 1
-        out = lax.dynamic_slice(x, idx, sizes)
-        return out[0] if lead else out
-
-
-def _onehot(shape, flat, here, dtype):
-    size = int(np.prod(shape, dtype=np.int64))
-    return ((jnp.arange(size) == flat) & here).reshape(shape).astype(dtype)
-
-
-# A row of an equation's Jacobian, for one element e of one operand: ``(weights, outputs)``
-# per result of the equation, the flat indices of the result's elements the row may reach and
-# their weights. Most equations reach few elements, so most rows cost what they reach rather
-# than a JVP of the whole equation: a step of a sample costs its row, not the equation.
-
-
-def _dense_row(node, args, m, slot, elem, here) -> list:
-    """Any equation: one JVP with a one-hot tangent at e (zero where ``here`` is false)."""
-    vals = [a(m) for a in args]
-    x = vals[slot]
-    t = node_jvp(node, vals, slot, _onehot(np.shape(x), elem, here, jnp.result_type(x)))
-    return [(w.reshape(-1), jnp.arange(w.size, dtype=jnp.int32)) for w in t]
-
-
-def _pointwise_row(node, args, m, slot, elem, here) -> list:
-    """Elementwise equations: e reaches the output elements at its coordinates (all of them
-    along the axes where its operand has size 1, or rank 0, and the output does not); the
-    weights are the equation's JVP on the operands' elements there."""
-    out_shape = tuple(node.outvars[0].aval.shape)
-    mine = args[slot].shape
-    if all(a.shape in (out_shape, ()) for a in args) and mine == out_shape:  # the common case
-        vals = [a.take(m, elem) if a.shape else a(m) for a in args]
-        (w,) = node_jvp(node, vals, slot, here.astype(jnp.result_type(vals[slot])))
-        return [(jnp.reshape(w, 1), jnp.reshape(elem, 1).astype(jnp.int32))]
-    coords = jnp.unravel_index(elem, mine) if mine else ()
-    fixed = {d: coords[d] for d in range(len(mine)) if mine[d] == out_shape[d]}
-    vals = [a(m) if not a.shape else a.take(m, _slab(out_shape, fixed, a.shape)) for a in args]
-    t = jnp.broadcast_to(here.astype(jnp.result_type(vals[slot])), np.shape(vals[slot]))
-    (w,) = node_jvp(node, vals, slot, t)
-    idx = _slab(out_shape, fixed)
-    return [(jnp.broadcast_to(w, idx.shape), idx)]
-
-
-def _slice_row(node, args, m, slot, elem, here) -> list:
-    """``slice``: e reaches the one output element it becomes, if the slice keeps it."""
-    in_shape, out_shape = args[0].shape, tuple(node.outvars[0].aval.shape)
-    coords = jnp.unravel_index(elem, in_shape)
-    start = node.params["start_indices"]
-    strides = node.params["strides"] or (1,) * len(in_shape)
-    kept, at = here, []
-    for c, lo, st, n in zip(coords, start, strides, out_shape):
-        q, r = jnp.divmod(c - lo, st)
-        kept = kept & (c >= lo) & (r == 0) & (q < n)
-        at.append(jnp.clip(q, 0, n - 1))
-    flat = jnp.ravel_multi_index(tuple(at), out_shape, mode="clip")
-    w = kept.astype(node.outvars[0].aval.dtype)
-    return [(jnp.reshape(w, 1), jnp.reshape(flat, 1).astype(jnp.int32))]
-
-
-def _moved_row(node, args, m, slot, elem, here) -> list:
-    """Reshapes and copies keep e's flat index; a transpose permutes its coordinates. The
-    weight is 1 (their JVP is the identity)."""
-    if node.primitive.name == "transpose":
-        coords = jnp.unravel_index(elem, args[0].shape)
-        perm = node.params["permutation"]
-        out_shape = tuple(node.outvars[0].aval.shape)
-        elem = jnp.ravel_multi_index(tuple(coords[d] for d in perm), out_shape, mode="clip")
-    w = here.astype(node.outvars[0].aval.dtype)
-    return [(jnp.reshape(w, 1), jnp.reshape(elem, 1).astype(jnp.int32))]
-
-
-def _dot_row(node, args, m, slot, elem, here) -> list:
-    """``dot_general``: e = x[batch b, contracting c, free f] reaches the outputs [b, f, :]
-    (the other operand's free dimensions), with weights y[b, c, :]: the other operand sliced
-    at e's batch and contracting coordinates, contracted with e's tangent alone."""
-    (lc, rc), (lb, rb) = node.params["dimension_numbers"]
-    mine, other = (lc, rc) if slot == 0 else (rc, lc)
-    mb, ob = (lb, rb) if slot == 0 else (rb, lb)
-    x_shape = args[slot].shape
-    coords = jnp.unravel_index(elem, x_shape)
-    y = args[1 - slot].slice(
-        m, {do: coords[dm] for dm, do in zip(tuple(mine) + tuple(mb), tuple(other) + tuple(ob))}
-    )
-    t = jnp.broadcast_to(here.astype(jnp.result_type(args[slot].value)), (1,) * len(x_shape))
-    ops = [t, y] if slot == 0 else [y, t]
-    out = _compat.bind(node.primitive, ops, node.params)
-    w = (out[0] if isinstance(out, (list, tuple)) else out).reshape(-1)
-    # output layout: batch, lhs free, rhs free; the slab fixes all but the other's free dims
-    out_shape = tuple(node.outvars[0].aval.shape)
-    lfree = [d for d in range(len(args[0].shape)) if d not in lc and d not in lb]
-    rfree = [d for d in range(len(args[1].shape)) if d not in rc and d not in rb]
-    fixed = [coords[d] for d in mb] + [coords[d] for d in (lfree if slot == 0 else rfree)]
-    n_batch, n_lfree = len(lb), len(lfree)
-    free_pos = (
-        range(n_batch + n_lfree, len(out_shape)) if slot == 0 else range(n_batch, n_batch + n_lfree)
-    )
-    fixed_pos = [d for d in range(len(out_shape)) if d not in free_pos]
-    return [(w, _slab(out_shape, dict(zip(fixed_pos, fixed))))]
-
-
-def _slab(out_shape, fixed: dict, shape=None) -> jax.Array:
-    """Flat indices (row-major) of the elements of ``out_shape`` whose coordinate along each
-    dimension d of ``fixed`` is ``fixed[d]``, the other dimensions running over their range;
-    with ``shape``, of the elements of an operand of that shape (its size-1 axes broadcast)
-    that those elements read."""
-    shape = tuple(out_shape) if shape is None else tuple(shape)
-    strides = np.cumprod((1,) + shape[::-1])[::-1][1:].astype(np.int64)
-    stride = [int(st) if n > 1 else 0 for st, n in zip(strides, shape)]
-    base = sum((c * stride[d] for d, c in fixed.items()), jnp.int32(0))
-    free = [d for d in range(len(out_shape)) if d not in fixed]
-    offs = np.zeros([out_shape[d] for d in free], np.int64)
-    for k, d in enumerate(free):
-        sh = [1] * len(free)
-        sh[k] = out_shape[d]
-        offs = offs + np.arange(out_shape[d]).reshape(sh) * stride[d]
-    return (base + jnp.asarray(offs.reshape(-1), jnp.int32)).astype(jnp.int32)
-
-
-def _broadcast_row(node, args, m, slot, elem, here) -> list:
-    """``broadcast_in_dim``: e reaches every copy of itself, each with weight 1."""
-    in_shape, out_shape = args[0].shape, tuple(node.params["shape"])
-    coords = jnp.unravel_index(elem, in_shape) if in_shape else ()
-    fixed = {
-        d: coords[i]
-        for i, d in enumerate(node.params["broadcast_dimensions"])
-        if in_shape[i] == out_shape[d]
-    }
-    idx = _slab(out_shape, fixed)
-    return [(jnp.broadcast_to(here.astype(node.outvars[0].aval.dtype), idx.shape), idx)]
-
-
-def _reduce_sum_row(node, args, m, slot, elem, here) -> list:
-    """``reduce_sum``: e reaches the one sum it is in, with weight 1."""
-    in_shape = args[0].shape
-    coords = jnp.unravel_index(elem, in_shape) if in_shape else ()
-    axes = set(node.params["axes"])
-    out_shape = tuple(node.outvars[0].aval.shape)
-    kept = tuple(c for d, c in enumerate(coords) if d not in axes)
-    flat = jnp.ravel_multi_index(kept, out_shape, mode="clip") if kept else jnp.int32(0)
-    w = here.astype(node.outvars[0].aval.dtype)
-    return [(jnp.reshape(w, 1), jnp.reshape(flat, 1).astype(jnp.int32))]
-
-
-_MOVED = {"reshape", "squeeze", "expand_dims", "copy", "copy_p", "transpose"}
-_POINTWISE_EXTRA = {"convert_element_type", "select_n"}
-
-
-def _row_kind(node, slots):
-    """The cheapest exact row for this equation (static: primitive and shapes)."""
-    name = node.primitive.name
-    out = [tuple(r.aval.shape) for r in node.outvars]
-    ins = [
-        tuple(np.shape(a.value)) if isinstance(a, Const) else tuple(a.aval.shape)
-        for a in node.invars
-    ]
-    if name == "dot_general" and len(node.invars) == 2:
-        return _dot_row
-    if len(out) != 1:
-        return _dense_row
-    if name == "broadcast_in_dim" and len(node.invars) == 1:
-        return _broadcast_row
-    if name == "reduce_sum" and len(node.invars) == 1:
-        return _reduce_sum_row
-    if (
-        name in _MOVED
-        and len(node.invars) == 1
-        and (name != "reshape" or node.params.get("dimensions") is None)
-    ):
-        return _moved_row
-    if name == "slice" and len(node.invars) == 1:
-        return _slice_row
-    pointwise = name in _POINTWISE_EXTRA or (
-        RULES.get(name) is elementwise and name != "custom_jvp_call"
-    )
-    if pointwise and all(
-        len(i) == 0 or (len(i) == len(out[0]) and all(a in (b, 1) for a, b in zip(i, out[0])))
-        for i in ins
-    ):
-        return _pointwise_row
-    return _dense_row
 
 
 class BranchShare(NamedTuple):
@@ -493,86 +238,15 @@ def _var_labels(graph, index) -> tuple[list, list]:
     return labels, [producer[k] for k in index.keys]
 
 
-def _type(x):
-    a = getattr(x, "aval", None) or jax.typeof(x)
-    return tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False))
-
-
-def _const_key(v):
-    """Scalar constants (literals) must be equal to share a step; arrays only typed alike."""
-    return (_type(v), np.asarray(v).item() if np.ndim(v) == 0 else None)
-
-
-def _signature(node, numbered_in, numbered_out):
-    """Equations with equal signatures (primitive, parameters, operand and result types, which
-    slots are path variables) share one compiled crossing step; unhashable parameters make an
-    equation its own group."""
-    key = (
-        node.primitive,
-        tuple(sorted(node.params.items())),
-        tuple(_const_key(a.value) if isinstance(a, Const) else _type(a) for a in node.invars),
-        tuple(_type(r) for r in node.outvars),
-        tuple(numbered_in),
-        tuple(numbered_out),
-    )
-    try:
-        hash(key)
-        return key
-    except TypeError:
-        return id(node)
-
-
-class _Sampler:
+class _Sampler(Walk):
     """One sample: a ``while_loop`` that follows the path, one crossing step per equation on it
-    (see the module docstring). Equations of one signature (a transformer's layers repeat
-    theirs) share one branch of a ``lax.switch`` over their stacked operands, so compile time
-    follows the number of distinct equations, not their count."""
+    (see the module docstring and :class:`~.walk.Walk`)."""
 
     def __init__(self, b, consumers, index, start_vars, dtype):
-        self.g, self.env, self.index, self.dtype = b.graph, b.env, index, dtype
-        self.var_of = {k: v for v, k in enumerate(index.keys)}
+        super().__init__(b.graph, b.env, consumers, index, start_vars, _crossable)
+        self.dtype = dtype
         self.logz = {k: b.cotangents[k] for k in index.keys if k in b.cotangents}
-        self.n_steps = max(1, len(self.g.nodes))
-        live = reachable(self.g, [self.g.invars[index.leaf_of[v]] for v in start_vars])
-        groups: dict = {}
-        for t, node in enumerate(self.g.nodes):
-            ins = [
-                a
-                for a in node.invars
-                if isinstance(a, Ref) and a.key in self.var_of and a.key in live
-            ]
-            if not ins:
-                continue
-            if node.primitive.name in NOT_CROSSABLE:
-                where = f" at module path '{node.path}'" if node.path else ""
-                raise ValueError(
-                    f"sample_paths cannot cross a '{node.primitive.name}'{where}: its JVP sums "
-                    f"signed paths inside, and sampling needs each inner path's |product|. Make it "
-                    f"one step with jaxpr_semiring.atomic (its total derivative as the edge "
-                    f"weights), or unroll it."
-                )
-            numbered_in = [self._numbered(a) for a in node.invars]
-            numbered_out = [r.key in self.var_of for r in node.outvars]
-            if any(numbered_out):  # else no path continues through it: never chosen
-                groups.setdefault(_signature(node, numbered_in, numbered_out), []).append(t)
-        self.groups = list(groups.values())
-        # equations off every path, and the output's stop, go to a last branch of no mass
-        group_of = np.full(len(self.g.nodes) + 1, len(self.groups), np.int32)
-        member_of = np.zeros(len(self.g.nodes) + 1, np.int32)
-        for gi, ts in enumerate(self.groups):
-            group_of[ts], member_of[ts] = gi, np.arange(len(ts))
-        self.group_of, self.member_of = jnp.asarray(group_of), jnp.asarray(member_of)
         self.steps = [self._step(ts) for ts in self.groups] + [self._dead]
-        # per variable, its consumer equations (the output's stop as −1), in one flat table
-        lists = [sorted(consumers.get(k, ())) for k in index.keys]
-        self.count = jnp.asarray([len(c) for c in lists], jnp.int32)
-        self.first = jnp.asarray(np.cumsum([0] + [len(c) for c in lists])[:-1], jnp.int32)
-        flat = [j for c in lists for j in c] or [_STOP]  # a filler no count ever reaches
-        self.consumer = jnp.asarray(flat, jnp.int32)
-        self.m_max = max([1] + [len(c) for c in lists])
-
-    def _numbered(self, a) -> bool:
-        return isinstance(a, Ref) and a.key in self.var_of
 
     def _dead(self, m, var, elem, u):
         z = jnp.zeros((), self.dtype)
@@ -586,10 +260,10 @@ class _Sampler:
         node = nodes[0]
 
         args = [
-            _Stacked([value_of(self.env, n.invars[s]) for n in nodes])
+            Stacked([value_of(self.env, n.invars[s]) for n in nodes])
             for s in range(len(node.invars))
         ]
-        slots = [s for s, a in enumerate(node.invars) if self._numbered(a)]
+        slots = [s for s, a in enumerate(node.invars) if self.numbered(a)]
         outs = [i for i, r in enumerate(node.outvars) if r.key in self.var_of]
         slot_var = {
             s: jnp.asarray([self.var_of[n.invars[s].key] for n in nodes], jnp.int32) for s in slots
@@ -598,7 +272,7 @@ class _Sampler:
             [[self.var_of[n.outvars[i].key] for n in nodes] for i in outs], jnp.int32
         )  # [outputs, members]
         logz = [
-            _Stacked(
+            Stacked(
                 [
                     self.logz.get(
                         n.outvars[i].key,
@@ -611,7 +285,7 @@ class _Sampler:
         ]
         seg_out = [j for _ in slots for j in range(len(outs))]
 
-        row = _row_kind(node, slots)
+        row = row_kind(node, slots)
 
         def step(m, var, elem, u):
             logits, weights, reached, sizes = [], [], [], []
@@ -645,12 +319,8 @@ class _Sampler:
 
         def over(i, acc):
             total, nv, ne, nw, stop = acc
-            j = self.consumer[self.first[var] + i]
-            is_stop = j == _STOP
-            at = jnp.where(is_stop, self.n_steps, j)  # the stop: the last branch, no mass
-            v, e, w, mass = lax.switch(
-                self.group_of[at], self.steps, self.member_of[at], var, elem, u[i, :2]
-            )
+            j, is_stop = self.consumer_at(var, i)
+            v, e, w, mass = self.enter(j, is_stop, var, elem, u[i, :2])  # the stop: no mass
             mass = jnp.where(is_stop, jnp.zeros((), self.dtype), mass)  # log of the seed 1
             new = jnp.logaddexp(total, mass)
             take = (mass > -jnp.inf) & (jnp.log(u[i, 2]) < mass - new)
@@ -662,9 +332,8 @@ class _Sampler:
         return var, elem, w, stop, total
 
     def one(self, rng, start_gid):
-        offs = jnp.asarray(self.index.offsets, jnp.int32)
-        var = (jnp.searchsorted(offs, start_gid, side="right") - 1).astype(jnp.int32)
-        elem = (start_gid - offs[var]).astype(jnp.int32)
+        offs = self.offsets
+        var, elem = self.locate(start_gid)
         # every uniform number the sample may use, drawn at once (per step and consumer: two
         # for the element, one for the consumer); one threefry call instead of one per step
         u = jax.random.uniform(rng, (self.n_steps + 1, self.m_max, 3))
@@ -692,6 +361,17 @@ class _Sampler:
         # a path that hit an inconsistency (no mass where the Log pass saw some) is marked NaN
         ws = jnp.where(status != stopped, jnp.nan, ws)
         return ids, ws
+
+
+def _crossable(node):
+    if node.primitive.name in NOT_CROSSABLE:
+        where = f" at module path '{node.path}'" if node.path else ""
+        raise ValueError(
+            f"sample_paths cannot cross a '{node.primitive.name}'{where}: its JVP sums "
+            f"signed paths inside, and sampling needs each inner path's |product|. Make it "
+            f"one step with jaxpr_semiring.atomic (its total derivative as the edge "
+            f"weights), or unroll it."
+        )
 
 
 def sample_paths(

@@ -1,20 +1,24 @@
-"""The top gradient path itself (paper §4.2, App. A): one backward pass, then pointer chasing.
+"""The top gradient path itself (paper §4.2, App. A): one backward pass, then a forward walk.
 
 ``top_path(fun, argnums=0, at=None)(*args)`` returns a :class:`Path`: the edges from one input
 element to the scalar output whose product of local derivatives is that element's max-product
 value (``top_pos``; ``chain="top_neg"`` for the most negative).
 
-How: the one backward walk runs with :class:`~jaxpr_semiring.analyses.pointer.PointerMaxProduct`,
-whose values carry, per chain, a pointer to the next node of the best path and the weight of
-the edge to it. A :class:`PointerObserver` gives every element of every reachable variable a
-global number and, just before a node's rule reads its outputs' values, re-points them to those
-outputs' own elements; so after the walk every node points to the next node of its best path.
-Following the pointers from the start element is a ``lax.while_loop`` over one table: the
-whole thing is jittable and vmappable (``jax.vmap`` over sentences gives a batched
-:class:`Path`; ``jax.tree.map(lambda a: a[i], paths)`` picks one).
+How: one ``MaxProduct`` backward pass leaves at every element k the best products V(k) from k to
+the output (``top_pos`` and ``top_neg``). Then a ``lax.while_loop`` walks forward from the start
+element (:mod:`.walk`): at element e on a chain, every equation that reads e offers the edges of
+its Jacobian row at e (:mod:`.rows`: a few elements for elementwise and data-moving equations,
+a slice of the other operand for a ``dot_general``), each worth w·V(k) on the chain App. A's sign
+rule continues on; the walk takes the best, which is e's own value. Ties go to the smaller
+``2·(global element number) + chain``, and a NaN candidate first: the order of
+:class:`~jaxpr_semiring.analyses.pointer.PointerMaxProduct`, whose rule serves the equations
+without a sparse row (its outputs' values pointing at their own elements). So the memory is one
+MaxProduct pass plus its values (8 bytes per element), and a step costs its row. Jittable and
+vmappable: ``jax.vmap`` over sentences gives a batched :class:`Path` (the walks run one after
+the other); ``jax.tree.map(lambda a: a[i], paths)`` picks one.
 
 A ``scan`` or ``cond`` is one step of a path (from an operand element to a result element, its
-weight the product along the best path inside).
+weight the product along the best path inside: the pointer semiring's rule for it).
 
 NaN: a path of product NaN beats every number (docs/semantics.md, "NaN"), so on a graph with a
 NaN weight the top path of an element whose value is NaN is a path of product NaN, and
@@ -39,44 +43,21 @@ from jax import lax
 
 from ..api import backprop, normalize_argnums
 from ..graph import Const, GraphIndex, unravel
-from ..interpreter import Observer
+from ..interpreter import backward_jaxpr, value_of
+from ..numerics import nan_first_better, signed_scale
+from ..rules import Ctx, lookup
+from ..semirings import MaxProduct
 from .pointer import PointerMaxProduct, PointerValue
+from .rows import Stacked, dense_row, row_kind
+from .walk import Consumers, Walk
 
-__all__ = [
-    "top_path",
-    "Path",
-    "PathStep",
-    "GraphIndex",
-    "PointerObserver",
-    "CHAINS",
-    "start_element",
-    "unravel",
-]
+__all__ = ["top_path", "Path", "PathStep", "CHAINS", "start_element"]
 
 CHAINS = ("top_pos", "top_neg")
-
-
-class PointerObserver(Observer):
-    """Numbers every element of every reachable float variable and re-points each node's output
-    values to those numbers before the node's rule reads them (see the module docstring)."""
-
-    def __init__(self):
-        self.index: GraphIndex | None = None
-
-    def start(self, graph, env):
-        self.index = GraphIndex(graph)
-        return ()
-
-    def cotangent(self, ref, value, producer):
-        off = self.index.offset_of.get(ref.key)
-        if off is None:
-            return value
-        shape = ref.aval.shape
-        ids = 2 * (
-            off + jnp.arange(int(np.prod(shape, dtype=np.int64)), dtype=jnp.int32).reshape(shape)
-        )
-        one = jnp.ones(shape, value.top_pos.dtype)
-        return PointerValue(value.top_pos, value.top_neg, ids, ids + 1, one, one)
+_BIG = np.int32(np.iinfo(np.int32).max)  # no candidate: loses every pointer comparison
+# Operands of repeated equations larger than this (weight matrices) are read through a switch
+# over the members rather than stacked: a stack would hold every weight twice.
+_STACK_LIMIT = 1 << 20
 
 
 def _no_path(value) -> bool:
@@ -292,26 +273,6 @@ def start_element(graph, at, leaf: int | None, who: str) -> tuple[int, int]:
     return li, elem
 
 
-def chase(ptr_table, w_table, first: int | jax.Array, max_steps: int):
-    """Follow pointers from table entry ``first`` until −1: (ids [max_steps], weights)."""
-    ids0 = jnp.full((max_steps,), -1, jnp.int32)
-    w0 = jnp.zeros((max_steps,), w_table.dtype)
-
-    def cond(state):
-        k, cur, _, _ = state
-        return (k < max_steps) & (cur >= 0) & (ptr_table[jnp.maximum(cur, 0)] >= 0)
-
-    def body(state):
-        k, cur, ids, ws = state
-        nxt = ptr_table[cur]
-        return k + 1, nxt, ids.at[k].set(nxt), ws.at[k].set(w_table[cur])
-
-    _, _, ids, ws = lax.while_loop(
-        cond, body, (jnp.int32(0), jnp.asarray(first, jnp.int32), ids0, w0)
-    )
-    return ids, ws
-
-
 def top_path(
     fun: Callable,
     argnums: int | Sequence[int] = 0,
@@ -341,14 +302,14 @@ def top_path(
         raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
     bit = CHAINS.index(chain)
     normalize_argnums(argnums)
-    S = PointerMaxProduct(kernel)
+    S = MaxProduct(kernel)
 
     def path_f(*args, **kwargs) -> Path:
-        observer = PointerObserver()
+        observer = Consumers()
         b = backprop(fun, S, argnums, has_aux, observer)(*args, **kwargs)
         if isinstance(b.graph.outvars[0], Const):
             raise ValueError("top_path: the output is a constant; no input reaches it.")
-        index = observer.index
+        index = GraphIndex(b.graph)
         leaves = [b.cotangents.get(r.key) for r in b.graph.invars]
         # the start element's global number and value
         if at is None:
@@ -376,8 +337,9 @@ def top_path(
                 )
             start = index.offset_of[ref.key] + elem
             value = getattr(v, chain).ravel()[elem]
-        ptr_table, w_table = _tables(index, b.cotangents)
-        ids, weights = chase(ptr_table, w_table, 2 * start + bit, index.max_steps)
+        start_vars = [v for v, k in enumerate(index.keys) if v in index.leaf_of]
+        walk = _TopWalk(b, observer.of, index, start_vars, kernel)
+        ids, weights = walk.path(jnp.asarray(start, jnp.int32), bit)
         path = Path(ids, weights, jnp.asarray(start, jnp.int32), value, index, chain)
         try:
             dead = _no_path(float(value))
@@ -392,23 +354,221 @@ def top_path(
     return path_f
 
 
-def _tables(index: GraphIndex, cotangents: dict):
-    """The pointer and edge-weight tables, entry 2·id + chain for every numbered element."""
-    ptrs, ws = [], []
-    dt = None
-    for key, shape in zip(index.keys, index.shapes):
-        v = cotangents.get(key)
-        if v is not None:
-            dt = v.pos_w.dtype
-            break
-    dt = dt or jnp.float32
-    for key, shape in zip(index.keys, index.shapes):
-        v = cotangents.get(key)
-        n = int(np.prod(shape, dtype=np.int64))
-        if v is None:
-            ptrs.append(jnp.full((2 * n,), -1, jnp.int32))
-            ws.append(jnp.zeros((2 * n,), dt))
-        else:
-            ptrs.append(jnp.stack([v.pos_ptr.ravel(), v.neg_ptr.ravel()], -1).ravel())
-            ws.append(jnp.stack([v.pos_w.ravel(), v.neg_w.ravel()], -1).ravel().astype(dt))
-    return jnp.concatenate(ptrs), jnp.concatenate(ws)
+def _candidates(w, gid, vp, vn, chain, here):
+    """(key, pointer) of the edges of weights ``w`` into elements ``gid`` whose best products
+    are (``vp``, ``vn``), for a path on ``chain``: the key is the product of the edge and the
+    best continuation (negated on top_neg, so that larger is better on both chains), the
+    pointer ``2·gid + chain`` continued on; an element with no path is no candidate."""
+    hi, lo = signed_scale(w, vp, vn)
+    key = jnp.where(chain == 0, hi, -lo)
+    nxt = jnp.where(w >= 0, chain, 1 - chain)  # App. A: a negative edge switches chains
+    alive = here & (vp != -jnp.inf)
+    return jnp.where(alive, key, -jnp.inf), jnp.where(alive, 2 * gid + nxt, _BIG)
+
+
+def _best(keys, ptrs, ws):
+    """The first-best candidate: a NaN key first (a path of product NaN beats every number),
+    then the largest key, then the smallest pointer (the pointer semiring's order)."""
+    isnan = jnp.isnan(keys)
+    top = jnp.max(jnp.where(isnan, -jnp.inf, keys))
+    tied = jnp.where(jnp.any(isnan), isnan, keys == top)
+    p = jnp.min(jnp.where(tied, ptrs, _BIG))
+    i = jnp.argmax(tied & (ptrs == p))
+    return keys[i], ptrs[i], ws[i]
+
+
+class _TopWalk(Walk):
+    """The top path, walked forward over one MaxProduct pass's values: at element e on a chain,
+    every consumer offers the edges of its Jacobian row at e (:mod:`.rows`), each worth its
+    weight times the best product from where it leads; the walk takes the best (ties to the
+    smaller pointer, NaN first: the order of :class:`~.pointer.PointerMaxProduct`). An equation
+    without a sparse row (and a ``scan`` or ``cond``: one step, its weight the best path inside)
+    offers what the pointer semiring's own rule gives e, with its outputs' values pointing at
+    their own elements."""
+
+    def __init__(self, b, consumers, index, start_vars, kernel):
+        super().__init__(b.graph, b.env, consumers, index, start_vars)
+        vals = [b.cotangents.get(k) for k in index.keys]
+        self.dtype = next((v.top_pos.dtype for v in vals if v is not None), jnp.float32)
+        dead = lambda v, fill: jnp.full(int(np.prod(index.shapes[v])), fill, self.dtype)
+        self.vp = jnp.concatenate(
+            [dead(i, -jnp.inf) if v is None else v.top_pos.ravel() for i, v in enumerate(vals)]
+        )
+        self.vn = jnp.concatenate(
+            [dead(i, jnp.inf) if v is None else v.top_neg.ravel() for i, v in enumerate(vals)]
+        )
+        self.S = PointerMaxProduct(kernel)
+        self.stacks: list[Stacked] = []
+        # per group, a maker of its step: each trace of the walk makes fresh step functions, so
+        # that JAX's cache of traced branches never hands one trace another trace's arrays
+        self.makers = [self._step(ts) for ts in self.groups]
+
+    def _stack(self, values) -> Stacked:
+        st = Stacked(values, limit=_STACK_LIMIT)
+        self.stacks.append(st)
+        return st
+
+    def _none(self, m, var, elem, chain):
+        return jnp.full((), -jnp.inf, self.dtype), jnp.int32(_BIG), jnp.zeros((), self.dtype)
+
+    def _step(self, ts):
+        """A maker of ``step(member, var, elem, chain) -> (key, pointer, weight)``: the best
+        edge from (var, elem) into this equation's outputs."""
+        nodes = [self.g.nodes[t] for t in ts]
+        node = nodes[0]
+        args = [
+            self._stack([value_of(self.env, n.invars[s]) for n in nodes])
+            for s in range(len(node.invars))
+        ]
+        slots = [s for s, a in enumerate(node.invars) if self.numbered(a)]
+        outs = [i for i, r in enumerate(node.outvars) if r.key in self.var_of]
+        slot_var = {
+            s: jnp.asarray([self.var_of[n.invars[s].key] for n in nodes], jnp.int32) for s in slots
+        }
+        out_off = {
+            i: jnp.asarray([self.index.offset_of[n.outvars[i].key] for n in nodes], jnp.int32)
+            for i in outs
+        }
+        row = row_kind(node, slots, exact_edges=True)
+        if row is dense_row:
+            return self._rule_step(nodes, args, slots, outs, slot_var, out_off)
+
+        def step(m, var, elem, chain):
+            keys, ptrs, ws = [], [], []
+            for s in slots:
+                here = var == slot_var[s][m]
+                rows = row(node, args, m, s, elem, here)
+                for i in outs:
+                    w, idx = rows[i]
+                    w = w.astype(self.dtype)
+                    gid = out_off[i][m] + idx
+                    k, p = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, here)
+                    keys.append(k)
+                    ptrs.append(p)
+                    ws.append(w)
+            if sum(k.size for k in keys) == 1:  # one candidate: nothing to choose
+                return keys[0][0], ptrs[0][0], ws[0][0]
+            return _best(*(jnp.concatenate(x) for x in (keys, ptrs, ws)))
+
+        return lambda: lambda *a: step(*a)  # a new function object per trace
+
+    def _rule_step(self, nodes, args, slots, outs, slot_var, out_off):
+        node = nodes[0]
+        results = [
+            self._stack([self.env[n.outvars[i].key] for n in nodes])
+            for i in range(len(node.outvars))
+        ]
+        rule = lookup(node.primitive, node.path)
+        wanted = tuple(s in slots for s in range(len(node.invars)))
+        ctx = Ctx(self.S, wanted, node.path, node.primitive, backward_jaxpr)
+
+        def pointing(i, m):
+            """Output i's values, each element pointing at itself with an edge weight 1."""
+            shape = tuple(node.outvars[i].aval.shape)
+            n = int(np.prod(shape, dtype=np.int64))
+            off = out_off[i][m]
+            at = lambda t: lax.dynamic_slice(t, (off,), (n,)).reshape(shape)
+            ids = (2 * (off + jnp.arange(n, dtype=jnp.int32))).reshape(shape)
+            one = jnp.ones(shape, self.dtype)
+            return PointerValue(at(self.vp), at(self.vn), ids, ids + 1, one, one)
+
+        def step(m, var, elem, chain):
+            cts = [pointing(i, m) if i in outs else None for i in range(len(node.outvars))]
+            cts_in = rule(ctx, [a(m) for a in args], [r(m) for r in results], cts, **node.params)
+            keys, ptrs, ws = [], [], []
+            for s in slots:
+                c = cts_in[s]
+                if c is None:
+                    continue
+                e = jnp.clip(elem, 0, max(0, int(np.prod(args[s].shape, dtype=np.int64)) - 1))
+                on = lambda a, b: jnp.where(chain == 0, a.reshape(-1)[e], b.reshape(-1)[e])
+                val, ptr = on(c.top_pos, c.top_neg), on(c.pos_ptr, c.neg_ptr)
+                w = on(c.pos_w, c.neg_w)
+                alive = (var == slot_var[s][m]) & (ptr >= 0)
+                keys.append(jnp.where(alive, jnp.where(chain == 0, val, -val), -jnp.inf))
+                ptrs.append(jnp.where(alive, ptr, _BIG))
+                ws.append(w.astype(self.dtype))
+            if not keys:
+                return self._none(m, var, elem, chain)
+            return _best(*(jnp.stack(x) for x in (keys, ptrs, ws)))
+
+        return lambda: lambda *a: step(*a)  # a new function object per trace
+
+    def move(self, var, elem, chain):
+        """The best edge out of (var, elem) on ``chain`` over all its consumers (the output's
+        stop: the seed 1, pointer −1): (key, pointer, weight)."""
+
+        def over(i, acc):
+            j, is_stop = self.consumer_at(var, i)
+            key, ptr, w = self.enter(j, is_stop, var, elem, chain)
+            key = jnp.where(is_stop, jnp.where(chain == 0, 1, -1).astype(self.dtype), key)
+            ptr = jnp.where(is_stop, -1, ptr)
+            w = jnp.where(is_stop, jnp.ones((), self.dtype), w)
+            better = nan_first_better(acc[0], acc[1], key, ptr, True)
+            return tuple(jnp.where(better, new, old) for new, old in zip((key, ptr, w), acc))
+
+        init = self._none(0, var, elem, chain)
+        return lax.fori_loop(0, self.count[var], over, init)
+
+    def path(self, start_gid, chain: int):
+        """(ids, weights) of the top path from global element ``start_gid`` on ``chain``, in
+        :class:`Path`'s form: −1 past the end. Under ``jax.vmap`` the walks run one after the
+        other (``lax.map``): a batched ``lax.switch`` would run every equation's step at every
+        step of every walk."""
+        held = [self.vp, self.vn] + [a for st in self.stacks for a in st.arrays]
+
+        @jax.custom_batching.custom_vmap
+        def walk(arrays, start):
+            self._bind(arrays)
+            try:
+                return self._walk(start, chain)
+            finally:
+                self._bind(held)
+
+        @walk.def_vmap
+        def one_at_a_time(axis_size, in_batched, arrays, start):
+            batched, start_batched = in_batched
+
+            def one(xs):
+                it = iter(xs[0])
+                return walk([next(it) if b else a for a, b in zip(arrays, batched)], xs[1])
+
+            starts = start if start_batched else jnp.broadcast_to(start, (axis_size,))
+            out = lax.map(one, ([a for a, b in zip(arrays, batched) if b], starts))
+            return out, (True, True)
+
+        return walk(held, start_gid)
+
+    def _bind(self, arrays):
+        self.vp, self.vn = arrays[:2]
+        at = 2
+        for st in self.stacks:
+            n = len(st.arrays)
+            st.rebind(arrays[at : at + n])
+            at += n
+
+    def _walk(self, start_gid, chain: int):
+        self.steps = [make() for make in self.makers] + [self._none]
+        var, elem = self.locate(start_gid)
+        n = self.n_steps
+        state = (
+            var,
+            elem,
+            jnp.int32(chain),
+            jnp.int32(0),
+            jnp.full((n,), -1, jnp.int32),
+            jnp.zeros((n,), self.dtype),
+            jnp.bool_(True),
+        )
+
+        def body(state):
+            var, elem, chain, k, ids, ws, _ = state
+            _, ptr, w = self.move(var, elem, chain)
+            go = (ptr >= 0) & (ptr != _BIG)  # −1: the output; none: no path on (not reached)
+            nv, ne = self.locate(jnp.maximum(ptr, 0) // 2)
+            ids = ids.at[k].set(jnp.where(go, ptr, -1))
+            ws = ws.at[k].set(jnp.where(go, w, 0))
+            return nv, ne, ptr % 2, k + 1, ids, ws, go
+
+        state = lax.while_loop(lambda s: s[6] & (s[3] < n), body, state)
+        return state[4], state[5]
