@@ -408,12 +408,17 @@ class _TopWalk(Walk):
         self.stacks.append(st)
         return st
 
+    def _no_key(self):
+        return jnp.full((), -jnp.inf, self.dtype), jnp.int32(_BIG)
+
     def _none(self, m, var, elem, chain):
-        return jnp.full((), -jnp.inf, self.dtype), jnp.int32(_BIG), jnp.zeros((), self.dtype)
+        return self._no_key(), jnp.zeros((), self.dtype), jnp.int32(0), jnp.bool_(False)
 
     def _step(self, ts):
-        """A maker of ``step(member, var, elem, chain) -> (key, pointer, weight)``: the best
-        edge from (var, elem) into this equation's outputs."""
+        """A maker of ``step(member, var, elem, chain) -> ((key, pointer), weight, gid, one)``:
+        the best edge from (var, elem) into this equation's outputs, or, where the row is one
+        edge (``one``), its weight and target ``gid``, weighed after the switch: most steps are
+        one edge, and a branch that only finds it compiles to fewer kernels."""
         nodes = [self.g.nodes[t] for t in ts]
         node = nodes[0]
         args = [
@@ -434,21 +439,23 @@ class _TopWalk(Walk):
             return self._rule_step(nodes, args, slots, outs, slot_var, out_off)
 
         def step(m, var, elem, chain):
-            keys, ptrs, ws = [], [], []
+            keys, ptrs, ws, edges = [], [], [], []
             for s in slots:
                 here = var == slot_var[s][m]
                 rows = row(node, args, m, s, elem, here)
                 for i in outs:
                     w, idx = rows[i]
-                    w = w.astype(self.dtype)
-                    gid = out_off[i][m] + idx
-                    k, p = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, here)
-                    keys.append(k)
-                    ptrs.append(p)
-                    ws.append(w)
-            if sum(k.size for k in keys) == 1:  # one candidate: nothing to choose
-                return keys[0][0], ptrs[0][0], ws[0][0]
-            return _best(*(jnp.concatenate(x) for x in (keys, ptrs, ws)))
+                    edges.append((w.astype(self.dtype), out_off[i][m] + idx, here))
+            if len(edges) == 1 and edges[0][0].size == 1:  # one edge: weighed after the switch
+                w, gid, here = edges[0]
+                return self._no_key(), w[0], gid[0], here
+            for w, gid, here in edges:
+                k, p = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, here)
+                keys.append(k)
+                ptrs.append(p)
+                ws.append(w)
+            key, ptr, w = _best(*(jnp.concatenate(x) for x in (keys, ptrs, ws)))
+            return (key, ptr), w, jnp.int32(0), jnp.bool_(False)
 
         return lambda: lambda *a: step(*a)  # a new function object per trace
 
@@ -490,7 +497,8 @@ class _TopWalk(Walk):
                 ws.append(w.astype(self.dtype))
             if not keys:
                 return self._none(m, var, elem, chain)
-            return _best(*(jnp.stack(x) for x in (keys, ptrs, ws)))
+            key, ptr, w = _best(*(jnp.stack(x) for x in (keys, ptrs, ws)))
+            return (key, ptr), w, jnp.int32(0), jnp.bool_(False)
 
         return lambda: lambda *a: step(*a)  # a new function object per trace
 
@@ -500,14 +508,16 @@ class _TopWalk(Walk):
 
         def over(i, acc):
             j, is_stop = self.consumer_at(var, i)
-            key, ptr, w = self.enter(j, is_stop, var, elem, chain)
+            (key, ptr), w, gid, one = self.enter(j, is_stop, var, elem, chain)
+            k1, p1 = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, one)
+            key, ptr = jnp.where(one, k1, key), jnp.where(one, p1, ptr)
             key = jnp.where(is_stop, jnp.where(chain == 0, 1, -1).astype(self.dtype), key)
             ptr = jnp.where(is_stop, -1, ptr)
             w = jnp.where(is_stop, jnp.ones((), self.dtype), w)
             better = nan_first_better(acc[0], acc[1], key, ptr, True)
             return tuple(jnp.where(better, new, old) for new, old in zip((key, ptr, w), acc))
 
-        init = self._none(0, var, elem, chain)
+        init = self._no_key() + (jnp.zeros((), self.dtype),)
         return lax.fori_loop(0, self.count[var], over, init)
 
     def path(self, start_gid, chain: int):
