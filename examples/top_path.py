@@ -5,7 +5,8 @@
 Starts at the input-embedding element with the largest max-product value for a scalar target
 (mean-pooled sentence embedding · fixed vector) and prints every edge of the path to the output:
 primitive, Flax module path, element index, edge weight and running product. The path comes from
-one jitted backward pass (pointer max-product) and a pointer chase.
+one jitted MaxProduct backward pass and a forward walk that takes, at each element, the edge
+whose weight times the best product beyond it is largest.
 """
 
 import argparse

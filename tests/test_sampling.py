@@ -223,3 +223,15 @@ def test_every_sparse_jacobian_row_equals_the_dense_jvp_row():
         "reduce_sum_row",
         "slice_row",
     }
+
+
+def test_draw_inverts_in_float32_for_bfloat16_logits():
+    """128 equal logits: blocks of 16, block ⌊0.3·8⌋ = 2, element ⌊0.312·16⌋ = 4 → index 36.
+    In bfloat16 0.312 rounds to 0.3125 and the draw would give 37."""
+    from jaxpr_semiring.analyses.sampling import draw
+
+    u = jnp.array([0.3, 0.312], jnp.float32)
+    for dt in (jnp.float32, jnp.bfloat16):
+        i, log_total = draw(u, jnp.zeros((128,), dt))
+        assert int(i) == 36, dt
+        assert float(log_total) == pytest.approx(np.log(128.0), rel=1e-6)

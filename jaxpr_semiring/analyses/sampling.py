@@ -77,6 +77,8 @@ def draw(u: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     element of probability 0 is never returned (rounding that would pick one falls back to the
     largest); all −inf gives an arbitrary index. Returns the index and log Σ exp(logits)."""
     n = int(logits.size)
+    # in at least float32: bfloat16's 8-bit mantissa would coarsen the inversion
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     top = jnp.max(logits)
     shift = jnp.where(top > -jnp.inf, top, 0)
     if n == 1:

@@ -31,7 +31,7 @@ from ..api import backprop
 from ..semirings import MaxProduct, Semiring
 from . import presets as P
 
-__all__ = ["component_flows", "component_flows_fn", "embedding_target"]
+__all__ = ["component_flows", "component_flows_fn", "embedding_target", "is_hf_model"]
 
 
 # --------------------------------------------------------------------------- entry points
