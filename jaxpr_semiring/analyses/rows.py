@@ -44,6 +44,7 @@ __all__ = [
     "reduce_sum_row",
     "slab",
     "signature",
+    "one_edge",
 ]
 
 
@@ -306,6 +307,16 @@ def row_kind(node, slots, exact_edges: bool = False):
     ):
         return pointwise_row
     return dense_row
+
+
+def one_edge(row, node, slot: int) -> bool:
+    """Whether ``row`` (of :func:`row_kind`) reaches at most one element of the equation's one
+    result from any element of operand ``slot``."""
+    if row in (moved_row, slice_row, reduce_sum_row):
+        return True
+    if row is pointwise_row:
+        return tuple(node.invars[slot].aval.shape) == tuple(node.outvars[0].aval.shape)
+    return False
 
 
 def _type(x):

@@ -48,7 +48,7 @@ from ..numerics import nan_first_better, signed_scale
 from ..rules import Ctx, lookup
 from ..semirings import MaxProduct
 from .pointer import PointerMaxProduct, PointerValue
-from .rows import Stacked, dense_row, row_kind
+from .rows import Stacked, dense_row, one_edge, row_kind
 from .walk import Consumers, Walk
 
 __all__ = ["top_path", "Path", "PathStep", "CHAINS", "start_element"]
@@ -388,20 +388,47 @@ class _TopWalk(Walk):
 
     def __init__(self, b, consumers, index, start_vars, kernel):
         super().__init__(b.graph, b.env, consumers, index, start_vars)
-        vals = [b.cotangents.get(k) for k in index.keys]
-        self.dtype = next((v.top_pos.dtype for v in vals if v is not None), jnp.float32)
-        dead = lambda v, fill: jnp.full(int(np.prod(index.shapes[v])), fill, self.dtype)
-        self.vp = jnp.concatenate(
-            [dead(i, -jnp.inf) if v is None else v.top_pos.ravel() for i, v in enumerate(vals)]
+        self.dtype = next(
+            (v.top_pos.dtype for v in b.cotangents.values() if hasattr(v, "top_pos")), jnp.float32
         )
-        self.vn = jnp.concatenate(
-            [dead(i, jnp.inf) if v is None else v.top_neg.ravel() for i, v in enumerate(vals)]
-        )
+        # V is kept only where the walk chooses: the results of an equation that reads a
+        # variable with several consumers, or whose row there has several edges. Where a
+        # variable's one consumer has a one-edge row, every path takes that edge: its target's
+        # value is never compared (on BERT-6L a third of the elements).
+        kept = []
+        for ts in self.groups:
+            node = self.g.nodes[ts[0]]
+            slots = [s for s, a in enumerate(node.invars) if self.numbered(a)]
+            outs = [i for i, r in enumerate(node.outvars) if r.key in self.var_of]
+            forced = self._one_edge(node, slots, outs)
+            for t in ts:
+                n = self.g.nodes[t]
+                if not forced or len(consumers.get(n.invars[slots[0]].key, ())) > 1:
+                    kept += [n.outvars[i].key for i in outs]
+        kept = sorted(set(kept), key=self.var_of.get)
+        sizes = [int(np.prod(index.shapes[self.var_of[k]], dtype=np.int64)) for k in kept]
+        self.voff = dict(zip(kept, np.cumsum([0] + sizes)[:-1].tolist()))
+
+        def table(field, fill):
+            parts = [
+                getattr(b.cotangents[k], field).ravel()
+                if k in b.cotangents
+                else jnp.full(n, fill, self.dtype)
+                for k, n in zip(kept, sizes)
+            ]
+            return jnp.concatenate(parts + [jnp.full(1, fill, self.dtype)])  # never empty
+
+        self.vp, self.vn = table("top_pos", -jnp.inf), table("top_neg", jnp.inf)
         self.S = PointerMaxProduct(kernel)
         self.stacks: list[Stacked] = []
         # per group, a maker of its step: each trace of the walk makes fresh step functions, so
         # that JAX's cache of traced branches never hands one trace another trace's arrays
         self.makers = [self._step(ts) for ts in self.groups]
+
+    def _one_edge(self, node, slots, outs) -> bool:
+        if len(slots) != 1 or len(outs) != 1:
+            return False
+        return one_edge(row_kind(node, slots, exact_edges=True), node, slots[0])
 
     def _stack(self, values) -> Stacked:
         st = Stacked(values, limit=_STACK_LIMIT)
@@ -412,13 +439,15 @@ class _TopWalk(Walk):
         return jnp.full((), -jnp.inf, self.dtype), jnp.int32(_BIG)
 
     def _none(self, m, var, elem, chain):
-        return self._no_key(), jnp.zeros((), self.dtype), jnp.int32(0), jnp.bool_(False)
+        z = jnp.int32(0)
+        return self._no_key(), jnp.zeros((), self.dtype), z, z, jnp.bool_(False)
 
     def _step(self, ts):
-        """A maker of ``step(member, var, elem, chain) -> ((key, pointer), weight, gid, one)``:
-        the best edge from (var, elem) into this equation's outputs, or, where the row is one
-        edge (``one``), its weight and target ``gid``, weighed after the switch: most steps are
-        one edge, and a branch that only finds it compiles to fewer kernels."""
+        """A maker of ``step(member, var, elem, chain) -> ((key, pointer), weight, gid, vid,
+        one)``: the best edge from (var, elem) into this equation's outputs, or, where the row
+        is one edge (``one``), its weight, target ``gid`` and the target's place in the table
+        of values (``vid``, −1 where not kept), weighed after the switch: most steps are one
+        edge, and a branch that only finds it compiles to fewer kernels."""
         nodes = [self.g.nodes[t] for t in ts]
         node = nodes[0]
         args = [
@@ -434,9 +463,13 @@ class _TopWalk(Walk):
             i: jnp.asarray([self.index.offset_of[n.outvars[i].key] for n in nodes], jnp.int32)
             for i in outs
         }
+        v_off = {  # where each member's result sits in the table of values (−1: not kept)
+            i: jnp.asarray([self.voff.get(n.outvars[i].key, -1) for n in nodes], jnp.int32)
+            for i in outs
+        }
         row = row_kind(node, slots, exact_edges=True)
         if row is dense_row:
-            return self._rule_step(nodes, args, slots, outs, slot_var, out_off)
+            return self._rule_step(nodes, args, slots, outs, slot_var, out_off, v_off)
 
         def step(m, var, elem, chain):
             keys, ptrs, ws, edges = [], [], [], []
@@ -445,21 +478,28 @@ class _TopWalk(Walk):
                 rows = row(node, args, m, s, elem, here)
                 for i in outs:
                     w, idx = rows[i]
-                    edges.append((w.astype(self.dtype), out_off[i][m] + idx, here))
+                    gid, vid = out_off[i][m] + idx, v_off[i][m] + idx
+                    edges.append((w.astype(self.dtype), gid, vid, here))
             if len(edges) == 1 and edges[0][0].size == 1:  # one edge: weighed after the switch
-                w, gid, here = edges[0]
-                return self._no_key(), w[0], gid[0], here
-            for w, gid, here in edges:
-                k, p = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, here)
+                w, gid, vid, here = edges[0]
+                return (
+                    self._no_key(),
+                    w[0],
+                    gid[0],
+                    jnp.where(v_off[outs[0]][m] < 0, -1, vid[0]),
+                    here,
+                )
+            for w, gid, vid, here in edges:
+                k, p = _candidates(w, gid, self.vp[vid], self.vn[vid], chain, here)
                 keys.append(k)
                 ptrs.append(p)
                 ws.append(w)
             key, ptr, w = _best(*(jnp.concatenate(x) for x in (keys, ptrs, ws)))
-            return (key, ptr), w, jnp.int32(0), jnp.bool_(False)
+            return (key, ptr), w, jnp.int32(0), jnp.int32(0), jnp.bool_(False)
 
         return lambda: lambda *a: step(*a)  # a new function object per trace
 
-    def _rule_step(self, nodes, args, slots, outs, slot_var, out_off):
+    def _rule_step(self, nodes, args, slots, outs, slot_var, out_off, v_off):
         node = nodes[0]
         results = [
             self._stack([self.env[n.outvars[i].key] for n in nodes])
@@ -474,7 +514,7 @@ class _TopWalk(Walk):
             shape = tuple(node.outvars[i].aval.shape)
             n = int(np.prod(shape, dtype=np.int64))
             off = out_off[i][m]
-            at = lambda t: lax.dynamic_slice(t, (off,), (n,)).reshape(shape)
+            at = lambda t: lax.dynamic_slice(t, (v_off[i][m],), (n,)).reshape(shape)
             ids = (2 * (off + jnp.arange(n, dtype=jnp.int32))).reshape(shape)
             one = jnp.ones(shape, self.dtype)
             return PointerValue(at(self.vp), at(self.vn), ids, ids + 1, one, one)
@@ -498,7 +538,7 @@ class _TopWalk(Walk):
             if not keys:
                 return self._none(m, var, elem, chain)
             key, ptr, w = _best(*(jnp.stack(x) for x in (keys, ptrs, ws)))
-            return (key, ptr), w, jnp.int32(0), jnp.bool_(False)
+            return (key, ptr), w, jnp.int32(0), jnp.int32(0), jnp.bool_(False)
 
         return lambda: lambda *a: step(*a)  # a new function object per trace
 
@@ -508,8 +548,12 @@ class _TopWalk(Walk):
 
         def over(i, acc):
             j, is_stop = self.consumer_at(var, i)
-            (key, ptr), w, gid, one = self.enter(j, is_stop, var, elem, chain)
-            k1, p1 = _candidates(w, gid, self.vp[gid], self.vn[gid], chain, one)
+            (key, ptr), w, gid, vid, one = self.enter(j, is_stop, var, elem, chain)
+            at = jnp.maximum(vid, 0)
+            k1, p1 = _candidates(w, gid, self.vp[at], self.vn[at], chain, one)
+            forced = vid < 0  # the only edge out of e: no value to compare
+            k1 = jnp.where(forced, jnp.zeros((), self.dtype), k1)
+            p1 = jnp.where(forced, 2 * gid + jnp.where(w >= 0, chain, 1 - chain), p1)
             key, ptr = jnp.where(one, k1, key), jnp.where(one, p1, ptr)
             key = jnp.where(is_stop, jnp.where(chain == 0, 1, -1).astype(self.dtype), key)
             ptr = jnp.where(is_stop, -1, ptr)
