@@ -394,7 +394,7 @@ class _TopWalk(Walk):
         # V is kept only where the walk chooses: the results of an equation that reads a
         # variable with several consumers, or whose row there has several edges. Where a
         # variable's one consumer has a one-edge row, every path takes that edge: its target's
-        # value is never compared (on BERT-6L a third of the elements).
+        # value is never compared (on BERT-6L, 30 tokens: 3.9 M of 8.2 M elements).
         kept = []
         for ts in self.groups:
             node = self.g.nodes[ts[0]]
