@@ -337,7 +337,7 @@ def top_path(
                 )
             start = index.offset_of[ref.key] + elem
             value = getattr(v, chain).ravel()[elem]
-        start_vars = [v for v, k in enumerate(index.keys) if v in index.leaf_of]
+        start_vars = list(index.leaf_of)  # every differentiated leaf's variable
         walk = _TopWalk(b, observer.of, index, start_vars, kernel)
         ids, weights = walk.path(jnp.asarray(start, jnp.int32), bit)
         path = Path(ids, weights, jnp.asarray(start, jnp.int32), value, index, chain)
