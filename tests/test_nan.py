@@ -344,6 +344,35 @@ def test_kernels_maxproduct_nan():
         np.testing.assert_allclose(np.asarray(op[0])[fin], rp[fin], rtol=1e-6, err_msg=name)
 
 
+@pytest.mark.skipif(not NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("rows", [2, 16])  # a serial call and a parallel one
+@pytest.mark.parametrize("seed", range(3))
+def test_kernels_maxproduct_numbers_and_not(rows, seed):
+    """The CPU loop takes a faster path for weight blocks and rows whose candidates are all
+    numbers: mixed with ±inf and NaN entries and weights (inf·0 = NaN) in other rows and blocks
+    of the same call, every output equals the float64 reference, NaN where it is NaN."""
+    rng = np.random.default_rng(seed)
+    C, N = 64, 300  # three column blocks of the loop
+    p = rng.normal(size=(2, rows, C)).astype(np.float32)
+    n = p - np.abs(rng.normal(size=p.shape)).astype(np.float32)
+    dead = rng.random(p.shape) < 0.2
+    p[dead], n[dead] = -np.inf, np.inf
+    w = rng.normal(size=(C, N)).astype(np.float32)
+    w[rng.random(w.shape) < 0.1] = 0.0
+    b, m = rng.integers(2), rng.integers(rows)  # one row meets inf (·0: NaN) and NaN entries
+    p[b, m, :3], n[b, m, :3] = [np.inf, np.nan, 2.0], [1.0, np.nan, -np.inf]
+    w[rng.integers(C), rng.integers(200, N)] = np.inf  # only the last block holds non-numbers
+    w[rng.integers(C), rng.integers(200, N)] = np.nan
+    for nc in (False, True):
+        op, on = kernels.cpu.maxproduct_numpy(p, n, w.T[None].copy() if nc else w[None], nc=nc)
+        for i in range(2):
+            rp, rn = _ref_maxproduct(p[i], n[i], w)
+            for got, want in ((op[i], rp), (on[i], rn)):
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+                fin = ~np.isnan(want)
+                np.testing.assert_allclose(got[fin], want[fin], rtol=1e-6)
+
+
 def test_kernels_maxabs_and_arg_nan():
     p, n, w = _kernel_operands()
     rp, _ = _ref_maxproduct(p, n, w)

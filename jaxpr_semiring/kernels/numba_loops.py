@@ -138,11 +138,51 @@ def task_range(t, M, N, nblk, chunks, rows):
     return t // (nblk * chunks), j0, min(BLOCK_N, N - j0), m0, min(M, m0 + rows)
 
 
+@numba.njit(cache=True)
+def finite(x):
+    """Whether every element of ``x`` is a number (not ±inf, not NaN)."""
+    for v in x.ravel():
+        if not abs(v) < np.inf:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def finite_row(prow, nrow, cs):
+    """Whether the live entries (top_pos ≠ −inf) of a row's contraction indices ``cs`` are
+    numbers on both chains."""
+    for c in cs:
+        if prow[c] != -np.inf and not (abs(prow[c]) < np.inf and abs(nrow[c]) < np.inf):
+            return False
+    return True
+
+
+# Without NaN (``nnan``) the max and min below are single instructions: numba's NaN-propagating
+# np.maximum / np.minimum cost a compare and a blend each, and the sign choice another two. Run
+# only on candidates that are all numbers (finite weights and entries: no NaN, and no inf·0),
+# where p ≥ n, so w·p and w·n are the two chains' candidates in the order of w's sign.
+@numba.njit(cache=True, fastmath={"nnan", "nsz"})
+def maxproduct_finite(prow, nrow, cs, blk, accp, accn):
+    for k in range(cs.size):
+        pc = prow[cs[k]]
+        if pc == -np.inf:  # 0̄: no candidate
+            continue
+        ncv = nrow[cs[k]]
+        for j in range(accp.size):
+            a = blk[k, j] * pc
+            b = blk[k, j] * ncv
+            hi = a if a > b else b
+            lo = b if a > b else a
+            accp[j] = accp[j] if accp[j] > hi else hi
+            accn[j] = accn[j] if accn[j] < lo else lo
+
+
 def maxproduct_task(with_arg):
     # For a weight w < 0 the larger of w·p and w·n is w·n (sign-aware scaling without a
     # max). With ``with_arg`` (a compile-time constant: the branches are pruned) also the
     # arg-max: 2·c + chain (0: from top_pos, 1: from top_neg) of the first winning
-    # candidate, −1 for none, and that candidate's edge weight.
+    # candidate, −1 for none, and that candidate's edge weight. Without it, rows whose
+    # candidates are all numbers run :func:`maxproduct_finite`.
     @numba.njit(cache=True)
     def task(t, p, n, w, nc, iv, iw, out_p, out_n, arg_p, arg_n, wt_p, wt_n, alive, split_):
         nblk, chunks, rows = split_
@@ -150,6 +190,7 @@ def maxproduct_task(with_arg):
         cs = np.nonzero(alive[bw, t % chunks])[0]
         blk = np.empty((cs.size, nb), w.dtype)
         fill(w, nc, bw, j0, nb, cs, blk, False, blk)
+        numbers = not with_arg and finite(blk)
         accp = np.empty(nb, out_p.dtype)
         accn = np.empty(nb, out_p.dtype)
         ap = np.empty(nb if with_arg else 0, np.int32)
@@ -165,6 +206,11 @@ def maxproduct_task(with_arg):
                     ap[:] = -1
                     an[:] = -1
                 prow, nrow = p[bv, m], n[bv, m]
+                if numbers and finite_row(prow, nrow, cs):
+                    maxproduct_finite(prow, nrow, cs, blk, accp, accn)
+                    out_p[b, m, j0 : j0 + nb] = accp
+                    out_n[b, m, j0 : j0 + nb] = accn
+                    continue
                 for k in range(cs.size):
                     pc = prow[cs[k]]
                     if pc == -np.inf:  # 0̄: no candidate (a NaN entry is one)
@@ -468,12 +514,17 @@ def _dtype(frame):
     return _load_i32(_item(frame, ARGS, 0) + BUF_DTYPE)
 
 
-# One runner per (kernel, serial or parallel), each calling its loop directly: a runner that
+# The runners. A serial one is a numba function calling its loop directly: a runner that
 # merely contained the parallel loop (not taken) ran 10-20× slower half of the time, and a loop
 # passed as an argument, or closed over by a runner factory, is not cacheable (numba keys a
 # closure's cache entry on its pickled cells; a dispatcher pickles with a per-process id).
-# Written out, each runner is loaded from the cache with its loops inlined. The trampoline
-# picks the runner.
+# Written out, each is loaded from the cache with its loop inlined. A parallel runner is
+# Python: it reads the operands with a numba function and calls the parallel loop's
+# dispatcher. Called from inside a numba runner, the same loop ran on one thread (BERT's MLP
+# contraction, 8×30×2048×512: 70 ms at one core's load against 35 ms on both, measured on 2
+# cores), cached or not. The trampoline picks the runner.
+
+
 @numba.njit(cache=True)
 def run_maxproduct_serial(frame):
     dt = _dtype(frame)
@@ -481,16 +532,6 @@ def run_maxproduct_serial(frame):
         maxproduct_serial(*_operands(frame, np.float32(0)), *_no_args(np.float32(0)))
     elif dt == F64:
         maxproduct_serial(*_operands(frame, np.float64(0)), *_no_args(np.float64(0)))
-    return 0 if dt == F32 or dt == F64 else 1
-
-
-@numba.njit(cache=True)
-def run_maxproduct_parallel(frame):
-    dt = _dtype(frame)
-    if dt == F32:
-        maxproduct_parallel(*_operands(frame, np.float32(0)), *_no_args(np.float32(0)))
-    elif dt == F64:
-        maxproduct_parallel(*_operands(frame, np.float64(0)), *_no_args(np.float64(0)))
     return 0 if dt == F32 or dt == F64 else 1
 
 
@@ -505,32 +546,12 @@ def run_maxproduct_arg_serial(frame):
 
 
 @numba.njit(cache=True)
-def run_maxproduct_arg_parallel(frame):
-    dt = _dtype(frame)
-    if dt == F32:
-        maxproduct_arg_parallel(*_operands(frame, np.float32(0)), *_args(frame, np.float32(0)))
-    elif dt == F64:
-        maxproduct_arg_parallel(*_operands(frame, np.float64(0)), *_args(frame, np.float64(0)))
-    return 0 if dt == F32 or dt == F64 else 1
-
-
-@numba.njit(cache=True)
 def run_maxabs_serial(frame):
     dt = _dtype(frame)
     if dt == F32:
         maxabs_serial(*_operands(frame, np.float32(0)))
     elif dt == F64:
         maxabs_serial(*_operands(frame, np.float64(0)))
-    return 0 if dt == F32 or dt == F64 else 1
-
-
-@numba.njit(cache=True)
-def run_maxabs_parallel(frame):
-    dt = _dtype(frame)
-    if dt == F32:
-        maxabs_parallel(*_operands(frame, np.float32(0)))
-    elif dt == F64:
-        maxabs_parallel(*_operands(frame, np.float64(0)))
     return 0 if dt == F32 or dt == F64 else 1
 
 
@@ -561,20 +582,34 @@ def run_lowrank_serial(frame):
     return 0 if dt == F32 or dt == F64 else 1
 
 
-@numba.njit(cache=True)
-def run_lowrank_parallel(frame):
-    dt = _dtype(frame)
-    if dt == F32:
-        lowrank_parallel(*_lowrank_operands(frame, np.float32(0)))
-    elif dt == F64:
-        lowrank_parallel(*_lowrank_operands(frame, np.float64(0)))
-    return 0 if dt == F32 or dt == F64 else 1
+def parallel_runner(loop, operands, extra=None):
+    """``run(frame)``: ``loop(*operands(frame, like), *extra(frame, like))`` on numba's threads,
+    ``like`` a scalar of the operands' dtype; 1 for operands neither float32 nor float64."""
+
+    def run(frame):
+        dt = _dtype(frame)
+        if dt != F32 and dt != F64:
+            return 1
+        like = np.float32(0) if dt == F32 else np.float64(0)
+        loop(*operands(frame, like), *(extra(frame, like) if extra else ()))
+        return 0
+
+    return run
 
 
 # RUNNERS[name][parallel](frame) -> 0, or 1 for operands neither float32 nor float64
 RUNNERS = dict(
-    maxproduct={False: run_maxproduct_serial, True: run_maxproduct_parallel},
-    maxproduct_arg={False: run_maxproduct_arg_serial, True: run_maxproduct_arg_parallel},
-    maxabs={False: run_maxabs_serial, True: run_maxabs_parallel},
-    maxproduct_lowrank={False: run_lowrank_serial, True: run_lowrank_parallel},
+    maxproduct={
+        False: run_maxproduct_serial,
+        True: parallel_runner(maxproduct_parallel, _operands, lambda frame, like: _no_args(like)),
+    },
+    maxproduct_arg={
+        False: run_maxproduct_arg_serial,
+        True: parallel_runner(maxproduct_arg_parallel, _operands, _args),
+    },
+    maxabs={False: run_maxabs_serial, True: parallel_runner(maxabs_parallel, _operands)},
+    maxproduct_lowrank={
+        False: run_lowrank_serial,
+        True: parallel_runner(lowrank_parallel, _lowrank_operands),
+    },
 )
