@@ -40,6 +40,7 @@ __all__ = [
     "max_nan",
     "min_nan",
     "nan_first_better",
+    "first_best",
     "first_best_reduce",
     "broadcast_to",
 ]
@@ -212,6 +213,32 @@ def nan_first_better(val_a, code_a, val_b, code_b, larger: bool):
     strictly = (val_b > val_a) if larger else (val_b < val_a)
     tie = (val_b == val_a) | (na & nb)
     return (nb & ~na) | strictly | (tie & (code_b < code_a))
+
+
+def first_best(chain, axes, larger: bool = True):
+    """Reduce one chain of (value, int code, payload) over ``axes`` in one variadic reduce: the
+    first-best candidate in :func:`nan_first_better`'s order (NaN first, then the larger
+    (``larger``) or smaller value, then the smaller code). With nothing to reduce:
+    (∓inf, the code dtype's max, 0). :func:`first_best_reduce` does two chains at once.
+
+    >>> import jax.numpy as jnp
+    >>> v, c, w = first_best((jnp.array([1.0, 3.0, 3.0]), jnp.array([5, 9, 2]),
+    ...                       jnp.array([10.0, 20.0, 30.0])), (0,))
+    >>> float(v), int(c), float(w)
+    (3.0, 2, 30.0)
+    """
+    value, code, payload = chain
+
+    def better(a, b):
+        take = nan_first_better(a[0], a[1], b[0], b[1], larger)
+        return tuple(jnp.where(take, y, x) for x, y in zip(a, b))
+
+    init = (
+        jnp.array(-jnp.inf if larger else jnp.inf, value.dtype),
+        jnp.array(jnp.iinfo(code.dtype).max, code.dtype),
+        jnp.array(0, payload.dtype),
+    )
+    return lax.reduce((value, code, payload), init, better, tuple(axes))
 
 
 def first_best_reduce(pos, neg, axes):

@@ -44,7 +44,7 @@ from jax import lax
 from ..api import backprop, normalize_argnums
 from ..graph import Const, GraphIndex, unravel
 from ..interpreter import backward_jaxpr, value_of
-from ..numerics import nan_first_better, signed_scale
+from ..numerics import first_best, nan_first_better, signed_scale
 from ..rules import Ctx, lookup
 from ..semirings import MaxProduct
 from .pointer import PointerMaxProduct, PointerValue
@@ -369,12 +369,7 @@ def _candidates(w, gid, vp, vn, chain, here):
 def _best(keys, ptrs, ws):
     """The first-best candidate: a NaN key first (a path of product NaN beats every number),
     then the largest key, then the smallest pointer (the pointer semiring's order)."""
-    isnan = jnp.isnan(keys)
-    top = jnp.max(jnp.where(isnan, -jnp.inf, keys))
-    tied = jnp.where(jnp.any(isnan), isnan, keys == top)
-    p = jnp.min(jnp.where(tied, ptrs, _BIG))
-    i = jnp.argmax(tied & (ptrs == p))
-    return keys[i], ptrs[i], ws[i]
+    return first_best((keys, ptrs, ws), (0,))
 
 
 class _TopWalk(Walk):
