@@ -296,10 +296,10 @@ def test_nan_beyond_a_dead_relu():
 def _ref_maxproduct(p, n, w):
     """float64 numpy reference of the MaxProduct contraction [M, C] x [C, N], IEEE NaN."""
     p, n, w = (np.asarray(a, np.float64) for a in (p, n, w))
-    cand_hi = np.where(w[None] >= 0, p[:, :, None] * w[None], n[:, :, None] * w[None])
-    cand_lo = np.where(w[None] >= 0, n[:, :, None] * w[None], p[:, :, None] * w[None])
     dead = (p == -np.inf)[:, :, None]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf·0 = NaN is part of the reference
+        cand_hi = np.where(w[None] >= 0, p[:, :, None] * w[None], n[:, :, None] * w[None])
+        cand_lo = np.where(w[None] >= 0, n[:, :, None] * w[None], p[:, :, None] * w[None])
         hi = np.where(dead, -np.inf, cand_hi).max(1)
         lo = np.where(dead, np.inf, cand_lo).min(1)
     return hi, lo

@@ -4,9 +4,11 @@
 matrix). An FFI custom call instead hands the handler XLA's own buffers. The handler registered
 here is a small ``ctypes`` trampoline: it answers XLA's metadata query (which FFI API version
 the handler speaks: the installed jaxlib's own), then passes the address of the
-``XLA_FFI_CallFrame`` to a numba function that reads the buffers' data pointers and dimensions
-straight from the frame, views them as arrays, and runs the loop in place: on numba's threads
-for large calls, on XLA's calling thread for small ones. The trampoline holds the GIL, but a
+``XLA_FFI_CallFrame`` to a runner: numba code reads the buffers' data pointers and dimensions
+straight from the frame and views them as arrays, and the loop runs on them in place: on
+XLA's calling thread for small calls (the runner is one numba function), on numba's threads
+for large ones (the runner is Python calling the parallel loop: called from numba code that
+loop ran on one thread, :mod:`.numba_loops`). The trampoline holds the GIL, but a
 threaded loop releases it while its threads run: with several devices in one process (a
 ``shard_map`` over host devices) their loops run at once, which numba's ``omp`` and ``tbb``
 threading layers allow (its ``workqueue`` layer aborts the process instead).
