@@ -490,3 +490,50 @@ def test_pallas_interpret(shape):
         rp, rn = ref_maxproduct(p[b], n[b], w[b], (((1,), (0,)), ((), ())))
         exact(op[b], rp)
         exact(on[b], rn)
+
+
+@pytest.mark.skipif(not kernels.cpu.available(), reason="numba not installed")
+@pytest.mark.parametrize(
+    "T,rows,vectors,lanes",
+    [("float", 1, 2, 4), ("float", 2, 2, 8), ("float", 4, 2, 16), ("double", 2, 3, 2)],
+)
+def test_register_tile_ir(T, rows, vectors, lanes):
+    """The CPU loop's register tiles are LLVM IR made for the host's vector width; the other
+    widths' IR, compiled here by llvmlite for the generic target and called through
+    ctypes: op[r, j] = max_i max(w·p, w·n), on[r, j] the min, over the rows ks of the block."""
+    import ctypes
+
+    import llvmlite.binding as ll
+
+    from jaxpr_semiring.kernels import numba_loops
+
+    text = numba_loops.tile_ir("tile", T, rows, vectors, lanes) + "\nattributes #0 = { nounwind }\n"
+    module = ll.parse_assembly(text)
+    module.verify()
+    engine = ll.create_mcjit_compiler(
+        module, ll.Target.from_default_triple().create_target_machine()
+    )
+    engine.finalize_object()
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    fn = ctypes.CFUNCTYPE(None, ptr, ptr, ptr, i64, ptr, i64, ptr, ptr)(
+        engine.get_function_address("tile")
+    )
+    dt = np.float32 if T == "float" else np.float64
+    rng = np.random.default_rng(0)
+    K, nbp = 37, 3 * vectors * lanes
+    blk = rng.normal(size=(50, nbp)).astype(dt)
+    ks = rng.choice(50, K, replace=False).astype(np.int64)
+    pv = rng.normal(size=(rows, K)).astype(dt)
+    nv = pv - np.abs(rng.normal(size=pv.shape)).astype(dt)
+    op, on = np.empty((rows, nbp), dt), np.empty((rows, nbp), dt)
+    fn(
+        *(a.ctypes.data for a in (pv, nv, ks)),
+        K,
+        blk.ctypes.data,
+        nbp,
+        op.ctypes.data,
+        on.ctypes.data,
+    )
+    a, b = blk[ks][None] * pv[:, :, None], blk[ks][None] * nv[:, :, None]
+    np.testing.assert_array_equal(op, np.maximum(a, b).max(1))
+    np.testing.assert_array_equal(on, np.minimum(a, b).min(1))

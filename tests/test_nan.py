@@ -347,17 +347,21 @@ def test_kernels_maxproduct_nan():
 @pytest.mark.skipif(not NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("rows", [2, 16])  # a serial call and a parallel one
 @pytest.mark.parametrize("seed", range(3))
-def test_kernels_maxproduct_numbers_and_not(rows, seed):
-    """The CPU loop takes a faster path for weight blocks and rows whose candidates are all
-    numbers: mixed with ±inf and NaN entries and weights (inf·0 = NaN) in other rows and blocks
-    of the same call, every output equals the float64 reference, NaN where it is NaN."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_maxproduct_numbers_and_not(rows, seed, dtype):
+    """The CPU loop takes a faster path (register tiles) for weight blocks and rows whose
+    candidates are all numbers: rows with every entry live several at a time, rows with 0̄
+    entries one at a time. Mixed with ±inf and NaN entries and weights (inf·0 = NaN) in other
+    rows and blocks of the same call, every output equals the float64 reference, NaN where it
+    is NaN."""
     rng = np.random.default_rng(seed)
-    C, N = 64, 300  # three column blocks of the loop
-    p = rng.normal(size=(2, rows, C)).astype(np.float32)
-    n = p - np.abs(rng.normal(size=p.shape)).astype(np.float32)
-    dead = rng.random(p.shape) < 0.2
+    C, N = 64, 300  # three column blocks of the loop, the last one not a whole tile
+    p = rng.normal(size=(2, rows, C)).astype(dtype)
+    n = p - np.abs(rng.normal(size=p.shape)).astype(dtype)
+    dead = (rng.random(p.shape) < 0.2) & (rng.random((2, rows, 1)) < 0.5)  # about half the rows
+    dead[0, -1] = True  # a row with no live entry
     p[dead], n[dead] = -np.inf, np.inf
-    w = rng.normal(size=(C, N)).astype(np.float32)
+    w = rng.normal(size=(C, N)).astype(dtype)
     w[rng.random(w.shape) < 0.1] = 0.0
     b, m = rng.integers(2), rng.integers(rows)  # one row meets inf (·0: NaN) and NaN entries
     p[b, m, :3], n[b, m, :3] = [np.inf, np.nan, 2.0], [1.0, np.nan, -np.inf]
@@ -365,6 +369,7 @@ def test_kernels_maxproduct_numbers_and_not(rows, seed):
     w[rng.integers(C), rng.integers(200, N)] = np.nan
     for nc in (False, True):
         op, on = kernels.cpu.maxproduct_numpy(p, n, w.T[None].copy() if nc else w[None], nc=nc)
+        assert op.dtype == dtype
         for i in range(2):
             rp, rn = _ref_maxproduct(p[i], n[i], w)
             for got, want in ((op[i], rp), (on[i], rn)):

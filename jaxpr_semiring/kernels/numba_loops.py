@@ -12,7 +12,9 @@ Loops. Each parallel task takes one block of ``BLOCK_N`` output columns (and a s
 rows): it copies the live rows of that block of the weights once into a buffer that stays in
 cache, transposing on the way when the weights are stored [N, C] (a dense layer's kernel read
 backwards), then streams every row's contraction through it. The weights are never transposed
-or copied whole, and each live one is read from memory once per call.
+or copied whole, and each live one is read from memory once per call. Max-product rows whose
+candidates are all numbers go through register tiles written in LLVM IR (:func:`tile_ir`):
+several rows and columns of both chains held in vector registers for the whole contraction.
 
 The low-rank loop (:func:`lowrank_task`) contracts an atomic block's Jacobian that is never
 stored: each task builds the entries of one row and block of probes from the factors where it
@@ -30,10 +32,13 @@ batch element through index arrays, as :func:`.cpu.batch_index` does on the host
 
 from __future__ import annotations
 
+import llvmlite.binding as ll
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
+from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 
 from .ffi_abi import (
@@ -147,50 +152,200 @@ def finite(x):
     return True
 
 
-@numba.njit(cache=True)
-def finite_row(prow, nrow, cs):
-    """Whether the live entries (top_pos ≠ −inf) of a row's contraction indices ``cs`` are
-    numbers on both chains."""
-    for c in cs:
-        if prow[c] != -np.inf and not (abs(prow[c]) < np.inf and abs(nrow[c]) < np.inf):
-            return False
-    return True
+# --- Register tiles: the fast path's contraction in LLVM IR
+#
+# numba writes each candidate's max and min back to the accumulator rows in memory (two loads
+# and two stores per vector of candidates) and LLVM keeps its vectors 256 bits wide on AVX-512
+# hosts ("prefer-vector-width"), so the loop above ran at about 8 G candidates/s per core. A
+# tile holds TILE_ROWS rows × TILE_VECTORS vectors of output columns of both chains in
+# registers for the whole contraction: one weight load serves every row of the tile, one
+# broadcast every vector. Written as IR because numba has no vector types and cannot set the
+# function attributes that allow 512-bit registers; the tile's arithmetic is
+# the loop's (a compare and a select per max and per min), so the numbers are the same.
 
 
-# Without NaN (``nnan``) the max and min below are single instructions: numba's NaN-propagating
-# np.maximum / np.minimum cost a compare and a blend each, and the sign choice another two. Run
-# only on candidates that are all numbers (finite weights and entries: no NaN, and no inf·0),
-# where p ≥ n, so w·p and w·n are the two chains' candidates in the order of w's sign.
-@numba.njit(cache=True, fastmath={"nnan", "nsz"})
-def maxproduct_finite(prow, nrow, cs, blk, accp, accn):
+def _vector_bits() -> int:
+    """The host's widest float vector register: 512 (AVX-512), 256 (AVX) or 128."""
+    features = ll.get_host_cpu_features()
+    return 512 if features.get("avx512f") else 256 if features.get("avx") else 128
+
+
+VECTOR_BITS = _vector_bits()
+# accumulators: TILE_ROWS · TILE_VECTORS · 2 registers (16 of AVX-512's 32; 8 of AVX's 16)
+TILE_ROWS, TILE_VECTORS = (4, 2) if VECTOR_BITS == 512 else (2, 2)
+TILE_BYTES = TILE_VECTORS * VECTOR_BITS // 8  # a tile's width in bytes: blocks are padded to it
+
+
+def tile_ir(name: str, T: str, rows: int, vectors: int, lanes: int) -> str:
+    """``void name(pv, nv, ks, K, blk, nbp, op, on)``: for each tile of ``vectors · lanes``
+    columns j, op[r, j] = max over i < K of the larger of blk[ks[i], j]·pv[r, i] and
+    blk[ks[i], j]·nv[r, i], on[r, j] the min of the smaller, for r < ``rows`` (pv, nv: [rows, K];
+    blk, op, on: rows of nbp, a multiple of the tile's width). Candidates must be numbers."""
+    VT, MT = f"<{lanes} x {T}>", f"<{lanes} x i1>"
+    splat = lambda bits: "<" + ", ".join([f"{T} {bits}"] * lanes) + ">"
+    accs = [f"{r}_{v}" for r in range(rows) for v in range(vectors)]
+    o = [
+        f"define void @{name}(ptr noalias %pv, ptr noalias %nv, ptr noalias %ks, i64 %K, "
+        "ptr noalias %blk, i64 %nbp, ptr noalias %op, ptr noalias %on) #0 {",
+        "entry:\n  br label %jhead",
+        "jhead:\n  %j = phi i64 [0, %entry], [%jn, %kexit]",
+        "  %jc = icmp ult i64 %j, %nbp\n  br i1 %jc, label %kpre, label %done",
+        "kpre:\n  br label %khead",
+        "khead:\n  %k = phi i64 [0, %kpre], [%kn, %kbody]",
+    ]
+    for s in accs:
+        o.append(f"  %h{s} = phi {VT} [{splat('0xFFF0000000000000')}, %kpre], [%h{s}n, %kbody]")
+        o.append(f"  %l{s} = phi {VT} [{splat('0x7FF0000000000000')}, %kpre], [%l{s}n, %kbody]")
+    o += [
+        "  %kc = icmp ult i64 %k, %K\n  br i1 %kc, label %kbody, label %kexit",
+        "kbody:\n  %kp = getelementptr i64, ptr %ks, i64 %k\n  %ki = load i64, ptr %kp",
+        "  %ro = mul i64 %ki, %nbp\n  %off = add i64 %ro, %j",
+    ]
+    for v in range(vectors):
+        o.append(f"  %o{v} = add i64 %off, {v * lanes}")
+        o.append(f"  %wp{v} = getelementptr {T}, ptr %blk, i64 %o{v}")
+        o.append(f"  %w{v} = load {VT}, ptr %wp{v}, align 4")
+    for r in range(rows):
+        o.append(f"  %x{r} = mul i64 %K, {r}\n  %y{r} = add i64 %x{r}, %k")
+        for c, src in (("p", "pv"), ("n", "nv")):
+            o.append(f"  %{c}q{r} = getelementptr {T}, ptr %{src}, i64 %y{r}")
+            o.append(f"  %{c}s{r} = load {T}, ptr %{c}q{r}")
+            o.append(f"  %{c}e{r} = insertelement {VT} poison, {T} %{c}s{r}, i32 0")
+            o.append(
+                f"  %{c}b{r} = shufflevector {VT} %{c}e{r}, {VT} poison, "
+                f"<{lanes} x i32> zeroinitializer"
+            )
+    for s in accs:
+        r, v = s.split("_")
+        o += [
+            f"  %a{s} = fmul {VT} %w{v}, %pb{r}\n  %b{s} = fmul {VT} %w{v}, %nb{r}",
+            f"  %c{s} = fcmp ogt {VT} %a{s}, %b{s}",
+            f"  %hi{s} = select {MT} %c{s}, {VT} %a{s}, {VT} %b{s}",
+            f"  %lo{s} = select {MT} %c{s}, {VT} %b{s}, {VT} %a{s}",
+            f"  %ch{s} = fcmp ogt {VT} %h{s}, %hi{s}",
+            f"  %h{s}n = select {MT} %ch{s}, {VT} %h{s}, {VT} %hi{s}",
+            f"  %cl{s} = fcmp olt {VT} %l{s}, %lo{s}",
+            f"  %l{s}n = select {MT} %cl{s}, {VT} %l{s}, {VT} %lo{s}",
+        ]
+    o.append("  %kn = add i64 %k, 1\n  br label %khead\nkexit:")
+    for r in range(rows):
+        o.append(f"  %ox{r} = mul i64 %nbp, {r}\n  %oy{r} = add i64 %ox{r}, %j")
+    for s in accs:
+        r, v = s.split("_")
+        o += [
+            f"  %oz{s} = add i64 %oy{r}, {int(v) * lanes}",
+            f"  %hp{s} = getelementptr {T}, ptr %op, i64 %oz{s}",
+            f"  store {VT} %h{s}, ptr %hp{s}, align 4",
+            f"  %lp{s} = getelementptr {T}, ptr %on, i64 %oz{s}",
+            f"  store {VT} %l{s}, ptr %lp{s}, align 4",
+        ]
+    o += [f"  %jn = add i64 %j, {vectors * lanes}\n  br label %jhead", "done:\n  ret void\n}"]
+    return "\n".join(o)
+
+
+def _tile_library():
+    """numba's code library holding the tiles, and {(dtype, rows): (symbol, width)}."""
+    texts, symbols = [], {}
+    for dtype, T in ((types.float32, "float"), (types.float64, "double")):
+        lanes = VECTOR_BITS // (8 * np.dtype(str(dtype)).itemsize)
+        for rows in sorted({1, TILE_ROWS}):
+            name = f"jaxpr_semiring_tile_{T}_{rows}x{TILE_VECTORS}"
+            texts.append(tile_ir(name, T, rows, TILE_VECTORS, lanes))
+            symbols[dtype, rows] = (name, TILE_VECTORS * lanes)
+    attrs = f'"min-legal-vector-width"="{VECTOR_BITS}" "prefer-vector-width"="{VECTOR_BITS}"'
+    module = ll.parse_assembly("\n\n".join(texts) + f"\n\nattributes #0 = {{ nounwind {attrs} }}\n")
+    module.verify()
+    library = cpu_target.target_context.codegen().create_library("jaxpr_semiring_tiles")
+    library.add_llvm_module(module)
+    return library, symbols
+
+
+_TILES, _TILE_SYMBOLS = _tile_library()
+
+
+def tile_library():
+    # a module function, so that numba's cache key pickles a reference to it, not the library
+    return _TILES
+
+
+@intrinsic
+def tile(typingctx, pv, nv, ks, K, blk, nbp, op, on):
+    """Call the tile of ``pv.ndim == 2 and TILE_ROWS or 1`` rows (C-contiguous arrays)."""
+    rows = TILE_ROWS if pv.ndim == 2 else 1
+    name = _TILE_SYMBOLS[blk.dtype, rows][0]
+    sig = types.void(pv, nv, ks, K, blk, nbp, op, on)
+
+    def codegen(context, builder, sig, args):
+        context.active_code_library.add_linking_library(tile_library())
+        ptr, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, ptr, ptr, i64, ptr, i64, ptr, ptr])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+
+        def data(i):
+            array = context.make_array(sig.args[i])(context, builder, args[i])
+            return builder.bitcast(array.data, ptr)
+
+        builder.call(fn, [data(0), data(1), data(2), args[3], data(4), args[5], data(6), data(7)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, inline="always")
+def gather_row(prow, nrow, cs, pv, nv, ks):
+    """The live entries of a row at contraction indices ``cs`` into pv, nv (their positions in
+    ``cs`` into ks): how many, or −1 if one is not a number (the row takes the NaN-aware loop)."""
+    i = 0
     for k in range(cs.size):
         pc = prow[cs[k]]
-        if pc == -np.inf:  # 0̄: no candidate
+        if pc == -np.inf:
             continue
         ncv = nrow[cs[k]]
-        for j in range(accp.size):
-            a = blk[k, j] * pc
-            b = blk[k, j] * ncv
-            hi = a if a > b else b
-            lo = b if a > b else a
-            accp[j] = accp[j] if accp[j] > hi else hi
-            accn[j] = accn[j] if accn[j] < lo else lo
+        if not (abs(pc) < np.inf and abs(ncv) < np.inf):
+            return -1
+        pv[i] = pc
+        nv[i] = ncv
+        ks[i] = k
+        i += 1
+    return i
+
+
+@numba.njit(cache=True, inline="always")
+def store_tile(slot, g, tp, tn, out_p, out_n, j0, nb):
+    """The first g rows of a tile's results to their (b, m) in the outputs."""
+    for r in range(g):
+        out_p[slot[r, 0], slot[r, 1], j0 : j0 + nb] = tp[r, :nb]
+        out_n[slot[r, 0], slot[r, 1], j0 : j0 + nb] = tn[r, :nb]
 
 
 def maxproduct_task(with_arg):
     # For a weight w < 0 the larger of w·p and w·n is w·n (sign-aware scaling without a
     # max). With ``with_arg`` (a compile-time constant: the branches are pruned) also the
     # arg-max: 2·c + chain (0: from top_pos, 1: from top_neg) of the first winning
-    # candidate, −1 for none, and that candidate's edge weight. Without it, rows whose
-    # candidates are all numbers run :func:`maxproduct_finite`.
+    # candidate, −1 for none, and that candidate's edge weight. Without it, a block of
+    # weights that are all numbers runs its rows of numbers through the register tiles:
+    # rows with every entry live TILE_ROWS at a time, the others one at a time on their live
+    # entries; rows with an inf or a NaN take the loop below.
     @numba.njit(cache=True)
     def task(t, p, n, w, nc, iv, iw, out_p, out_n, arg_p, arg_n, wt_p, wt_n, alive, split_):
         nblk, chunks, rows = split_
         bw, j0, nb, m0, m1 = task_range(t, out_p.shape[1], out_p.shape[2], nblk, chunks, rows)
         cs = np.nonzero(alive[bw, t % chunks])[0]
-        blk = np.empty((cs.size, nb), w.dtype)
+        K = cs.size
+        width = 1 if with_arg else TILE_BYTES // out_p.itemsize
+        nbp = (nb + width - 1) // width * width  # padded with weight 0: computed, not stored
+        blk = np.zeros((K, nbp), w.dtype)
         fill(w, nc, bw, j0, nb, cs, blk, False, blk)
         numbers = not with_arg and finite(blk)
+        R = TILE_ROWS if numbers else 0
+        pv = np.zeros((R, K), out_p.dtype)
+        nv = np.zeros((R, K), out_p.dtype)
+        tp = np.empty((R, nbp), out_p.dtype)
+        tn = np.empty((R, nbp), out_p.dtype)
+        every = np.arange(K if numbers else 0)
+        ks = np.empty(K if numbers else 0, np.int64)
+        slot = np.empty((R, 2), np.int64)  # (b, m) of each row in the tile
+        g = 0
         accp = np.empty(nb, out_p.dtype)
         accn = np.empty(nb, out_p.dtype)
         ap = np.empty(nb if with_arg else 0, np.int32)
@@ -206,11 +361,21 @@ def maxproduct_task(with_arg):
                     ap[:] = -1
                     an[:] = -1
                 prow, nrow = p[bv, m], n[bv, m]
-                if numbers and finite_row(prow, nrow, cs):
-                    maxproduct_finite(prow, nrow, cs, blk, accp, accn)
-                    out_p[b, m, j0 : j0 + nb] = accp
-                    out_n[b, m, j0 : j0 + nb] = accn
-                    continue
+                if numbers:
+                    live = gather_row(prow, nrow, cs, pv[g], nv[g], ks)
+                    if live == K:
+                        slot[g, 0], slot[g, 1] = b, m
+                        g += 1
+                        if g == R:
+                            tile(pv, nv, every, K, blk, nbp, tp, tn)
+                            store_tile(slot, g, tp, tn, out_p, out_n, j0, nb)
+                            g = 0
+                        continue
+                    if live >= 0:
+                        tile(pv[g], nv[g], ks, live, blk, nbp, tp[0], tn[0])
+                        out_p[b, m, j0 : j0 + nb] = tp[0, :nb]
+                        out_n[b, m, j0 : j0 + nb] = tn[0, :nb]
+                        continue
                 for k in range(cs.size):
                     pc = prow[cs[k]]
                     if pc == -np.inf:  # 0̄: no candidate (a NaN entry is one)
@@ -236,6 +401,9 @@ def maxproduct_task(with_arg):
                 if with_arg:
                     winners(ap, cs, blk, arg_p[b, m, j0 : j0 + nb], wt_p[b, m, j0 : j0 + nb])
                     winners(an, cs, blk, arg_n[b, m, j0 : j0 + nb], wt_n[b, m, j0 : j0 + nb])
+        if g:  # the last rows: the tile's other rows hold earlier (finite) entries
+            tile(pv, nv, every, K, blk, nbp, tp, tn)
+            store_tile(slot, g, tp, tn, out_p, out_n, j0, nb)
 
     return task
 
