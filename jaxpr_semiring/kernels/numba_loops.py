@@ -171,9 +171,10 @@ def _vector_bits() -> int:
 
 
 VECTOR_BITS = _vector_bits()
-# accumulators: TILE_ROWS · TILE_VECTORS · 2 registers (16 of AVX-512's 32; 8 of AVX's 16)
+# accumulators: TILE_ROWS · TILE_VECTORS · 2 registers (16 of AVX-512's 32; 8 of AVX's 16);
+# a row alone (its own live entries) takes twice the vectors: 8 accumulators
 TILE_ROWS, TILE_VECTORS = (4, 2) if VECTOR_BITS == 512 else (2, 2)
-TILE_BYTES = TILE_VECTORS * VECTOR_BITS // 8  # a tile's width in bytes: blocks are padded to it
+TILE_BYTES = 2 * TILE_VECTORS * VECTOR_BITS // 8  # the widest tile: blocks are padded to it
 
 
 def tile_ir(name: str, T: str, rows: int, vectors: int, lanes: int) -> str:
@@ -248,10 +249,10 @@ def _tile_library():
     texts, symbols = [], {}
     for dtype, T in ((types.float32, "float"), (types.float64, "double")):
         lanes = VECTOR_BITS // (8 * np.dtype(str(dtype)).itemsize)
-        for rows in sorted({1, TILE_ROWS}):
-            name = f"jaxpr_semiring_tile_{T}_{rows}x{TILE_VECTORS}"
-            texts.append(tile_ir(name, T, rows, TILE_VECTORS, lanes))
-            symbols[dtype, rows] = (name, TILE_VECTORS * lanes)
+        for rows, vectors in ((TILE_ROWS, TILE_VECTORS), (1, 2 * TILE_VECTORS)):
+            name = f"jaxpr_semiring_tile_{T}_{rows}x{vectors}"
+            texts.append(tile_ir(name, T, rows, vectors, lanes))
+            symbols[dtype, rows] = (name, vectors * lanes)
     attrs = f'"min-legal-vector-width"="{VECTOR_BITS}" "prefer-vector-width"="{VECTOR_BITS}"'
     module = ll.parse_assembly("\n\n".join(texts) + f"\n\nattributes #0 = {{ nounwind {attrs} }}\n")
     module.verify()
