@@ -11,12 +11,23 @@ Integer and boolean values are structure (they choose edges), never nodes: :func
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Ref", "Const", "Node", "Graph", "is_float", "reachable", "GraphIndex", "unravel"]
+__all__ = [
+    "Ref",
+    "Const",
+    "Node",
+    "Graph",
+    "new_ref",
+    "is_float",
+    "reachable",
+    "GraphIndex",
+    "unravel",
+]
 
 
 def is_float(x) -> bool:
@@ -30,6 +41,14 @@ class Ref(NamedTuple):
 
     key: int
     aval: Any
+
+
+_keys = itertools.count()
+
+
+def new_ref(aval) -> Ref:
+    """A variable whose key no other variable has (every graph draws its keys here)."""
+    return Ref(next(_keys), aval)
 
 
 class Const(NamedTuple):

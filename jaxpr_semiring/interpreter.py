@@ -24,7 +24,6 @@ primitive. Whoever needs to watch the walk (flow reports, top paths) passes an
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +32,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from . import _compat
-from .graph import Const, Graph, Node, Ref, is_float, reachable
+from .graph import Const, Graph, Node, Ref, is_float, new_ref, reachable
 from .repeats import MIN_PERIOD, Repeat, find_repeat
 from .rules import REWRITES, Ctx, lookup
 from .semirings import Semiring
@@ -70,7 +69,6 @@ class Observer:
         return value
 
 
-_fresh = itertools.count()
 # Whether run() walks repeated blocks as one lax.scan: True, False, or None (automatic: from
 # AUTO_SCAN_BLOCKS blocks on). See scan_repeats.
 _SCAN_REPEATS = [
@@ -112,11 +110,12 @@ def scan_repeats(enabled: bool | None = True) -> Iterator[None]:
 
 def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "") -> Graph:
     """Inline call-like equations into one list of nodes with fresh variables."""
-    in_atoms = [Ref(next(_fresh), v.aval) for v in jaxpr.invars]
+    in_atoms = [new_ref(v.aval) for v in jaxpr.invars]
     nodes: list[Node] = []
     out_atoms = _inline(jaxpr, consts, in_atoms, prefix, nodes)
+    keep = frozenset(a.key for a in out_atoms if isinstance(a, Ref))
     for rewrite in REWRITES:
-        nodes = rewrite(nodes)
+        nodes = rewrite(nodes, keep)
     return Graph(nodes, in_atoms, out_atoms)
 
 
@@ -146,7 +145,7 @@ def _inline(jaxpr, consts, in_atoms, prefix, nodes, shift=()):
                 shift + _compat.shift_primitives(eqn),
             )
         else:
-            outs = [Ref(next(_fresh), v.aval) for v in eqn.outvars]
+            outs = [new_ref(v.aval) for v in eqn.outvars]
             nodes.append(Node(eqn.primitive, dict(eqn.params), tuple(ins), tuple(outs), path))
             if eqn.primitive.name in shift:
                 outs = [_stop_gradient(o, path, nodes) for o in outs]
@@ -180,7 +179,7 @@ def _opaque_elementwise(eqn, body) -> bool:
 
 
 def _stop_gradient(ref, path, nodes):
-    out = Ref(next(_fresh), ref.aval)
+    out = new_ref(ref.aval)
     nodes.append(Node(lax.stop_gradient_p, {}, (ref,), (out,), path))
     return out
 
@@ -278,7 +277,7 @@ def _scan_repeat(S, graph, env, rep: Repeat, cts, wanted, accumulate):
             slot = a
         else:
             aval = a.aval if isinstance(a, Ref) else _aval_of(a.value)
-            slot = Ref(next(_fresh), aval)
+            slot = new_ref(aval)
         slot_of[ident(a)] = slot
         slots.append(slot)
     block0 = graph.nodes[lo : lo + period]

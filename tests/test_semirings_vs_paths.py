@@ -126,6 +126,55 @@ def test_transposed_operands_fold_into_contractions():
     assert dot.invars[1] is next(n for n in nodes if n.primitive.name == "transpose").outvars[0]
 
 
+def test_slices_sink_into_contractions():
+    """A slice of ``h @ w + b`` (a target reading one position of the logits) is moved to the
+    contraction's operands (rules.slices): paths unchanged for every semiring, with the index
+    traced, batch axes sliced on both operands, a size-1 (broadcast) operand axis kept whole,
+    and under ``vmap``; a value read elsewhere too, or returned, is not sliced."""
+    from jaxpr_semiring.interpreter import flatten
+
+    rng = np.random.default_rng(4)
+    h = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 6)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(6,)), jnp.float32)
+    hb = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    wb = jnp.asarray(rng.normal(size=(2, 3, 6)), jnp.float32)
+    logits = lambda h, w, b, i: jnp.sum(jnp.tanh((h @ w + b)[i]) * jnp.arange(1.0, 7.0))
+    scaled = lambda h, w, b, i: jnp.sum(jnp.sin(((h @ w) * b[None] - 0.5 * b)[i, 1:4]))
+    batch = lambda h, w, i: jnp.sum(jnp.tanh(lax.dynamic_slice(h @ w, (1, i, 2), (1, 2, 3))))
+
+    def read_twice(h, w, b, i):
+        z = h @ w + b
+        return jnp.sum(z[i]) * jnp.sum(jnp.tanh(z))
+
+    for f, args in [
+        (logits, (h, w, b, 2)),
+        (scaled, (h, w, b, 4)),
+        (batch, (hb, wb, 3)),
+        (read_twice, (h, w, b, 1)),
+    ]:
+        check_all_semirings(f, *args, argnums=(0, 1), rtol=5e-4, atol=5e-4)
+    shapes = lambda f, *a: [
+        n.outvars[0].aval.shape
+        for n in flatten(jax.make_jaxpr(f)(*a).jaxpr, jax.make_jaxpr(f)(*a).consts).nodes
+        if n.primitive.name == "dot_general"
+    ]
+    assert shapes(logits, h, w, b, 2) == [(1, 6)]
+    assert shapes(scaled, h, w, b, 4) == [(1, 3)]
+    assert shapes(batch, hb, wb, 3) == [(1, 2, 3)]
+    assert shapes(read_twice, h, w, b, 1) == [(5, 6)]
+
+    def returned(h, w):
+        z = h @ w
+        return z, lax.dynamic_slice(z, (1, 0), (1, 6))
+
+    assert shapes(returned, h, w) == [(5, 6)]
+    grads = jax.vmap(lambda i: js.semiring_grad(logits, js.Real(), argnums=(0, 1))(h, w, b, i))
+    want = jax.vmap(lambda i: jax.grad(logits, argnums=(0, 1))(h, w, b, i))
+    for g, e in zip(grads(jnp.arange(5)), want(jnp.arange(5))):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
 def test_structural_ops():
     def f(x):
         y = jnp.concatenate([x[::-1], lax.pad(x, 0.5, ((1, 0, 1),))])  # rev, pad, concatenate

@@ -257,7 +257,7 @@ def _common_path(paths) -> str:
 
 
 @register_rewrite
-def collapse_blocks(nodes: list) -> list:
+def collapse_blocks(nodes: list, keep: frozenset = frozenset()) -> list:
     """Replace each outermost block's nodes by one :data:`BLOCK` node (paths preserved: its
     edges are the block's internal reachability, its weights the total derivatives)."""
     ranges = block_ranges(nodes)

@@ -27,8 +27,9 @@ from typing import Any, Callable, Sequence
 
 
 RULES: dict[str, Callable] = {}
-# Graph rewrites applied to every flattened graph (list of nodes -> list of nodes), e.g. folding
-# a transpose into the contraction that consumes it. Each must preserve every path's product.
+# Graph rewrites applied to every flattened graph, in order: ``rewrite(nodes, keep) -> nodes``
+# (``keep``: keys of the graph's outputs, whose values must stay), e.g. folding a transpose
+# into the contraction that consumes it. Each must preserve every path's product.
 REWRITES: list[Callable] = []
 
 
@@ -63,7 +64,7 @@ def register(*prims) -> Callable[[Callable], Callable]:
 
 
 def register_rewrite(rewrite: Callable) -> Callable:
-    """Decorator adding a graph rewrite (``nodes -> nodes``) run after flattening."""
+    """Decorator adding a graph rewrite (``(nodes, keep) -> nodes``) run after flattening."""
     REWRITES.append(rewrite)
     return rewrite
 
@@ -87,7 +88,16 @@ def lookup(prim, path: str = "") -> Callable:
 
 
 # registration side effects
-from . import elementwise, structural, reductions, contractions, windows, sorting, control_flow  # noqa: E402,F401
+from . import (
+    elementwise,
+    structural,
+    reductions,
+    contractions,
+    slices,
+    windows,
+    sorting,
+    control_flow,
+)  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402,F811
 
 __all__ = [

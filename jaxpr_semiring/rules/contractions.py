@@ -85,7 +85,7 @@ def dot_general(ctx, primals_in, primals_out, cts_out, *, dimension_numbers, pre
 
 
 @register_rewrite
-def fold_transposed_operands(nodes):
+def fold_transposed_operands(nodes, keep=frozenset()):
     """dot_general(transpose(a), ...) → dot_general(a, ...) with permuted dimension numbers.
 
     The same edges and weights (a transpose only renames elements), but the semiring
