@@ -88,16 +88,8 @@ def lookup(prim, path: str = "") -> Callable:
 
 
 # registration side effects
-from . import (
-    elementwise,
-    structural,
-    reductions,
-    contractions,
-    slices,
-    windows,
-    sorting,
-    control_flow,
-)  # noqa: E402,F401
+from . import elementwise, structural, reductions, contractions  # noqa: E402,F401
+from . import slices, windows, sorting, control_flow  # noqa: E402,F401
 from .elementwise import elementwise, no_edges, identity  # noqa: E402,F811
 
 __all__ = [
