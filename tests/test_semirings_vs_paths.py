@@ -129,8 +129,8 @@ def test_transposed_operands_fold_into_contractions():
 def test_slices_sink_into_contractions():
     """A slice of ``h @ w + b`` (a target reading one position of the logits) is moved to the
     contraction's operands (rules.slices): paths unchanged for every semiring, with the index
-    traced, batch axes sliced on both operands, a size-1 (broadcast) operand axis kept whole,
-    and under ``vmap``; a value read elsewhere too, or returned, is not sliced."""
+    traced or static, batch axes sliced on both operands, a size-1 (broadcast) operand axis
+    kept whole, and under ``vmap``; a value read elsewhere too, or returned, is not sliced."""
     from jaxpr_semiring.interpreter import flatten
 
     rng = np.random.default_rng(4)
@@ -147,7 +147,13 @@ def test_slices_sink_into_contractions():
         z = h @ w + b
         return jnp.sum(z[i]) * jnp.sum(jnp.tanh(z))
 
+    last = lambda h, w, b: jnp.sum(jnp.tanh((h @ w + b)[-1]) * jnp.arange(1.0, 7.0))
+    box = lambda h, w: jnp.sum(jnp.sin((h @ w)[:, 1:4, 2:5]))
+    strided = lambda h, w: jnp.sum(jnp.sin((h @ w)[:, ::2]))
     for f, args in [
+        (last, (h, w, b)),
+        (box, (hb, wb)),
+        (strided, (h, w)),
         (logits, (h, w, b, 2)),
         (scaled, (h, w, b, 4)),
         (batch, (hb, wb, 3)),
@@ -163,6 +169,9 @@ def test_slices_sink_into_contractions():
     assert shapes(scaled, h, w, b, 4) == [(1, 3)]
     assert shapes(batch, hb, wb, 3) == [(1, 2, 3)]
     assert shapes(read_twice, h, w, b, 1) == [(5, 6)]
+    assert shapes(last, h, w, b) == [(1, 6)]
+    assert shapes(box, hb, wb) == [(2, 3, 3)]
+    assert shapes(strided, h, w) == [(5, 6)]  # strides: not sunk
 
     def returned(h, w):
         z = h @ w
