@@ -160,6 +160,8 @@ def test_slices_sink_into_contractions():
         (read_twice, (h, w, b, 1)),
     ]:
         check_all_semirings(f, *args, argnums=(0, 1), rtol=5e-4, atol=5e-4)
+    for f, args in [(logits, (h, w, b, 2)), (box, (hb, wb))]:  # weights closed over: constants
+        check_all_semirings(f, *args, argnums=0, rtol=5e-4, atol=5e-4)
     shapes = lambda f, *a: [
         n.outvars[0].aval.shape
         for n in flatten(jax.make_jaxpr(f)(*a).jaxpr, jax.make_jaxpr(f)(*a).consts).nodes
@@ -170,6 +172,7 @@ def test_slices_sink_into_contractions():
     assert shapes(batch, hb, wb, 3) == [(1, 2, 3)]
     assert shapes(read_twice, h, w, b, 1) == [(5, 6)]
     assert shapes(last, h, w, b) == [(1, 6)]
+    assert shapes(lambda h: logits(h, w, b, 2), h) == [(1, 6)]
     assert shapes(box, hb, wb) == [(2, 3, 3)]
     assert shapes(strided, h, w) == [(5, 6)]  # strides: not sunk
 

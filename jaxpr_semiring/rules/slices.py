@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import jax
 import numpy as np
 from jax import lax
 
@@ -77,16 +78,14 @@ def _sink(inner: Node, sl: Node) -> list | None:
         return _sliced(inner, sl, [[[d] for d in range(ndim)]] * len(inner.invars))
     if inner.primitive.name == "dot_general":
         (lc, rc), (lb, rb) = inner.params["dimension_numbers"]
-        x, y = inner.invars
-        if not (isinstance(x, Ref) and isinstance(y, Ref)):
-            return None
-        xfree = [d for d in range(x.aval.ndim) if d not in lc and d not in lb]
-        yfree = [d for d in range(y.aval.ndim) if d not in rc and d not in rb]
+        x, y = (_aval(a) for a in inner.invars)
+        xfree = [d for d in range(x.ndim) if d not in lc and d not in lb]
+        yfree = [d for d in range(y.ndim) if d not in rc and d not in rb]
         # output axis k → its axis in x, in y (None: not there): batch, x's free, y's free
         to = list(zip(lb, rb)) + [(d, None) for d in xfree] + [(None, d) for d in yfree]
         maps = []
         for side, operand in ((0, x), (1, y)):
-            axes = [[] for _ in range(operand.aval.ndim)]
+            axes = [[] for _ in range(operand.ndim)]
             for k, pair in enumerate(to):
                 if pair[side] is not None:
                     axes[pair[side]].append(k)
@@ -106,24 +105,25 @@ def _sliced(inner, sl, maps):
     zero = Const(np.zeros((), _index_dtype(starts))) if dynamic else 0
     new, invars = [], []
     for a, axes in zip(inner.invars, maps):
-        if isinstance(a, Const) and np.ndim(a.value) == 0:
+        aval = _aval(a)
+        if aval.ndim == 0:  # a scalar operand (elementwise)
             invars.append(a)
             continue
-        if not isinstance(a, Ref) or a.aval.ndim != len(axes):
+        if aval.ndim != len(axes):
             return None
         st, sz = [], []
         for d, ks in enumerate(axes):
-            dim = a.aval.shape[d]
+            dim = aval.shape[d]
             if not ks or (dim == 1 and full[ks[0]] != 1):
                 st.append(zero)
                 sz.append(dim)
             else:
                 st.append(starts[ks[0]])
                 sz.append(sizes[ks[0]])
-        if tuple(sz) == a.aval.shape:
+        if tuple(sz) == aval.shape:
             invars.append(a)
             continue
-        out = new_ref(a.aval.update(shape=tuple(sz)))
+        out = new_ref(aval.update(shape=tuple(sz)))
         if dynamic:
             node = Node(
                 lax.dynamic_slice_p,
@@ -139,6 +139,11 @@ def _sliced(inner, sl, maps):
         new.append(node)
         invars.append(out)
     return new + [inner._replace(invars=tuple(invars), outvars=sl.outvars)]
+
+
+def _aval(atom):
+    """A variable's aval, or a constant's (closed-over weights are constants)."""
+    return atom.aval if isinstance(atom, Ref) else jax.typeof(atom.value)
 
 
 def _index_dtype(starts):
