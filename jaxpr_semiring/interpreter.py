@@ -108,14 +108,19 @@ def scan_repeats(enabled: bool | None = True) -> Iterator[None]:
         _SCAN_REPEATS[0] = old
 
 
-def flatten(jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "") -> Graph:
-    """Inline call-like equations into one list of nodes with fresh variables."""
+def flatten(
+    jaxpr: jcore.Jaxpr, consts: Sequence, prefix: str = "", gradient: bool = False
+) -> Graph:
+    """Inline call-like equations into one list of nodes with fresh variables. ``gradient``:
+    the walk must give jax.grad's numbers (``Semiring.is_gradient``), so rewrites that drop
+    multiplications by a zero cotangent are skipped."""
     in_atoms = [new_ref(v.aval) for v in jaxpr.invars]
     nodes: list[Node] = []
     out_atoms = _inline(jaxpr, consts, in_atoms, prefix, nodes)
     keep = frozenset(a.key for a in out_atoms if isinstance(a, Ref))
     for rewrite in REWRITES:
-        nodes = rewrite(nodes, keep)
+        if not (gradient and getattr(rewrite, "drops_zero_products", False)):
+            nodes = rewrite(nodes, keep)
     return Graph(nodes, in_atoms, out_atoms)
 
 
@@ -396,7 +401,7 @@ def run(
     ``auto_scan`` (callers that read only the inputs' cotangents), from ``AUTO_SCAN_BLOCKS``
     blocks on unless ``scan_repeats(False)``.
     """
-    graph = flatten(closed.jaxpr, closed.consts)
+    graph = flatten(closed.jaxpr, closed.consts, gradient=S.is_gradient)
     env = forward(graph, args)
     outs = [value_of(env, a) for a in graph.outvars]
     sources = list(graph.invars)
@@ -432,7 +437,7 @@ def backward_jaxpr(
     ``wanted[i]`` says whether input i needs one; inputs that get no path hold ``None`` (0̄).
     This is what higher-order rules (scan bodies, cond branches) recurse with.
     """
-    graph = flatten(jaxpr, consts, prefix)
+    graph = flatten(jaxpr, consts, prefix, gradient=S.is_gradient)
     env = forward(graph, args)
     reach = reachable(graph, [r for r, w in zip(graph.invars, wanted) if w])
     cts = backward(S, graph, env, cts_out, reach)

@@ -83,6 +83,7 @@ class Tagged(Semiring):
         self.extra_axes = semiring.extra_axes
         self.name = f"Tagged({semiring.name})"
         self.zero_weight_is_edge = semiring.zero_weight_is_edge
+        self.is_gradient = semiring.is_gradient
 
     def __repr__(self):
         return f"Tagged({self.semiring!r})"

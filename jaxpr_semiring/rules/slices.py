@@ -61,6 +61,11 @@ def sink_slices(nodes: list, keep: frozenset) -> list:
             return nodes
 
 
+# rows no path reaches are never multiplied by the contraction's weights: not applied where the
+# values must be jax.grad's, whose 0·NaN there is NaN (Semiring.is_gradient)
+sink_slices.drops_zero_products = True
+
+
 def _box(node):
     """(starts, sizes) of a slice node, starts as graph atoms (dynamic) or ints; else None."""
     if node.primitive.name == "dynamic_slice":

@@ -111,6 +111,9 @@ class Semiring:
     # blocks a reachability mask; tests/test_semiring_description.py checks every semiring)
     zero_weight_is_edge: bool = True
     ignores_weights: bool = False  # values count paths whatever they weigh
+    # values are jax.grad's, 0·NaN at elements no path reaches included: graph rewrites that
+    # drop multiplications by a zero cotangent (``rules.slices``) are not applied
+    is_gradient: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

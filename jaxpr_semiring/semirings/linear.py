@@ -35,6 +35,7 @@ class Real(Semiring):
     name = "Real"
     cli_name = "real"
     zero_weight_is_edge = False
+    is_gradient = True
 
     # dtype: Semiring.dtype (at least float32, as every semiring: a bf16 model's gradient is
     # accumulated in float32; docs/semantics.md, "Low-precision models")

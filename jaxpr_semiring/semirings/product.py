@@ -44,6 +44,7 @@ class Product(Semiring):
         self.semirings = tuple(semirings)
         self.zero_weight_is_edge = any(s.zero_weight_is_edge for s in self.semirings)
         self.ignores_weights = any(s.ignores_weights for s in self.semirings)
+        self.is_gradient = any(s.is_gradient for s in self.semirings)
         self.name = "Product(" + ", ".join(s.name for s in self.semirings) + ")"
 
     def dtype(self, dtype) -> np.dtype:
