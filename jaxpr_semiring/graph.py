@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "Node",
     "Graph",
     "new_ref",
+    "aval_of",
     "is_float",
     "reachable",
     "GraphIndex",
@@ -49,6 +51,11 @@ _keys = itertools.count()
 def new_ref(aval) -> Ref:
     """A variable whose key no other variable has (every graph draws its keys here)."""
     return Ref(next(_keys), aval)
+
+
+def aval_of(atom) -> Any:
+    """A variable's aval, or a constant's (closed-over weights and literals are constants)."""
+    return atom.aval if isinstance(atom, Ref) else jax.typeof(atom.value)
 
 
 class Const(NamedTuple):

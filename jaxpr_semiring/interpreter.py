@@ -32,7 +32,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from . import _compat
-from .graph import Const, Graph, Node, Ref, is_float, new_ref, reachable
+from .graph import Const, Graph, Node, Ref, aval_of, is_float, new_ref, reachable
 from .repeats import MIN_PERIOD, Repeat, find_repeat
 from .rules import REWRITES, Ctx, lookup
 from .semirings import Semiring
@@ -281,8 +281,7 @@ def _scan_repeat(S, graph, env, rep: Repeat, cts, wanted, accumulate):
         if kind == "shared" and isinstance(a, Const):
             slot = a
         else:
-            aval = a.aval if isinstance(a, Ref) else _aval_of(a.value)
-            slot = new_ref(aval)
+            slot = new_ref(aval_of(a))
         slot_of[ident(a)] = slot
         slots.append(slot)
     block0 = graph.nodes[lo : lo + period]
@@ -369,11 +368,6 @@ def _scan_repeat(S, graph, env, rep: Repeat, cts, wanted, accumulate):
     for i, v in zip(out_pos, ys):
         for b in range(count):
             accumulate(rep.externals[b][i], jax.tree.map(lambda y: y[b], v), None)
-
-
-def _aval_of(value):
-    v = jax.numpy.asarray(value)
-    return jax.ShapeDtypeStruct(v.shape, v.dtype)
 
 
 def _check_shape(ct, aval, node):

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import jax
 import numpy as np
 from jax import lax
 
-from ..graph import Const, Node, Ref, new_ref
+from ..graph import Const, Node, Ref, aval_of, new_ref
 from . import register_rewrite
 
 ELEMENTWISE = ("add", "sub", "mul")
@@ -83,7 +82,7 @@ def _sink(inner: Node, sl: Node) -> list | None:
         return _sliced(inner, sl, [[[d] for d in range(ndim)]] * len(inner.invars))
     if inner.primitive.name == "dot_general":
         (lc, rc), (lb, rb) = inner.params["dimension_numbers"]
-        x, y = (_aval(a) for a in inner.invars)
+        x, y = (aval_of(a) for a in inner.invars)
         xfree = [d for d in range(x.ndim) if d not in lc and d not in lb]
         yfree = [d for d in range(y.ndim) if d not in rc and d not in rb]
         # output axis k → its axis in x, in y (None: not there): batch, x's free, y's free
@@ -110,7 +109,7 @@ def _sliced(inner, sl, maps):
     zero = Const(np.zeros((), _index_dtype(starts))) if dynamic else 0
     new, invars = [], []
     for a, axes in zip(inner.invars, maps):
-        aval = _aval(a)
+        aval = aval_of(a)
         if aval.ndim == 0:  # a scalar operand (elementwise)
             invars.append(a)
             continue
@@ -144,11 +143,6 @@ def _sliced(inner, sl, maps):
         new.append(node)
         invars.append(out)
     return new + [inner._replace(invars=tuple(invars), outvars=sl.outvars)]
-
-
-def _aval(atom):
-    """A variable's aval, or a constant's (closed-over weights are constants)."""
-    return atom.aval if isinstance(atom, Ref) else jax.typeof(atom.value)
 
 
 def _index_dtype(starts):
