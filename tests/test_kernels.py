@@ -537,3 +537,73 @@ def test_register_tile_ir(T, rows, vectors, lanes):
     a, b = blk[ks][None] * pv[:, :, None], blk[ks][None] * nv[:, :, None]
     np.testing.assert_array_equal(op, np.maximum(a, b).max(1))
     np.testing.assert_array_equal(on, np.minimum(a, b).min(1))
+
+
+@pytest.mark.skipif(not kernels.cpu.available(), reason="needs numba")
+def test_register_tile_refuses_strided_arrays():
+    """The tile reads raw pointers with C strides: a strided view is refused when the loop is
+    compiled, not read wrongly."""
+    import numba
+
+    from jaxpr_semiring.kernels import numba_loops
+
+    @numba.njit
+    def call(pv, nv, ks, blk, op, on):
+        numba_loops.tile(pv, nv, ks, ks.size, blk, blk.shape[1], op, on)
+
+    f = np.zeros((4, 8), np.float32)
+    ks = np.arange(4, dtype=np.int64)
+    blk = np.zeros((4, 64), np.float32)
+    with pytest.raises(numba.core.errors.TypingError, match="pv must be a C-contiguous"):
+        call(
+            f[:, ::2],
+            f[:, ::2],
+            ks,
+            blk,
+            np.zeros((4, 64), np.float32),
+            np.zeros((4, 64), np.float32),
+        )
+
+
+_CONCURRENT = """
+import threading
+import jax, jax.numpy as jnp, numpy as np
+import jaxpr_semiring as js
+from jaxpr_semiring.kernels import cpu
+rng = np.random.default_rng(0)
+p = rng.normal(size=(1, 256, 512)).astype(np.float32)
+n = p - 1
+w = rng.normal(size=(1, 512, 512)).astype(np.float32)
+want = np.maximum(p[0, :, :, None] * w[0], n[0, :, :, None] * w[0]).max(1)
+grad = jax.jit(js.semiring_grad(lambda x: jnp.sum(jnp.tanh(x @ w[0])), js.MaxProduct()))
+ref = grad(p[0])
+errors = []
+def host():
+    for _ in range(10):
+        errors.append(not np.array_equal(cpu.maxproduct_numpy(p, n, w)[0][0], want))
+def ffi():
+    for _ in range(10):
+        errors.append(not np.array_equal(np.asarray(grad(p[0]).top_pos), np.asarray(ref.top_pos)))
+threads = [threading.Thread(target=f) for f in (host, host, ffi, ffi)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+import numba
+print(numba.threading_layer(), js.kernels.describe()["cpu"], sum(errors))
+"""
+
+
+@pytest.mark.skipif(not kernels.cpu.available(), reason="needs numba")
+def test_parallel_loops_from_several_threads_under_workqueue():
+    """numba's workqueue threading layer (its fallback without OpenMP or TBB) aborts the
+    process when two threads launch parallel loops at once: XLA calls the FFI kernel from
+    several threads, and host calls can come from any. Launches are serialized there."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    r = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["workqueue", "numba-ffi", "0"], r.stdout

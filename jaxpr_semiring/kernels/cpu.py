@@ -115,8 +115,11 @@ def _host(name, n_int_out, vs, w, nc):
         ]
     else:
         extra = []
-    loop = loops()[name][module().parallel(iv.size * M * C * N)]
-    loop(*vs3, w3.astype(dt, copy=False), nc, iv, iw, *outs, *extra)
+    args = (*vs3, w3.astype(dt, copy=False), nc, iv, iw, *outs, *extra)
+    if module().parallel(iv.size * M * C * N):
+        module().launch(loops()[name][True], *args)
+    else:
+        loops()[name][False](*args)
     outs += extra if n_int_out else []
     return [o.reshape(shape + (M, N)) for o in outs]
 

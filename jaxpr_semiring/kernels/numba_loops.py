@@ -32,6 +32,8 @@ batch element through index arrays, as :func:`.cpu.batch_index` does on the host
 
 from __future__ import annotations
 
+import threading
+
 import llvmlite.binding as ll
 import numba
 import numpy as np
@@ -272,6 +274,13 @@ def tile_library():
 @intrinsic
 def tile(typingctx, pv, nv, ks, K, blk, nbp, op, on):
     """Call the tile of ``pv.ndim == 2 and TILE_ROWS or 1`` rows (C-contiguous arrays)."""
+    # the tile reads raw pointers with C strides: another layout would read wrong elements
+    for name, a in zip(("pv", "nv", "ks", "blk", "op", "on"), (pv, nv, ks, blk, op, on)):
+        if a.layout != "C":
+            raise numba.core.errors.TypingError(
+                f"tile: {name} must be a C-contiguous array, got layout {a.layout!r}; "
+                f"pass np.ascontiguousarray({name})."
+            )
     rows = TILE_ROWS if pv.ndim == 2 else 1
     name = _TILE_SYMBOLS[blk.dtype, rows][0]
     sig = types.void(pv, nv, ks, K, blk, nbp, op, on)
@@ -535,6 +544,26 @@ maxproduct_arg_serial, maxproduct_arg_parallel = (
 maxabs_serial, maxabs_parallel = LOOPS["maxabs"][False], LOOPS["maxabs"][True]
 
 
+# numba's ``workqueue`` threading layer (what numba falls back to without OpenMP or TBB, or
+# NUMBA_THREADING_LAYER=workqueue) aborts the process when two threads launch parallel loops at
+# once, and XLA runs independent custom calls, and a data-set run's batches, on several threads:
+# launches are serialized until numba's first launch shows a thread-safe layer
+_LAUNCH = threading.Lock()
+_threadsafe = False
+
+
+def launch(loop, *args) -> None:
+    """``loop(*args)`` for a ``parallel=True`` loop, serialized under a layer that is not
+    thread-safe."""
+    global _threadsafe
+    if _threadsafe:
+        loop(*args)
+        return
+    with _LAUNCH:
+        loop(*args)
+        _threadsafe = numba.threading_layer() != "workqueue"
+
+
 def parallel(candidates: int) -> bool:
     """Whether a call with this many candidate products runs on numba's threads: waking the
     thread team costs more than a small loop."""
@@ -760,7 +789,7 @@ def parallel_runner(loop, operands, extra=None):
         if dt != F32 and dt != F64:
             return 1
         like = np.float32(0) if dt == F32 else np.float64(0)
-        loop(*operands(frame, like), *(extra(frame, like) if extra else ()))
+        launch(loop, *operands(frame, like), *(extra(frame, like) if extra else ()))
         return 0
 
     return run
