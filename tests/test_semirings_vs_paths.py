@@ -147,6 +147,10 @@ def test_slices_sink_into_contractions():
         z = h @ w + b
         return jnp.sum(z[i]) * jnp.sum(jnp.tanh(z))
 
+    def two_entries(h, w, b, i, k):  # logits[a] - logits[b]: the row's slice sinks, not theirs
+        z = (h @ w + b)[i]
+        return jnp.tanh(z[k]) - 2.0 * z[(k + 2) % 6]
+
     last = lambda h, w, b: jnp.sum(jnp.tanh((h @ w + b)[-1]) * jnp.arange(1.0, 7.0))
     box = lambda h, w: jnp.sum(jnp.sin((h @ w)[:, 1:4, 2:5]))
     strided = lambda h, w: jnp.sum(jnp.sin((h @ w)[:, ::2]))
@@ -158,6 +162,7 @@ def test_slices_sink_into_contractions():
         (scaled, (h, w, b, 4)),
         (batch, (hb, wb, 3)),
         (read_twice, (h, w, b, 1)),
+        (two_entries, (h, w, b, 3, 4)),
     ]:
         check_all_semirings(f, *args, argnums=(0, 1), rtol=5e-4, atol=5e-4)
     for f, args in [(logits, (h, w, b, 2)), (box, (hb, wb))]:  # weights closed over: constants
@@ -175,12 +180,23 @@ def test_slices_sink_into_contractions():
     assert shapes(lambda h: logits(h, w, b, 2), h) == [(1, 6)]
     assert shapes(box, hb, wb) == [(2, 3, 3)]
     assert shapes(strided, h, w) == [(5, 6)]  # strides: not sunk
+    assert shapes(two_entries, h, w, b, 3, 4) == [(1, 6)]
 
     def returned(h, w):
         z = h @ w
         return z, lax.dynamic_slice(z, (1, 0), (1, 6))
 
     assert shapes(returned, h, w) == [(5, 6)]
+    # indices traced under vmap (a data-set run): the starts are graph inputs, read by the
+    # slices of the weights and bias (constants here); the same numbers one index at a time
+    check_all_semirings(two_entries, h, w, b, 3, 4, argnums=0, rtol=5e-4, atol=5e-4)
+    rows, cols = jnp.arange(5), jnp.array([4, 0, 5, 2, 1])
+    for S in (js.MaxProduct(), js.Entropy()):
+        one = lambda i, k: js.semiring_grad(two_entries, S, argnums=0)(h, w, b, i, k)
+        batched = jax.vmap(one)(rows, cols)
+        for n in range(5):
+            for got, want in zip(batched, one(int(rows[n]), int(cols[n]))):
+                np.testing.assert_allclose(got[n], want, rtol=1e-6, atol=1e-6)
     grads = jax.vmap(lambda i: js.semiring_grad(logits, js.Real(), argnums=(0, 1))(h, w, b, i))
     want = jax.vmap(lambda i: jax.grad(logits, argnums=(0, 1))(h, w, b, i))
     for g, e in zip(grads(jnp.arange(5)), want(jnp.arange(5))):
