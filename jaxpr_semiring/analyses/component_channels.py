@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..flax_hooks import module_path
-from ..graph import Ref, is_float
+from ..graph import Ref, aval_of, is_float
 from ..interpreter import Observer
 from ..markers import TAP_PREFIX, tap
 from ..semirings import Semiring
@@ -408,7 +408,7 @@ class ComponentObserver(Observer):
             total = None
             for var in variables:
                 tv = cotangents.get(var.key) if isinstance(var, Ref) else None
-                shape = var.aval.shape if isinstance(var, Ref) else jnp.shape(var.value)
+                shape = aval_of(var).shape
                 dtype = var.aval.dtype if isinstance(var, Ref) else jnp.float32
                 if tv is None:  # no path (or a constant)
                     tv = T.zeros(shape, dtype)

@@ -27,7 +27,7 @@ import numpy as np
 from jax import lax
 
 from .. import _compat
-from ..graph import Const
+from ..graph import Const, aval_of
 from ..rules import RULES
 from ..rules.elementwise import elementwise
 
@@ -278,10 +278,7 @@ def row_kind(node, slots, exact_edges: bool = False):
     if exact_edges and name in ZERO_IS_NO_EDGE:
         return dense_row
     out = [tuple(r.aval.shape) for r in node.outvars]
-    ins = [
-        tuple(np.shape(a.value)) if isinstance(a, Const) else tuple(a.aval.shape)
-        for a in node.invars
-    ]
+    ins = [tuple(aval_of(a).shape) for a in node.invars]
     if name == "dot_general" and len(node.invars) == 2:
         return dot_row
     if len(out) != 1:
